@@ -1,0 +1,81 @@
+"""One trial without Ray: the same trainable Ray Tune runs, on the command line.
+
+    python -m search.train deepdrid_finetune --demo
+    python -m search.train deepdrid_attention --demo --epochs 3 --set heads=8 --set lr=1e-3
+    python -m search.train deepdrid_finetune --data /data/DeepDRiD --out runs/r18
+    python -m search.train deepdrid_finetune --demo --resume runs/r18   # continue a stopped run
+
+Prints one line per epoch and writes OUT/config.json (the resolved config), OUT/metrics.json
+(one dict per epoch) and OUT/checkpoints/{best,last}/ (safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from search.cli import run, setup_logging
+from spaces import get_experiment
+from trainables.cache import cache_root
+from trainables.config import parse_overrides
+from trainables.demo import ensure_demo
+from trainables.errors import ConfigError
+from trainables.reporting import LocalReporter, local_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="see python -m search.list")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--demo", action="store_true", help="generated data and demo settings")
+    source.add_argument("--data", help="dataset root")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a config value; repeat as needed")
+    parser.add_argument("--out", type=Path, help="output folder (default results/<exp>/train-<time>)")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="a checkpoint folder or an earlier --out folder to continue")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+
+    experiment = get_experiment(args.experiment)
+    overrides = parse_overrides(args.overrides)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.data:
+        overrides["data"] = args.data
+    cfg = experiment.config(demo=args.demo, overrides=overrides)
+    if args.demo and not cfg.data:
+        print("generating the demo data set (once per machine)...", flush=True)
+        demo = ensure_demo(experiment.dataset, cache_root(cfg.cache_dir), seed=0)
+        cfg = cfg.replace(data=str(demo))
+    if not cfg.data:
+        raise ConfigError("no dataset: pass --data DIR or --demo")
+    out = args.out or Path("results") / experiment.name / time.strftime("train-%Y%m%d-%H%M%S")
+    reporter = LocalReporter(out, metric=experiment.metric, mode=experiment.mode,
+                             resume=args.resume, echo=lambda line: print(line, flush=True))
+    print(f"{experiment.name}: {cfg.model} ({cfg.weights}) on {cfg.data} -> {out}", flush=True)
+    with local_run(reporter):
+        experiment.trainable(cfg.to_dict())
+    best = _best(reporter.history, experiment.metric, experiment.mode)
+    if best:
+        print(f"best {experiment.metric} {best[experiment.metric]:.4f} at epoch "
+              f"{int(best['epoch'])}; results in {out}")
+    (out / "summary.json").write_text(json.dumps({"experiment": experiment.name, "best": best},
+                                                 indent=1))
+    return 0
+
+
+def _best(history: list[dict[str, float]], metric: str, mode: str) -> dict[str, float] | None:
+    rows = [h for h in history if metric in h]
+    if not rows:
+        return None
+    return (max if mode == "max" else min)(rows, key=lambda h: h[metric])
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,28 @@
+"""deepdrid_attention: resnet18 with multi-head self-attention over its last feature map.
+
+Searches attention on/off, heads, layer norm on/off, residual on/off, lr, augmentation and
+unfreeze depth; the metric is quadratic weighted kappa on validation (max).
+
+    python -m search.train deepdrid_attention --demo --set attention=true --set heads=4
+    python -m search.train deepdrid_attention --data /data/DeepDRiD
+"""
+
+from spaces.base import Experiment
+from spaces.deepdrid_finetune import DEMO
+from trainables.grading import METRIC, MODE, train_grading
+
+EXPERIMENT = Experiment(
+    name="deepdrid_attention",
+    summary="resnet18 + self-attention head on DeepDRiD, 5 DR grades",
+    dataset="deepdrid",
+    data_format="DeepDRiD: course layout ({train,val,test}.csv) or the original release",
+    trainable=train_grading,
+    metric=METRIC,
+    mode=MODE,
+    defaults={"model": "resnet18", "weights": "imagenet", "image_size": 384, "epochs": 15,
+              "batch_size": 32, "lr": 3e-4, "preprocess": "circle", "augment": "flip+rotate",
+              "attention": True, "heads": 4},
+    demo=DEMO,
+    searched=("attention", "heads", "layer_norm", "residual", "lr", "augment",
+              "unfreeze_depth"),
+)

@@ -1,0 +1,256 @@
+"""Dataset readers: a table of images with labels, splits and patients, plus what is wrong with it.
+
+A reader never raises on the first bad row: it returns an `ImageIndex` holding every readable
+row and a list of `Problem`s (file and CSV row), so a user sees everything to fix at once.
+`validate` adds the checks that need the images (exists, decodes completely).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from trainables.errors import DatasetError, Problem
+from trainables.images import probe_image
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ["split", "image_id", "path", "label", "patient", "csv", "row"]  # label -1 = unlabelled
+
+
+@dataclass
+class ImageIndex:
+    """Every image of a dataset: one row per image, in CSV order, with its split and patient."""
+
+    root: Path
+    layout: str
+    frame: pd.DataFrame  # COLUMNS
+    num_classes: int
+    class_names: list[str]
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sources: dict[str, Path] = field(default_factory=dict)  # split -> the CSV file read
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (w, h), by validate
+    _rows: list[dict[str, object]] = field(default_factory=list, repr=False)
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name].reset_index(drop=True)
+
+    def raise_if_problems(self) -> None:
+        if self.problems:
+            raise DatasetError(str(self.root), self.problems)
+
+
+DR_GRADES = ["0 no DR", "1 mild", "2 moderate", "3 severe", "4 proliferative"]
+
+
+def read_deepdrid(root: str | Path) -> ImageIndex:
+    """Read DeepDRiD in the course layout ({train,val,test}.csv) or the original release.
+
+    The layout is detected: `train.csv` at the root means the course layout; a
+    `regular-fundus-training.csv` anywhere under the root means the original release.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(str(root), [Problem(str(root), "no such directory")])
+    if (root / "train.csv").is_file():
+        return _read_course(root)
+    originals = sorted(root.rglob("regular-fundus-training.csv"))
+    if originals:
+        return _read_original(root, originals[0].parent.parent)
+    raise DatasetError(str(root), [Problem(
+        str(root), "not a DeepDRiD folder: expected train.csv, val.csv, test.csv (course layout) "
+        "or regular-fundus-training.csv and regular-fundus-validation.csv (original release)")])
+
+
+def _read_course(root: Path) -> ImageIndex:
+    index = _new_index(root, "course")
+    for split in SPLITS:
+        path = root / f"{split}.csv"
+        required = ["image_id", "img_path"] + (["patient_DR_Level"] if split != "test" else [])
+        for row, rec in _csv_rows(index, split, path, required):
+            image_id = rec["image_id"].strip()
+            patient = image_id.split("_")[0]
+            rel = rec["img_path"].strip().replace("\\", "/")
+            candidates = [root / rel, root / split / patient / f"{image_id}.jpg"]
+            image = next((c for c in candidates if c.is_file()), candidates[0])
+            label: int | None = (_grade(index, path, row, rec.get("patient_DR_Level"))
+                                 if split != "test" else -1)
+            _add(index, split, image_id, image, label, patient, path, row)
+    return _finish(index)
+
+
+def _read_original(root: Path, base: Path) -> ImageIndex:
+    """The release's `image_path` column is wrong; paths come from patient_id and image_id."""
+    index = _new_index(root, "original")
+    folders = {"train": "regular-fundus-training", "val": "regular-fundus-validation",
+               "test": "regular-fundus-testing"}
+    required = ["patient_id", "image_id", "left_eye_DR_Level", "right_eye_DR_Level"]
+    for split, name in folders.items():
+        hits = sorted(root.rglob(f"{name}.csv"))
+        if not hits:
+            if split != "test":
+                index.problems.append(Problem(str(base / name / f"{name}.csv"), "file not found"))
+            continue
+        path = hits[0]
+        for row, rec in _csv_rows(index, split, path, required):
+            image_id, patient = rec["image_id"].strip(), rec["patient_id"].strip()
+            image = path.parent / "Images" / patient / f"{image_id}.jpg"
+            eye = _eye_of(image_id)
+            level = rec.get(f"{eye}_eye_DR_Level") if eye else None
+            if level is None or not level.strip():  # fall back to whichever eye is filled in
+                level = rec.get("left_eye_DR_Level") or rec.get("right_eye_DR_Level")
+            unlabelled_test = split == "test" and not (level or "").strip()
+            label = -1 if unlabelled_test else _grade(index, path, row, level)
+            _add(index, split, image_id, image, label, patient, path, row)
+    return _finish(index)
+
+
+def _eye_of(image_id: str) -> str | None:
+    m = re.search(r"_([lr])\d*$", image_id)
+    return {"l": "left", "r": "right"}[m.group(1)] if m else None
+
+
+def _new_index(root: Path, layout: str) -> ImageIndex:
+    return ImageIndex(root=root, layout=layout, frame=pd.DataFrame(columns=COLUMNS),
+                      num_classes=5, class_names=list(DR_GRADES))
+
+
+def _csv_rows(index: ImageIndex, split: str, path: Path,
+              required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, record) of a CSV; a missing file or column is a problem, not a crash."""
+    if not path.is_file():
+        index.problems.append(Problem(str(path), "file not found"))
+        return
+    index.sources[split] = path
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, skipinitialspace=True)
+            fields = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in required if c not in fields]
+            if missing:
+                index.problems.append(Problem(
+                    str(path), f"missing column(s) {', '.join(missing)}; found {', '.join(fields)}",
+                    row=1))
+                return
+            for line, rec in enumerate(reader, start=2):
+                clean = {(k or "").strip(): (v or "") for k, v in rec.items()}
+                if not any(v.strip() for v in clean.values()):
+                    index.warnings.append(f"{path} row {line}: empty row skipped")
+                    continue
+                yield line, clean
+    except (UnicodeDecodeError, csv.Error) as e:
+        index.problems.append(Problem(str(path), f"not a readable CSV file ({e})"))
+
+
+def _grade(index: ImageIndex, path: Path, row: int, value: str | None) -> int | None:
+    text = (value or "").strip()
+    try:
+        grade = int(float(text))
+        if float(text) != grade:
+            raise ValueError
+    except ValueError:
+        index.problems.append(Problem(str(path), f"label {text!r} is not a whole number", row))
+        return None
+    if not 0 <= grade < index.num_classes:
+        index.problems.append(Problem(
+            str(path), f"label {grade} is out of range 0-{index.num_classes - 1}", row))
+        return None
+    return grade
+
+
+def _add(index: ImageIndex, split: str, image_id: str, image: Path, label: int | None,
+         patient: str, csv_path: Path, row: int) -> None:
+    if label is None:
+        return
+    if not image.is_file():
+        index.problems.append(Problem(str(csv_path), f"image {image} not found", row))
+        return
+    index._rows.append({"split": split, "image_id": image_id, "path": str(image), "label": label,
+                 "patient": patient, "csv": str(csv_path), "row": row})
+
+
+def _finish(index: ImageIndex) -> ImageIndex:
+    frame = pd.DataFrame(index._rows, columns=COLUMNS)
+    index._rows = []
+    frame["label"] = frame["label"].astype("int64")
+    frame["row"] = frame["row"].astype("int64")
+    dupes = frame[frame.duplicated(["split", "image_id"], keep="first")]
+    for rec in dupes.itertuples():
+        index.warnings.append(f"{rec.csv} row {rec.row}: image {rec.image_id} listed twice; "
+                              "the repeat is skipped")
+    frame = frame.drop_duplicates(["split", "image_id"], keep="first").reset_index(drop=True)
+    index.frame = frame
+    _check_splits(index)
+    return index
+
+
+def _check_splits(index: ImageIndex) -> None:
+    # the course layout needs all three splits; the original release's test split is optional
+    needed = SPLITS if index.layout == "course" else ("train", "val", *(
+        ("test",) if "test" in index.sources else ()))
+    for split in needed:
+        if not (index.frame["split"] == split).any():
+            where = str(index.sources.get(split, index.root))
+            index.problems.append(Problem(where, f"the {split} split has no usable images"))
+    by_patient = index.frame.groupby("patient")["split"].unique()
+    for patient, splits in by_patient.items():
+        if len(splits) > 1:
+            rows = index.frame[index.frame["patient"] == patient].drop_duplicates("split")
+            where = "; ".join(f"{r.csv} row {r.row}" for r in rows.itertuples())
+            index.problems.append(Problem(
+                where, f"patient {patient} is in more than one split ({', '.join(sorted(splits))})"))
+
+
+def validate(index: ImageIndex, *, decode: bool = True, workers: int = 4,
+             progress: Callable[[int, int], None] | None = None) -> ImageIndex:
+    """Decode every image completely (in threads: PIL releases the GIL) and record failures."""
+    if decode and len(index.frame):
+        paths = index.frame["path"].tolist()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(probe_image, paths)
+            for n, (rec, (size, error)) in enumerate(zip(index.frame.itertuples(), results,
+                                                         strict=True)):
+                if error:
+                    index.problems.append(Problem(rec.csv, f"image {rec.path} {error}", rec.row))
+                elif size:
+                    index.sizes[rec.path] = size
+                if progress:
+                    progress(n + 1, len(paths))
+    return index
+
+
+def summarize(index: ImageIndex) -> str:
+    """Images per split and grade, and image sizes, as a short text table."""
+    f = index.frame
+    lines = [f"{index.root} ({index.layout} layout)", ""]
+    table = pd.crosstab(f["split"], f["label"].map(lambda v: "unlabelled" if v < 0 else str(v)),
+                        margins=True, margins_name="total")
+    lines.append("images per split and grade:")
+    lines.append(table.to_string())
+    lines.append("")
+    lines.append("patients per split: " + ", ".join(
+        f"{s} {f[f['split'] == s]['patient'].nunique()}" for s in SPLITS if (f["split"] == s).any()))
+    if index.sizes:
+        counts = pd.Series([f"{w}x{h}" for w, h in index.sizes.values()]).value_counts()
+        lines.append("image sizes: " + ", ".join(f"{k} ({v})" for k, v in counts.head(5).items())
+                     + (f", {len(counts) - 5} more" if len(counts) > 5 else ""))
+    return "\n".join(lines)
+
+
+READERS: dict[str, Callable[[str | Path], ImageIndex]] = {"deepdrid": read_deepdrid}
+
+
+def read_dataset(kind: str, root: str | Path) -> ImageIndex:
+    if kind not in READERS:
+        raise DatasetError(str(root), [Problem(
+            str(root), f"unknown dataset kind {kind!r}; known: {', '.join(READERS)}")])
+    return READERS[kind](root)

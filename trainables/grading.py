@@ -1,0 +1,118 @@
+"""The DR grading trainable: one model, one config, epochs reported with checkpoints.
+
+`train_grading(config)` is what Ray Tune runs for the DeepDRiD experiments and what
+`python -m search.train` and `search.reproduce` call directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+
+from trainables.augment import BatchAugment
+from trainables.cache import build_cache, cache_root
+from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.config import TrainConfig
+from trainables.datasets import ImageIndex, read_dataset
+from trainables.errors import ConfigError
+from trainables.loop import Runtime, evaluate, lr_factor, plan_runtime, train_one_epoch
+from trainables.models import FundusClassifier, build_model
+from trainables.reporting import Reporter, current_reporter
+
+log = logging.getLogger(__name__)
+
+METRIC, MODE = "val/kappa", "max"
+
+
+@dataclass
+class TrialData:
+    index: ImageIndex
+    images: dict[str, np.ndarray]  # split -> uint8 (N, S, S, 3), memory-mapped
+    labels: dict[str, np.ndarray]
+
+
+def load_data(cfg: TrainConfig) -> TrialData:
+    """Read and validate the dataset, then open (building if needed) the node's image cache."""
+    if not cfg.data:
+        raise ConfigError("no dataset: pass --data DIR (or --demo), or set data=DIR")
+    index = read_dataset(cfg.dataset, cfg.data)
+    index.raise_if_problems()
+    cached = build_cache(index, size=cfg.image_size, preprocess=cfg.preprocess,
+                         root=cache_root(cfg.cache_dir), dataset=cfg.dataset)
+    labels = {s: index.split(s)["label"].to_numpy() for s in cached.images}
+    return TrialData(index, cached.images, labels)
+
+
+def train_grading(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: build data and model from `config`, train, report."""
+    cfg = TrainConfig.from_dict(config)
+    fit(cfg, current_reporter(METRIC, MODE))
+
+
+def fit(cfg: TrainConfig, reporter: Reporter) -> FundusClassifier:
+    """Train `cfg.epochs` epochs (continuing from the reporter's checkpoint if it has one)."""
+    runtime = plan_runtime(cfg)
+    data = load_data(cfg)
+    torch.manual_seed(cfg.seed)  # the new head and attention layers
+    model = build_model(cfg).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    data_cfg = timm.data.resolve_model_data_config(model.backbone)
+    mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+    train_aug = BatchAugment(cfg.augment, mean, std, runtime.device, runtime.channels_last)
+    eval_aug = BatchAugment("none", mean, std, runtime.device, runtime.channels_last)
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = _steps_per_epoch(cfg, len(data.labels["train"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, total=steps * cfg.epochs, warmup=round(cfg.warmup_epochs * steps),
+        kind=cfg.scheduler))
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
+
+    config = cfg.to_dict()
+    reporter.start(config)
+    restored = reporter.restore(functools.partial(
+        load_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler))
+    start = int(restored["epoch"]) if restored else 0
+    history: list[dict[str, float]] = list(restored["history"]) if restored else []
+    if restored:
+        log.info("resuming at epoch %d of %d", start + 1, cfg.epochs)
+
+    for epoch in range(start, cfg.epochs):
+        row = _epoch(model, data, cfg, epoch, optimizer, scheduler, scaler, train_aug,
+                     eval_aug, runtime)
+        history.append(row)
+        state = {"epoch": epoch + 1, "history": list(history)}
+        reporter.report(row, functools.partial(
+            save_checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
+            scaler=scaler, state=state, config=config))
+    return model
+
+
+def _epoch(model: FundusClassifier, data: TrialData, cfg: TrainConfig, epoch: int,
+           optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+           scaler: torch.amp.GradScaler, train_aug: BatchAugment, eval_aug: BatchAugment,
+           runtime: Runtime) -> dict[str, float]:
+    train = train_one_epoch(model, data.images["train"], data.labels["train"], cfg=cfg,
+                            epoch=epoch, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                            augment=train_aug, runtime=runtime)
+    val, _ = evaluate(model, data.images["val"], data.labels["val"], cfg=cfg, augment=eval_aug,
+                      runtime=runtime)
+    return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **train, **val}
+
+
+def _steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
+    steps = n_train // cfg.batch_size if n_train > cfg.batch_size else 1
+    return min(steps, cfg.max_train_batches) if cfg.max_train_batches else steps
+
+
+def checkpoint_path(out: Path, which: str = "best") -> Path:
+    return out / "checkpoints" / which

@@ -1,0 +1,153 @@
+"""One epoch of training and one evaluation, each returning a dict of namespaced metrics."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.augment import BatchAugment
+from trainables.config import TrainConfig
+from trainables.errors import ConfigError, NonFiniteLossError
+from trainables.metrics import grading_metrics
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a trial computes: AMP and channels_last only pay off (and only run) on CUDA."""
+
+    device: torch.device
+    amp: bool
+    channels_last: bool
+
+
+def plan_runtime(cfg: TrainConfig, cuda_available: bool | None = None) -> Runtime:
+    """The device Ray gave the trial (it sets CUDA_VISIBLE_DEVICES, so cuda:0), else the CPU."""
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if cfg.device == "cuda" and not cuda:
+        raise ConfigError("device=cuda but no CUDA device is visible to this trial "
+                          "(give the trial a GPU, e.g. --gpus-per-trial 1, or use device=auto)")
+    use_cuda = cuda and cfg.device != "cpu"
+    return Runtime(device=torch.device("cuda" if use_cuda else "cpu"),
+                   amp=use_cuda and cfg.amp, channels_last=use_cuda and cfg.channels_last)
+
+
+def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of the peak lr at optimizer step `step`: linear warm-up, then the schedule."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    if kind == "step":
+        return 0.1 if step >= (2 * total) // 3 else 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.ndarray,
+            *, limit: int = 0, drop_last: bool = False,
+            pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of (uint8 images, labels) read from the (memory-mapped) cache in `order`.
+
+    A thread reads the next batch while the current one computes: the reads and the
+    tensor ops both release the GIL.
+    """
+    n_batches = len(order) // batch_size if drop_last else math.ceil(len(order) / batch_size)
+    if limit:
+        n_batches = min(n_batches, limit)
+
+    def read(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.sort(order[i * batch_size: (i + 1) * batch_size])  # sorted reads are sequential
+        x = torch.from_numpy(np.ascontiguousarray(images[idx]))
+        y = torch.from_numpy(labels[idx].astype(np.int64))
+        return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
+
+    ready: queue.Queue = queue.Queue(maxsize=2)
+
+    def producer() -> None:
+        try:
+            for i in range(n_batches):
+                ready.put(read(i))
+        except BaseException as e:  # hand the failure to the consumer
+            ready.put(e)
+        ready.put(None)
+
+    threading.Thread(target=producer, daemon=True).start()
+    while (item := ready.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
+                    cfg: TrainConfig, epoch: int, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler,
+                    scaler: torch.amp.GradScaler, augment: BatchAugment,
+                    runtime: Runtime) -> dict[str, float]:
+    """One pass over the training images; data order, augmentation and dropout are seeded by
+    (seed, epoch), so a resumed run repeats an uninterrupted one."""
+    model.train()
+    torch.manual_seed(cfg.seed * 10_007 + epoch)  # dropout
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(labels))
+    generator = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
+    drop_last = len(labels) > cfg.batch_size  # a batch of one breaks BatchNorm
+    total_loss = torch.zeros((), device=runtime.device)
+    seen, started = 0, time.perf_counter()
+    for step, (x, y) in enumerate(batches(images, labels, cfg.batch_size, order,
+                                          limit=cfg.max_train_batches, drop_last=drop_last,
+                                          pin=runtime.device.type == "cuda")):
+        inputs = augment(x, generator)
+        targets = y.to(runtime.device, non_blocking=True)
+        with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):  # a CPU-GPU sync point, once per step: cheap next to a step
+            raise NonFiniteLossError(
+                f"train loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                f"(lr {optimizer.param_groups[0]['lr']:.3g}, model {cfg.model}); the trial stops "
+                "here. Try a lower lr.")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total_loss += loss.detach() * len(y)
+        seen += len(y)
+    seconds = time.perf_counter() - started
+    return {"train/loss": float(total_loss) / max(1, seen),
+            "train/images_per_s": seen / max(seconds, 1e-9), "train/seconds": seconds}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: BatchAugment,
+            runtime: Runtime) -> np.ndarray:
+    """Class probabilities for `images`, in order."""
+    model.eval()
+    out = []
+    dummy = np.zeros(len(images), dtype=np.int64)
+    for x, _ in batches(images, dummy, 2 * cfg.batch_size, np.arange(len(images)),
+                        limit=cfg.max_eval_batches, pin=runtime.device.type == "cuda"):
+        with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
+            logits = model(augment(x))
+        out.append(logits.float().softmax(dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, cfg: TrainConfig,
+             augment: BatchAugment, runtime: Runtime,
+             prefix: str = "val") -> tuple[dict[str, float], np.ndarray]:
+    """Loss, QWK, accuracy and macro F1 on `images`; also returns the probabilities."""
+    probs = predict(model, images, cfg=cfg, augment=augment, runtime=runtime)
+    labels = labels[: len(probs)]
+    loss = F.nll_loss(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))),
+                      torch.from_numpy(labels.astype(np.int64))).item()
+    metrics = {"loss": loss, **grading_metrics(labels, probs)}
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}, probs

@@ -1,0 +1,150 @@
+"""Where a trial's epochs go: Ray Tune (`tune.report` with a checkpoint) or a local folder.
+
+The trainable asks `current_reporter()`; inside a Tune trial that is Tune, otherwise the
+reporter installed by `local_run(...)` (the CLI, tests, reproduce), or one that keeps the
+history in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from trainables.checkpoint import is_checkpoint
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WriteCheckpoint = Callable[[Path], None]
+
+
+class Reporter(Protocol):
+    def start(self, config: dict[str, Any]) -> None: ...
+
+    def restore(self, load: Callable[[Path], T]) -> T | None: ...
+
+    def report(self, metrics: dict[str, float], write_checkpoint: WriteCheckpoint) -> None: ...
+
+
+class TuneReporter:
+    """Reports each epoch to Ray Tune with a checkpoint; resumes from `tune.get_checkpoint()`."""
+
+    def start(self, config: dict[str, Any]) -> None:
+        pass  # Ray Tune stores the trial config itself
+
+    def restore(self, load: Callable[[Path], T]) -> T | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return load(Path(folder))
+
+    def report(self, metrics: dict[str, float], write_checkpoint: WriteCheckpoint) -> None:
+        from ray import tune
+
+        with tempfile.TemporaryDirectory() as folder:
+            write_checkpoint(Path(folder))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class LocalReporter:
+    """Writes `config.json`, `metrics.json` (one dict per epoch) and `checkpoints/{last,best}/`
+    under `out` (or keeps only the history when `out` is None); prints a line per epoch."""
+
+    def __init__(self, out: Path | None = None, *, metric: str = "val/kappa", mode: str = "max",
+                 resume: Path | None = None, echo: Callable[[str], None] | None = None) -> None:
+        self.out, self.metric, self.mode, self.resume, self.echo = out, metric, mode, resume, echo
+        self.history: list[dict[str, float]] = []
+        self.config: dict[str, Any] = {}
+
+    def start(self, config: dict[str, Any]) -> None:
+        self.config = config
+        if self.out:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(config, indent=1))
+
+    def restore(self, load: Callable[[Path], T]) -> T | None:
+        if self.resume is None:
+            return None
+        folder = self.resume
+        if not is_checkpoint(folder) and is_checkpoint(folder / "checkpoints" / "last"):
+            folder = folder / "checkpoints" / "last"  # a run folder was given
+        if not is_checkpoint(folder):
+            from trainables.errors import ConfigError
+            raise ConfigError(f"--resume {self.resume}: no checkpoint there (expected "
+                              "model.safetensors, optimizer.safetensors and state.json)")
+        state = load(folder)
+        self.history = list(getattr(state, "get", lambda *_: [])("history", []))
+        return state
+
+    def report(self, metrics: dict[str, float], write_checkpoint: WriteCheckpoint) -> None:
+        self.history.append(dict(metrics))
+        if self.echo:
+            self.echo(format_epoch(metrics, self.config.get("epochs")))
+        if not self.out:
+            return
+        (self.out / "metrics.json").write_text(json.dumps(self.history, indent=1))
+        checkpoints = self.out / "checkpoints"
+        partial = checkpoints / "last.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        write_checkpoint(partial)
+        shutil.rmtree(checkpoints / "last", ignore_errors=True)
+        partial.rename(checkpoints / "last")
+        if self._is_best(metrics):
+            shutil.rmtree(checkpoints / "best", ignore_errors=True)
+            shutil.copytree(checkpoints / "last", checkpoints / "best")
+
+    def _is_best(self, metrics: dict[str, float]) -> bool:
+        values = [h[self.metric] for h in self.history if self.metric in h]
+        best = max(values) if self.mode == "max" else min(values)
+        return metrics.get(self.metric) == best
+
+
+def format_epoch(m: dict[str, float], epochs: int | None = None) -> str:
+    of = f"/{epochs}" if epochs else ""
+    return (f"epoch {int(m['epoch'])}{of}  train loss {m['train/loss']:.4f}  "
+            f"val loss {m['val/loss']:.4f}  QWK {m['val/kappa']:.4f}  "
+            f"acc {m['val/accuracy']:.4f}  F1 {m['val/f1_macro']:.4f}  "
+            f"{m['train/images_per_s']:.1f} img/s  lr {m['lr']:.2e}")
+
+
+_LOCAL: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("medtune_reporter",
+                                                                         default=None)
+
+
+@contextlib.contextmanager
+def local_run(reporter: Reporter) -> Iterator[Reporter]:
+    """Run a trainable outside Ray with `reporter` receiving its epochs."""
+    token = _LOCAL.set(reporter)
+    try:
+        yield reporter
+    finally:
+        _LOCAL.reset(token)
+
+
+def in_tune_trial() -> bool:
+    try:
+        from ray import tune
+    except ImportError:
+        return False
+    with warnings.catch_warnings():  # outside a trial Ray warns and returns None
+        warnings.simplefilter("ignore")
+        return tune.get_context().get_trial_id() is not None
+
+
+def current_reporter(metric: str, mode: str) -> Reporter:
+    local = _LOCAL.get()
+    if local is not None:
+        return local
+    if in_tune_trial():
+        return TuneReporter()
+    return LocalReporter(metric=metric, mode=mode)
