@@ -1,0 +1,52 @@
+"""The trainable inside a real local Ray Tune: reports, checkpoints, resume after a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import tune  # noqa: E402
+
+from tests.helpers import tiny_config  # noqa: E402
+from trainables.grading import train_grading  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    # one logical GPU: enough for Ray to schedule a GPU trial on this CPU-only machine
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def crash_after_first_epoch(config: dict[str, Any]) -> None:
+    """The first attempt trains one epoch for real, then dies; Ray retries from its checkpoint."""
+    if tune.get_checkpoint() is None:
+        train_grading({**config, "epochs": 1})
+        raise RuntimeError("simulated crash after epoch 1")
+    train_grading(config)
+
+
+def test_a_crashed_trial_resumes_from_its_checkpoint_on_a_gpu_slot(
+        local_ray: None, course_demo: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(course_demo, epochs=3).to_dict()
+    tuner = tune.Tuner(
+        tune.with_resources(crash_after_first_epoch, {"cpu": 1, "gpu": 1}),
+        param_space=cfg,
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="resume", verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None
+    frame = result.metrics_dataframe
+    # every epoch once: the retry started at epoch 2, not from scratch
+    assert frame["epoch"].tolist() == [1, 2, 3]
+    assert frame["training_iteration"].tolist() == [1, 2, 3]
+    assert {"val/kappa", "val/loss", "train/loss", "lr", "train/images_per_s"} <= set(frame)
+    assert result.checkpoint is not None
+    with result.checkpoint.as_directory() as folder:
+        assert (Path(folder) / "model.safetensors").is_file()
