@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                              resume=args.resume, echo=lambda line: print(line, flush=True))
     print(f"{experiment.name}: {cfg.model} ({cfg.weights}) on {cfg.data} -> {out}", flush=True)
     with local_run(reporter):
-        experiment.trainable(cfg.to_dict())
+        experiment.trainable()(cfg.to_dict())
     best = _best(reporter.history, experiment.metric, experiment.mode)
     if best:
         print(f"best {experiment.metric} {best[experiment.metric]:.4f} at epoch "

@@ -9,16 +9,14 @@ unfreeze depth; the metric is quadratic weighted kappa on validation (max).
 
 from spaces.base import Experiment
 from spaces.deepdrid_finetune import DEMO
-from trainables.grading import METRIC, MODE, train_grading
+from trainables.tasks import GRADING
 
 EXPERIMENT = Experiment(
     name="deepdrid_attention",
     summary="resnet18 + self-attention head on DeepDRiD, 5 DR grades",
     dataset="deepdrid",
     data_format="DeepDRiD: course layout ({train,val,test}.csv) or the original release",
-    trainable=train_grading,
-    metric=METRIC,
-    mode=MODE,
+    task=GRADING,
     defaults={"model": "resnet18", "weights": "imagenet", "image_size": 384, "epochs": 15,
               "batch_size": 32, "lr": 3e-4, "preprocess": "circle", "augment": "flip+rotate",
               "attention": True, "heads": 4},

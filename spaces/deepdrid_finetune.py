@@ -8,7 +8,7 @@ depth and label smoothing; the metric is quadratic weighted kappa on validation 
 """
 
 from spaces.base import Experiment
-from trainables.grading import METRIC, MODE, train_grading
+from trainables.tasks import GRADING
 
 DEMO = {  # generated data on a CPU: the bundled ImageNet EfficientNet-Lite0 at 128 px
     "model": "efficientnet_lite0", "weights": "bundled", "image_size": 128, "epochs": 6,
@@ -20,9 +20,7 @@ EXPERIMENT = Experiment(
     summary="resnet18 fine-tuned on DeepDRiD, 5 DR grades",
     dataset="deepdrid",
     data_format="DeepDRiD: course layout ({train,val,test}.csv) or the original release",
-    trainable=train_grading,
-    metric=METRIC,
-    mode=MODE,
+    task=GRADING,
     defaults={"model": "resnet18", "weights": "imagenet", "image_size": 384, "epochs": 15,
               "batch_size": 32, "lr": 3e-4, "preprocess": "circle", "augment": "flip+rotate"},
     demo=DEMO,

@@ -180,3 +180,31 @@ def test_cli_bad_dataset_exits_before_training(course_copy: Path, tmp_path: Path
     assert "Traceback" not in result.stderr
     assert "test.csv row 2" in result.stderr and "not found" in result.stderr
     assert "epoch" not in result.stdout
+
+
+def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
+    """The CUDA path (float16 autocast, GradScaler, channels_last), run on the CPU for its logic."""
+    from trainables.augment import BatchAugment
+    from trainables.grading import load_data
+    from trainables.loop import Runtime, evaluate, train_one_epoch
+    from trainables.models import build_model
+
+    cfg = tiny_config(course_demo)
+    runtime = Runtime(torch.device("cpu"), amp=True, channels_last=True)
+    data = load_data(cfg)
+    model = build_model(cfg).to(memory_format=torch.channels_last)
+    before = model.classifier.weight.detach().clone()
+    augment = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, runtime.device, True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    train = train_one_epoch(
+        model, data.images["train"], data.labels["train"], cfg=cfg, epoch=0, optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), scaler=scaler,
+        augment=augment, runtime=runtime)
+    assert np.isfinite(train["train/loss"])
+    assert scaler.get_scale() > 1  # the loss was scaled
+    assert not torch.equal(before, model.classifier.weight)  # and the steps were taken
+    val, probs = evaluate(model, data.images["val"], data.labels["val"], cfg=cfg,
+                          augment=augment, runtime=runtime)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert np.isfinite(val["val/loss"])

@@ -25,10 +25,11 @@ from trainables.errors import ConfigError
 from trainables.loop import Runtime, evaluate, lr_factor, plan_runtime, train_one_epoch
 from trainables.models import FundusClassifier, build_model
 from trainables.reporting import Reporter, current_reporter
+from trainables.tasks import GRADING
 
 log = logging.getLogger(__name__)
 
-METRIC, MODE = "val/kappa", "max"
+METRIC, MODE = GRADING.metric, GRADING.mode
 
 
 @dataclass

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from trainables.checkpoint import is_checkpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,11 +74,13 @@ class LocalReporter:
     def restore(self, load: Callable[[Path], T]) -> T | None:
         if self.resume is None:
             return None
+        from trainables.checkpoint import is_checkpoint
+        from trainables.errors import ConfigError
+
         folder = self.resume
         if not is_checkpoint(folder) and is_checkpoint(folder / "checkpoints" / "last"):
             folder = folder / "checkpoints" / "last"  # a run folder was given
         if not is_checkpoint(folder):
-            from trainables.errors import ConfigError
             raise ConfigError(f"--resume {self.resume}: no checkpoint there (expected "
                               "model.safetensors, optimizer.safetensors and state.json)")
         state = load(folder)
