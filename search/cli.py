@@ -14,8 +14,11 @@ EXIT_USAGE = 2  # the command line or config is wrong
 
 
 def setup_logging(verbose: bool = False) -> None:
-    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("MEDTUNE_LOG", "WARNING"))
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    """Our own progress at INFO (cache builds, weight loading); other libraries at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("MEDTUNE_LOG", "INFO"))
+    for name in ("trainables", "search", "spaces"):
+        logging.getLogger(name).setLevel(level)
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:

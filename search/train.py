@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data"] = args.data
     cfg = experiment.config(demo=args.demo, overrides=overrides)
     if args.demo and not cfg.data:
-        print("generating the demo data set (once per machine)...", flush=True)
         demo = ensure_demo(experiment.dataset, cache_root(cfg.cache_dir), seed=0)
         cfg = cfg.replace(data=str(demo))
     if not cfg.data:

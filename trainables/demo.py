@@ -355,6 +355,7 @@ def ensure_demo(dataset: str, root: Path, *, seed: int = 0) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / ".complete").is_file():
+            log.info("generating the %s demo set in %s (once per machine)", dataset, folder)
             shutil.rmtree(folder, ignore_errors=True)
             DEMO_WRITERS[dataset](folder, spec=DemoSpec(seed=seed))
             (folder / ".complete").touch()
