@@ -8,18 +8,16 @@ unfreeze depth; the metric is quadratic weighted kappa on validation (max).
 """
 
 from spaces.base import Experiment
-from spaces.deepdrid_finetune import DEMO
+from spaces.deepdrid_finetune import DATA_FORMAT, DEFAULTS, DEMO
 from trainables.tasks import GRADING
 
 EXPERIMENT = Experiment(
     name="deepdrid_attention",
     summary="resnet18 + self-attention head on DeepDRiD, 5 DR grades",
     dataset="deepdrid",
-    data_format="DeepDRiD: course layout ({train,val,test}.csv) or the original release",
+    data_format=DATA_FORMAT,
     task=GRADING,
-    defaults={"model": "resnet18", "weights": "imagenet", "image_size": 384, "epochs": 15,
-              "batch_size": 32, "lr": 3e-4, "preprocess": "circle", "augment": "flip+rotate",
-              "attention": True, "heads": 4},
+    defaults={**DEFAULTS, "attention": True, "heads": 4},
     demo=DEMO,
     searched=("attention", "heads", "layer_norm", "residual", "lr", "augment",
               "unfreeze_depth"),

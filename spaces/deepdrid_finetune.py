@@ -15,14 +15,19 @@ DEMO = {  # generated data on a CPU: the bundled ImageNet EfficientNet-Lite0 at 
     "batch_size": 32, "lr": 1e-3,
 }
 
+DATA_FORMAT = "DeepDRiD: course layout ({train,val,test}.csv) or the original release"
+DEFAULTS = {  # a real DeepDRiD run on a GPU
+    "model": "resnet18", "weights": "imagenet", "image_size": 384, "epochs": 15, "batch_size": 32,
+    "lr": 3e-4, "preprocess": "circle", "augment": "flip+rotate",
+}
+
 EXPERIMENT = Experiment(
     name="deepdrid_finetune",
     summary="resnet18 fine-tuned on DeepDRiD, 5 DR grades",
     dataset="deepdrid",
-    data_format="DeepDRiD: course layout ({train,val,test}.csv) or the original release",
+    data_format=DATA_FORMAT,
     task=GRADING,
-    defaults={"model": "resnet18", "weights": "imagenet", "image_size": 384, "epochs": 15,
-              "batch_size": 32, "lr": 3e-4, "preprocess": "circle", "augment": "flip+rotate"},
+    defaults=DEFAULTS,
     demo=DEMO,
     searched=("lr", "weight_decay", "batch_size", "augment", "preprocess", "unfreeze_depth",
               "label_smoothing"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # every test gets a private image cache, never the user's ~/.cache/medtune
-os.environ.setdefault("MEDTUNE_CACHE", tempfile.mkdtemp(prefix="medtune-test-cache-"))
+os.environ["MEDTUNE_CACHE"] = tempfile.mkdtemp(prefix="medtune-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here: fail fast
 
 from tests.helpers import TINY_SPEC, make_demo

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WriteCheckpoint = Callable[[Path], None]
