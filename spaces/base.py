@@ -12,6 +12,20 @@ from trainables.tasks import Task
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How much a search spends, and how ASHA and TPE spend it."""
+
+    num_samples: int = 40  # trials in total
+    max_epochs: int = 15  # epochs of a trial that ASHA never stops
+    grace_period: int = 1  # epochs every trial runs before ASHA may stop it
+    reduction_factor: int = 2  # ASHA keeps the best 1/rf at each rung
+    startup_trials: int = 6  # random trials before TPE models the space
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    top_k: int = 3  # configurations the final step retrains
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     summary: str  # one line for `search.list`
@@ -21,6 +35,9 @@ class Experiment:
     defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     demo: dict[str, Any] = field(default_factory=dict)  # further overrides under --demo
     searched: tuple[str, ...] = ()  # the config keys its search space sets
+    space: Callable[[Any], None] | None = None  # define-by-run: fn(optuna.Trial), module-level
+    budget: Budget = field(default_factory=lambda: Budget())
+    demo_budget: Budget = field(default_factory=lambda: Budget(num_samples=12, max_epochs=4))
 
     def __post_init__(self) -> None:
         # a typo in an experiment module fails at import, not in the middle of a search
@@ -38,12 +55,19 @@ class Experiment:
 
     def trainable(self) -> Callable[[dict[str, Any]], None]:
         """The Ray Tune function trainable (imported on first use: it pulls in torch and timm)."""
-        module, _, name = self.task.trainable.partition(":")
-        fn: Callable[[dict[str, Any]], None] = getattr(importlib.import_module(module), name)
-        return fn
+        return _load(self.task.trainable)
+
+    def fit(self) -> Callable[..., Any]:
+        """The function the trainable calls: fit(cfg, reporter, until_epoch=0)."""
+        return _load(self.task.fit)
 
     def config(self, *, demo: bool, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The resolved trial config: defaults, then demo settings, then `overrides`."""
         values = {"dataset": self.dataset, **self.defaults, **(self.demo if demo else {}),
                   **(overrides or {})}
         return TrainConfig.from_dict(values)
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)

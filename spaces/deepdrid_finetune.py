@@ -3,23 +3,46 @@
 Searches lr, weight decay, batch size, augmentation policy, fundus preprocessing, unfreeze
 depth and label smoothing; the metric is quadratic weighted kappa on validation (max).
 
-    python -m search.train deepdrid_finetune --demo          # one trial, generated data
-    python -m search.train deepdrid_finetune --data /data/DeepDRiD
+    python -m search.run deepdrid_finetune --demo                 # search on generated data
+    python -m search.run deepdrid_finetune --data /data/DeepDRiD --gpus-per-trial 0.5
+    python -m search.train deepdrid_finetune --demo               # one trial, no Ray
 """
 
-from spaces.base import Experiment
-from trainables.tasks import GRADING
+from __future__ import annotations
 
-DEMO = {  # generated data on a CPU: the bundled ImageNet EfficientNet-Lite0 at 128 px
-    "model": "efficientnet_lite0", "weights": "bundled", "image_size": 128, "epochs": 6,
-    "batch_size": 32, "lr": 1e-3,
-}
+from typing import Any
+
+from spaces.base import Budget, Experiment
+from trainables.tasks import GRADING
 
 DATA_FORMAT = "DeepDRiD: course layout ({train,val,test}.csv) or the original release"
 DEFAULTS = {  # a real DeepDRiD run on a GPU
     "model": "resnet18", "weights": "imagenet", "image_size": 384, "epochs": 15, "batch_size": 32,
     "lr": 3e-4, "preprocess": "circle", "augment": "flip+rotate",
 }
+DEMO = {  # generated data on a CPU: the bundled ImageNet EfficientNet-Lite0 at 128 px
+    "model": "efficientnet_lite0", "weights": "bundled", "image_size": 128, "epochs": 6,
+    "batch_size": 32, "lr": 1e-3,
+}
+AUGMENT_POLICIES = ["none", "flip", "flip+rotate", "flip+rotate+scale", "flip+rotate+scale+color"]
+UNFREEZE_DEPTHS = [0, 1, 2, 3, "all"]
+
+
+def search_training(trial: Any) -> None:
+    """The optimisation knobs every DeepDRiD experiment searches (scientific: lr, augment)."""
+    trial.suggest_float("lr", 1e-4, 3e-3, log=True)
+    trial.suggest_categorical("augment", AUGMENT_POLICIES)
+    trial.suggest_categorical("unfreeze_depth", UNFREEZE_DEPTHS)
+
+
+def space(trial: Any) -> None:
+    """Define-by-run space (module-level: Ray pickles the searcher with it)."""
+    search_training(trial)
+    trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    trial.suggest_categorical("batch_size", [16, 32])
+    trial.suggest_categorical("preprocess", ["none", "circle", "ben"])
+    trial.suggest_float("label_smoothing", 0.0, 0.2)
+
 
 EXPERIMENT = Experiment(
     name="deepdrid_finetune",
@@ -31,4 +54,9 @@ EXPERIMENT = Experiment(
     demo=DEMO,
     searched=("lr", "weight_decay", "batch_size", "augment", "preprocess", "unfreeze_depth",
               "label_smoothing"),
+    space=space,
+    budget=Budget(num_samples=40, max_epochs=15, grace_period=2, reduction_factor=2,
+                  startup_trials=8),
+    demo_budget=Budget(num_samples=12, max_epochs=6, grace_period=1, reduction_factor=2,
+                       startup_trials=4),
 )

@@ -11,6 +11,8 @@ import pytest
 # every test gets a private image cache, never the user's ~/.cache/medtune
 os.environ["MEDTUNE_CACHE"] = tempfile.mkdtemp(prefix="medtune-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here: fail fast
+os.environ["WANDB_MODE"] = "offline"  # before any Ray starts: its workers inherit it
+os.environ.pop("WANDB_API_KEY", None)
 
 from tests.helpers import TINY_SPEC, make_demo
 

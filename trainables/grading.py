@@ -57,8 +57,12 @@ def train_grading(config: dict[str, Any]) -> None:
     fit(cfg, current_reporter(METRIC, MODE))
 
 
-def fit(cfg: TrainConfig, reporter: Reporter) -> FundusClassifier:
-    """Train `cfg.epochs` epochs (continuing from the reporter's checkpoint if it has one)."""
+def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0) -> FundusClassifier:
+    """Train `cfg.epochs` epochs (continuing from the reporter's checkpoint if it has one).
+
+    `until_epoch` stops after that epoch with the schedule of the full run: how a trial that
+    ASHA stopped early is reproduced.
+    """
     runtime = plan_runtime(cfg)
     data = load_data(cfg)
     torch.manual_seed(cfg.seed)  # the new head and attention layers
@@ -87,7 +91,7 @@ def fit(cfg: TrainConfig, reporter: Reporter) -> FundusClassifier:
     if restored:
         log.info("resuming at epoch %d of %d", start + 1, cfg.epochs)
 
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, min(cfg.epochs, until_epoch or cfg.epochs)):
         row = _epoch(model, data, cfg, epoch, optimizer, scheduler, scaler, train_aug,
                      eval_aug, runtime)
         history.append(row)

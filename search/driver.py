@@ -1,0 +1,237 @@
+"""Build, run and restore one Ray Tune search: Optuna TPE (in an RDB study) + ASHA.
+
+Traps of Ray Tune 2.60 + Optuna 5 this module avoids (DESIGN.md):
+- only `ray.tune` names (`tune.RunConfig`, `tune.FailureConfig`, ...);
+- the define-by-run space is a module-level function of the experiment module (picklable);
+- `metric` and `mode` go to both the searcher and ASHA;
+- the sampler gets `seed`, `multivariate`, `group`, `constant_liar` explicitly (a sampler
+  handed to OptunaSearch ignores its `seed`);
+- a GPU request the cluster cannot meet fails at once instead of leaving trials PENDING;
+- trials a killed driver left RUNNING in `study.db` are marked failed on resume;
+- W&B's logging actors get `WANDB_MODE` through the runtime_env.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from spaces.base import Experiment
+from trainables.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TUNE_FOLDER, STUDY_FILE = "tune", "study.db"
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch that records a trial that errored as FAIL, even if it reported epochs
+    before (Ray's own records it COMPLETE with its last result: a NaN would look like a score),
+    and that survives a study trial finished behind its back (a resumed search)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            log.warning("optuna: %s", e)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            assert self._ot_study is not None
+            try:
+                self._ot_study.tell(self._ot_trials[trial_id], None,
+                                    state=optuna.trial.TrialState.FAIL)
+            except Exception as e:  # already finished (marked failed on resume): keep going
+                log.warning("optuna: %s", e)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Everything that fixes one search; stored in the run folder's config.json."""
+
+    experiment: Experiment
+    run_dir: Path
+    run_id: str
+    fixed: dict[str, Any]  # the trial config without the searched values
+    pinned: dict[str, Any]  # searched keys fixed by --set for every trial
+    num_samples: int
+    max_epochs: int
+    seed: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    wandb: bool
+    top_k: int = 3
+
+    @property
+    def storage_url(self) -> str:
+        return os.environ.get("MEDTUNE_STUDY_URL") or f"sqlite:///{self.run_dir / STUDY_FILE}"
+
+
+def connect_ray(*, env: dict[str, str]) -> None:
+    """Join the cluster at RAY_ADDRESS, or start a local Ray on this machine."""
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": env}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+
+
+def check_resources(cpus_per_trial: float, gpus_per_trial: float,
+                    available: dict[str, float] | None = None) -> None:
+    """Fail at once on a request no node can meet: such trials would stay PENDING forever."""
+    have = available if available is not None else ray.cluster_resources()
+    gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
+    if gpus_per_trial > gpus:
+        raise ConfigError(
+            f"each trial asks for {gpus_per_trial:g} GPU but the Ray cluster has {gpus:g} "
+            f"(CPU {cpus:g}); lower --gpus-per-trial (0 runs on CPUs) or add GPU nodes")
+    if cpus_per_trial > cpus:
+        raise ConfigError(f"each trial asks for {cpus_per_trial:g} CPUs but the Ray cluster has "
+                          f"{cpus:g}; lower --cpus-per-trial")
+
+
+def default_concurrency(plan_cpus: float, plan_gpus: float,
+                        available: dict[str, float] | None = None) -> int:
+    have = available if available is not None else ray.cluster_resources()
+    limits = [have.get("CPU", 1.0) // max(plan_cpus, 1e-9)]
+    if plan_gpus:
+        limits.append(have.get("GPU", 0.0) // plan_gpus)
+    return max(1, int(min(limits)))
+
+
+def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
+    """TPE with every default that changed between Optuna releases passed explicitly."""
+    with warnings.catch_warnings():  # `group` is marked experimental; it is what a
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # conditional space needs
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup_trials, multivariate=True, group=True,
+            constant_liar=True)
+
+
+def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
+    assert plan.experiment.space is not None, f"{plan.experiment.name} has no search space"
+    storage = optuna.storages.RDBStorage(plan.storage_url)
+    searcher = StudySearch(
+        space=FixedSpace(plan.experiment.space, plan.pinned), metric=plan.experiment.metric,
+        mode=plan.experiment.mode,
+        sampler=make_sampler(plan.seed, startup_trials), storage=storage,
+        study_name=plan.run_id)
+    return ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
+
+
+def make_scheduler(plan: SearchPlan, grace_period: int, reduction_factor: int) -> ASHAScheduler:
+    return ASHAScheduler(
+        time_attr="training_iteration", metric=plan.experiment.metric, mode=plan.experiment.mode,
+        max_t=plan.max_epochs, grace_period=min(grace_period, plan.max_epochs),
+        reduction_factor=reduction_factor)
+
+
+def trainable_with_resources(plan: SearchPlan) -> Any:
+    return tune.with_resources(plan.experiment.trainable(),
+                               {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folders (Ray's default spells out the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def run_config(plan: SearchPlan, callbacks: list[tune.Callback]) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=TUNE_FOLDER, storage_path=str(plan.run_dir.resolve()), verbose=0,
+        callbacks=callbacks,
+        # a crashed trial is retried from its last checkpoint; a NaN loss is not retried
+        failure_config=tune.FailureConfig(max_failures=2),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute=plan.experiment.metric,
+            checkpoint_score_order=plan.experiment.mode),
+    )
+
+
+def new_tuner(plan: SearchPlan, callbacks: list[tune.Callback], *, startup_trials: int,
+              grace_period: int, reduction_factor: int) -> tune.Tuner:
+    return tune.Tuner(
+        trainable_with_resources(plan),
+        param_space=plan.fixed,
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(plan, startup_trials),
+            scheduler=make_scheduler(plan, grace_period, reduction_factor),
+            num_samples=plan.num_samples, trial_dirname_creator=trial_dirname,
+            trial_name_creator=trial_dirname),
+        run_config=run_config(plan, callbacks),
+    )
+
+
+def restored_tuner(plan: SearchPlan, callbacks: list[tune.Callback]) -> tune.Tuner:
+    """The interrupted search of `plan.run_dir`, with its searcher and scheduler state."""
+    path = str((plan.run_dir / TUNE_FOLDER).resolve())
+    if not tune.Tuner.can_restore(path):
+        raise ConfigError(f"--resume: no Ray Tune experiment to restore in {path}")
+    tuner = tune.Tuner.restore(path, trainable=trainable_with_resources(plan),
+                               resume_unfinished=True, resume_errored=False,
+                               param_space=plan.fixed)
+    # this driver's callbacks (progress, W&B), not unpickled copies of the killed driver's
+    if tuner._local_tuner is not None:
+        tuner._local_tuner._run_config.callbacks = callbacks
+    return tuner
+
+
+def mark_stale_trials_failed(storage_url: str, study_name: str) -> int:
+    """A killed driver leaves trials RUNNING in the RDB study. Ray resumes the ones it had
+    checkpointed (they finish normally); once the search is complete, any still RUNNING had
+    no one to finish them and are marked failed."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in stale:
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return len(stale)
+
+
+class FixedSpace:
+    """An experiment's define-by-run space with some keys fixed by `--set`: their suggest_*
+    calls answer the fixed value without asking Optuna (so conditions still follow it).
+    A module-level class, so the searcher pickles (a closure would not)."""
+
+    def __init__(self, space: Any, fixed: dict[str, Any]) -> None:
+        self.space, self.fixed = space, dict(fixed)
+
+    def __call__(self, trial: Any) -> None:
+        self.space(_FixingTrial(trial, self.fixed))
+
+
+class _FixingTrial:
+    def __init__(self, trial: Any, fixed: dict[str, Any]) -> None:
+        self._trial, self._fixed = trial, fixed
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._trial, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(key: str, *args: Any, **kwargs: Any) -> Any:
+            return self._fixed[key] if key in self._fixed else attr(key, *args, **kwargs)
+
+        return suggest

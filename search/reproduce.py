@@ -1,0 +1,78 @@
+"""Retrain one trial of a search outside Ray and compare with what the search recorded.
+
+    python -m search.reproduce results/deepdrid_attention/<run>/best/config.json
+    python -m search.reproduce RUN/best/top_k.json --rank 2        # the second best
+    python -m search.reproduce RUN/best/config.json --tolerance 0.02 --out runs/check
+
+It trains the trial's config (same seed, same schedule) up to the recorded epoch with the
+trial's CPU thread count, prints the reproduced metric beside the recorded one, and exits 1
+when they differ by more than the tolerance (default 0.01).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from search.cli import run, setup_logging
+from spaces import get_experiment
+from trainables.config import TrainConfig
+from trainables.errors import ConfigError
+from trainables.reporting import LocalReporter
+
+
+def load_record(path: Path, rank: int) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path} not found (expected RUN/best/config.json or top_k.json)")
+    data = json.loads(path.read_text())
+    records = data if isinstance(data, list) else [data]
+    if not 1 <= rank <= len(records):
+        raise ConfigError(f"--rank {rank}: {path} holds {len(records)} trial(s)")
+    record = records[rank - 1]
+    missing = {"experiment", "config", "metric", "value", "epoch"} - set(record)
+    if missing:
+        raise ConfigError(f"{path} is not a search record: missing {', '.join(sorted(missing))}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.reproduce", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("record", type=Path, help="best/config.json or best/top_k.json of a run")
+    p.add_argument("--rank", type=int, default=1, help="which entry of a top_k.json (1 = best)")
+    p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--out", type=Path, help="default: RUN/reproduce/<trial_id>")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    record = load_record(args.record, args.rank)
+    experiment = get_experiment(record["experiment"])
+    cfg = TrainConfig.from_dict(record["config"])
+    out = args.out or args.record.parent.parent / "reproduce" / str(record.get("trial_id", "trial"))
+
+    import torch
+
+    # Ray gives a trial as many threads as CPUs; the same count gives the same float sums
+    torch.set_num_threads(max(1, int(record.get("cpus_per_trial", 1))))
+    metric, epoch = record["metric"], int(record["epoch"])
+    print(f"reproducing trial {record.get('trial_id')} of {record.get('run_id')}: {cfg.model}, "
+          f"{epoch} of {cfg.epochs} epochs -> {out}", flush=True)
+    reporter = LocalReporter(out, metric=metric, mode=record.get("mode", experiment.mode),
+                             echo=lambda line: print(line, flush=True))
+    experiment.fit()(cfg, reporter, until_epoch=epoch)
+    row = next(h for h in reporter.history if int(h["epoch"]) == epoch)
+    reproduced, recorded = float(row[metric]), float(record["value"])
+    diff = abs(reproduced - recorded)
+    verdict = "OK" if diff <= args.tolerance else f"DIFFERS by more than {args.tolerance}"
+    print(f"{metric} at epoch {epoch}: reproduced {reproduced:.4f}, recorded {recorded:.4f} "
+          f"(difference {diff:.4f}): {verdict}")
+    (out / "reproduce.json").write_text(json.dumps({
+        "record": str(args.record), "metric": metric, "epoch": epoch, "recorded": recorded,
+        "reproduced": reproduced, "difference": diff, "tolerance": args.tolerance,
+        "epoch_row": row}, indent=1))
+    return 0 if diff <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    run(main)

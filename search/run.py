@@ -1,0 +1,122 @@
+"""Search one experiment's hyperparameters: Optuna TPE inside Ray Tune, ASHA early stopping.
+
+    python -m search.run deepdrid_attention --demo                  # generated data, CPU, minutes
+    python -m search.run deepdrid_attention --data /data/DeepDRiD --gpus-per-trial 0.5
+    python -m search.run deepdrid_attention --resume                # the latest run, continued
+    python -m search.run deepdrid_attention --name r1 --resume      # a named run, continued
+    python -m search.run deepdrid_finetune --demo --smoke-test      # 2 trials, 1 epoch: plumbing
+
+A run folder RESULTS/<experiment>/<run-id>/ gets config.json, environment.json, tune/,
+study.db, trials.parquet, epochs.parquet and best/{config,top_k}.json (results/README.md).
+On a cluster (`ray up cluster/gpu.yaml`), set RAY_ADDRESS and put --results on shared storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from search.cli import run, setup_logging
+from spaces import get_experiment
+from spaces.base import Experiment
+from trainables.cache import cache_root
+from trainables.config import parse_overrides
+from trainables.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", help="see python -m search.list")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--demo", action="store_true", help="generated data and the demo budget")
+    source.add_argument("--data", help="dataset root (on every node of a cluster)")
+    p.add_argument("--num-samples", type=int, help="trials in total")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial ASHA never stops")
+    p.add_argument("--results", default="results", help="output root (default results/)")
+    p.add_argument("--name", help="run id (default: a timestamp; with --resume: the latest run)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.5")
+    p.add_argument("--max-concurrent", type=int, help="default: as many as the cluster fits")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fixed config value for every trial; repeat as needed")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    experiment = get_experiment(args.experiment)
+    if experiment.space is None:
+        raise ConfigError(f"{experiment.name} has no search space yet")
+    root = Path(args.results) / experiment.name
+    if args.resume:
+        run_dir = root / args.name if args.name else _latest(root)
+        settings = json.loads((run_dir / "config.json").read_text())["settings"]
+    else:
+        run_dir = root / (args.name or time.strftime("%Y%m%d-%H%M%S"))
+        if run_dir.exists():
+            raise ConfigError(f"{run_dir} exists: continue it with --resume or pick another --name")
+        settings = resolve_settings(args, experiment)
+    from search.search import run_search  # imports Ray: after the cheap checks
+
+    return run_search(experiment, run_dir, settings, resume=args.resume,
+                      command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])])
+
+
+def _latest(root: Path) -> Path:
+    runs = sorted((p for p in root.glob("*") if (p / "config.json").is_file()),
+                  key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise ConfigError(f"--resume: no run of this experiment under {root}")
+    return runs[-1]
+
+
+def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[str, Any]:
+    """Everything that fixes the search, from the experiment and the command line."""
+    budget = experiment.demo_budget if args.demo else experiment.budget
+    overrides = parse_overrides(args.overrides)
+    pinned = sorted(set(overrides) & set(experiment.searched))
+    if pinned:
+        log.info("--set fixes %s for every trial: the search will not vary it", ", ".join(pinned))
+    max_epochs = args.max_epochs or budget.max_epochs
+    num_samples = args.num_samples or budget.num_samples
+    if args.smoke_test:
+        max_epochs, num_samples = 1, min(num_samples, 2)
+        overrides = {"max_train_batches": 2, "max_eval_batches": 2, "image_size": 64, **overrides}
+    if args.data:
+        overrides["data"] = str(Path(args.data).resolve())
+    cfg = experiment.config(demo=args.demo, overrides={**overrides, "epochs": max_epochs,
+                                                       "seed": args.seed})
+    fixed = {k: v for k, v in cfg.to_dict().items()
+             if k not in experiment.searched or k in overrides}
+    return {
+        "demo": args.demo, "fixed": fixed, "pinned": {k: overrides[k] for k in pinned},
+        "num_samples": num_samples, "max_epochs": max_epochs,
+        "seed": args.seed,
+        "cpus_per_trial": args.cpus_per_trial or budget.cpus_per_trial,
+        "gpus_per_trial": budget.gpus_per_trial if args.gpus_per_trial is None
+        else args.gpus_per_trial,
+        "max_concurrent": args.max_concurrent, "wandb": not args.no_wandb,
+        "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
+        "reduction_factor": budget.reduction_factor, "top_k": budget.top_k,
+        "cache_dir": str(cache_root(cfg.cache_dir)),
+    }
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    run(main)

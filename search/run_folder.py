@@ -1,0 +1,112 @@
+"""The run folder's tables and best configurations, written from Ray Tune's results.
+
+`trials.parquet`: a row per trial (trial_id, every searched value, status, best metric, its
+epoch, epochs run, seconds, error text). `epochs.parquet`: a row per trial and epoch.
+`best/config.json` and `best/top_k.json`: the inputs of `search.reproduce` and of the final step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from search.driver import SearchPlan
+from trainables.config import TrainConfig
+
+METRIC_PREFIXES = ("train/", "val/")
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    """The line that says what went wrong (Ray wraps the trial's exception in a traceback)."""
+    if error is None:
+        return None
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "Error:" in ln or "Exception:" in ln]
+    return (named[-1] if named else lines[-1] if lines else type(error).__name__)[:2000]
+
+
+def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs) tables of every trial Ray Tune knows of."""
+    metric, mode = plan.experiment.metric, plan.experiment.mode
+    searched = list(plan.experiment.searched)
+    trial_rows, epoch_frames = [], []
+    for result in _each(results):
+        config = result.config or {}
+        trial_id = _trial_id(result)
+        frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        keep = [c for c in frame.columns if c.startswith(METRIC_PREFIXES) or c in ("epoch", "lr")]
+        epochs = frame[keep].copy()
+        if len(epochs):
+            epochs.insert(0, "trial_id", trial_id)
+            epoch_frames.append(epochs)
+        best_value, best_epoch = None, None
+        if metric in epochs and epochs[metric].notna().any():
+            idx = epochs[metric].idxmax() if mode == "max" else epochs[metric].idxmin()
+            best_value, best_epoch = float(epochs.loc[idx, metric]), int(epochs.loc[idx, "epoch"])
+        n_epochs = int(epochs["epoch"].max()) if len(epochs) else 0
+        if result.error is not None:
+            status = "failed"
+        elif n_epochs >= plan.max_epochs:
+            status = "completed"
+        elif n_epochs:
+            status = "stopped early"  # by ASHA
+        else:
+            status = "not run"
+        seconds = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame and len(frame) else 0.0
+        row: dict[str, Any] = {"trial_id": trial_id}
+        # searched keys the space did not set (heads with attention off) stay empty
+        row.update({key: config.get(key) for key in searched})
+        row.update({"status": status, metric: best_value, "best_epoch": best_epoch,
+                    "epochs": n_epochs, "seconds": round(seconds, 2),
+                    "error": _error_text(result.error)})
+        trial_rows.append(row)
+    trials = pd.DataFrame(trial_rows)
+    for key in searched:  # a parquet column holds one type: mixed ones (2 or "all") become text
+        kinds = {type(v) for v in trials.get(key, []) if v is not None}
+        if len(kinds) > 1:
+            trials[key] = [None if v is None else str(v) for v in trials[key]]
+    epochs_all = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
+    return trials, epochs_all
+
+
+def _each(results: tune.ResultGrid) -> list[tune.Result]:
+    return [results[i] for i in range(len(results))]
+
+
+def _trial_id(result: tune.Result) -> str:
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+
+
+def write_tables(plan: SearchPlan, results: tune.ResultGrid) -> pd.DataFrame:
+    trials, epochs = collect(plan, results)
+    trials.to_parquet(plan.run_dir / "trials.parquet", index=False)
+    epochs.to_parquet(plan.run_dir / "epochs.parquet", index=False)
+    write_best(plan, results, trials)
+    return trials
+
+
+def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame) -> None:
+    """`best/config.json` (the best trial) and `best/top_k.json` (the top k, best first)."""
+    metric, mode = plan.experiment.metric, plan.experiment.mode
+    ranked = trials[(trials["status"] != "failed") & trials[metric].notna()]
+    ranked = ranked.sort_values(metric, ascending=(mode == "min"))
+    if ranked.empty:
+        return
+    configs = {_trial_id(r): r.config or {} for r in _each(results)}
+    top = []
+    for _, row in ranked.head(plan.top_k).iterrows():
+        top.append({
+            "experiment": plan.experiment.name, "run_id": plan.run_id, "trial_id": row["trial_id"],
+            "metric": metric, "mode": mode, "value": float(row[metric]),
+            "epoch": int(row["best_epoch"]), "epochs_run": int(row["epochs"]),
+            "cpus_per_trial": plan.cpus_per_trial,
+            "config": TrainConfig.from_dict(configs[row["trial_id"]]).to_dict(),
+        })
+    best = plan.run_dir / "best"
+    best.mkdir(exist_ok=True)
+    (best / "config.json").write_text(json.dumps(top[0], indent=1))
+    (best / "top_k.json").write_text(json.dumps(top, indent=1))

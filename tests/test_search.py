@@ -1,0 +1,151 @@
+"""The search on a real local Ray with real Optuna: space, run folder, failures, resources."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+
+from search.driver import FixedSpace, check_resources, default_concurrency, make_sampler
+from search.run import main as run_main
+from spaces import EXPERIMENTS
+from spaces.deepdrid_attention import space as attention_space
+from trainables.errors import ConfigError
+
+TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size=64",
+        "--set", "max_train_batches=2", "--set", "max_eval_batches=2", "--set", "device=cpu",
+        "--no-wandb"]
+CONDITIONAL = ("heads", "layer_norm", "residual")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def sample(space: object, seed: int, n: int = 25) -> list[dict]:
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(seed, 5))
+    for i in range(n):
+        trial = study.ask()
+        space(trial)  # type: ignore[operator]
+        study.tell(trial, float(i % 7) / 7)
+    return [t.params for t in study.trials]
+
+
+def test_attention_space_is_conditional_under_a_seeded_sampler() -> None:
+    params = sample(attention_space, seed=3)
+    assert {p["attention"] for p in params} == {True, False}
+    for p in params:
+        assert {"lr", "augment", "unfreeze_depth", "attention"} <= set(p)
+        for key in CONDITIONAL:
+            assert (key in p) == p["attention"], p
+        assert 1e-4 <= p["lr"] <= 3e-3
+    assert sample(attention_space, seed=3) == params  # seeded: the same suggestions again
+    assert sample(attention_space, seed=4) != params
+
+
+def test_fixed_keys_are_not_asked_and_conditions_follow_them() -> None:
+    params = sample(FixedSpace(attention_space, {"attention": False, "lr": 0.01}), seed=0, n=8)
+    assert all(set(p) == {"augment", "unfreeze_depth"} for p in params)
+
+
+def test_every_space_names_only_config_keys_it_declares() -> None:
+    for experiment in EXPERIMENTS.values():
+        assert experiment.space is not None
+        for p in sample(experiment.space, seed=0, n=8):
+            assert set(p) <= set(experiment.searched), experiment.name
+
+
+def test_gpu_requests_are_checked_against_the_cluster(local_ray: None) -> None:
+    have = ray.cluster_resources()
+    assert have["GPU"] == 1  # a logical GPU: enough to test scheduling on a CPU machine
+    check_resources(1, 1)
+    check_resources(1, 0.5)
+    with pytest.raises(ConfigError, match="asks for 2 GPU but the Ray cluster has 1"):
+        check_resources(1, 2)
+    with pytest.raises(ConfigError, match="asks for 1 GPU but the Ray cluster has 0"):
+        check_resources(1, 1, available={"CPU": 8})
+    assert default_concurrency(1, 0.5) == 2  # two half-GPU trials share the GPU
+    assert default_concurrency(1, 1) == 1
+    assert default_concurrency(1, 0) == 2
+
+
+def test_cli_refuses_an_impossible_gpu_request_at_once(local_ray: None, course_demo: Path,
+                                                       tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="asks for 4 GPU"):
+        run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
+                  "--gpus-per-trial", "4", *TINY])
+
+
+def test_a_small_search_writes_the_whole_run_folder(local_ray: None, course_demo: Path,
+                                                    tmp_path: Path) -> None:
+    code = run_main(["deepdrid_attention", "--data", str(course_demo), "--results", str(tmp_path),
+                     "--name", "r1", "--num-samples", "4", "--max-epochs", "2",
+                     "--gpus-per-trial", "0.5", *TINY])
+    assert code == 0
+    run = tmp_path / "deepdrid_attention" / "r1"
+    for name in ("config.json", "environment.json", "study.db", "trials.parquet",
+                 "epochs.parquet", "best/config.json", "best/top_k.json"):
+        assert (run / name).is_file(), name
+    assert (run / "tune").is_dir()
+    env = json.loads((run / "environment.json").read_text())
+    assert env["packages"]["ray"] == ray.__version__
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert {"trial_id", "attention", "heads", "layer_norm", "residual", "lr", "augment",
+            "unfreeze_depth", "status", "val/kappa", "best_epoch", "epochs", "seconds",
+            "error"} <= set(trials)
+    assert set(trials["status"]) <= {"completed", "stopped early"}
+    for row in trials.itertuples():  # conditional values exist only with attention on
+        assert pd.isna(row.heads) == (not row.attention)
+        assert pd.isna(row.residual) == (not row.attention)
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    assert len(epochs) == trials["epochs"].sum()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    study = optuna.load_study(study_name="r1", storage=f"sqlite:///{run / 'study.db'}")
+    assert len(study.trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    best = json.loads((run / "best" / "config.json").read_text())
+    top = json.loads((run / "best" / "top_k.json").read_text())
+    assert best == top[0] and len(top) == 3
+    assert best["value"] == trials["val/kappa"].max()
+    assert [t["value"] for t in top] == sorted((t["value"] for t in top), reverse=True)
+    assert best["config"]["image_size"] == 64 and best["config"]["data"] == str(course_demo)
+
+
+def test_a_nan_trial_is_recorded_failed_and_the_search_goes_on(local_ray: None,
+                                                              course_demo: Path,
+                                                              tmp_path: Path) -> None:
+    code = run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
+                     "--name", "nan", "--num-samples", "2", "--max-epochs", "2",
+                     "--set", "lr=1e30", "--set", "warmup_epochs=0", *TINY,
+                     "--set", "max_train_batches=1"])
+    assert code == 1  # no trial produced a result
+    run = tmp_path / "deepdrid_finetune" / "nan"
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 2  # both were run: one failure does not stop the search
+    assert set(trials["status"]) == {"failed"}
+    assert all("train loss is" in e and "epoch 2" in e for e in trials["error"])
+    assert (trials["lr"] == 1e30).all()  # --set fixed a searched key for every trial
+    study = optuna.load_study(study_name="nan", storage=f"sqlite:///{run / 'study.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert not (run / "best" / "config.json").exists()  # no fake score
+
+
+def test_an_existing_run_is_not_overwritten(course_demo: Path, tmp_path: Path) -> None:
+    (tmp_path / "deepdrid_finetune" / "taken").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="exists: continue it with --resume"):
+        run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
+                  "--name", "taken", *TINY])
+
+
+def test_resume_without_a_run_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no run of this experiment"):
+        run_main(["deepdrid_finetune", "--results", str(tmp_path), "--resume"])
