@@ -120,15 +120,17 @@ def _summary(plan: SearchPlan, trials: Any, minutes: float) -> int:
     print(f"\n{len(trials)} of {plan.num_samples} trials in {minutes:.1f} min: "
           + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
     finished = len(trials[trials["status"] != "not run"]) if len(trials) else 0
+    best_file = plan.run_dir / "best" / "config.json"
+    if best_file.is_file():
+        best = json.loads(best_file.read_text())
+        print(f"best {metric} {best['value']:.4f}: trial {best['trial_id']}, epoch {best['epoch']}")
+        print(f"run folder: {plan.run_dir}  (reproduce: python -m search.reproduce {best_file})")
     if finished < plan.num_samples:
-        print(f"the search is incomplete: continue it with python -m search.run "
+        print(f"the search was interrupted: continue it with python -m search.run "
               f"{plan.experiment.name} --results {plan.run_dir.parent.parent} --name "
               f"{plan.run_id} --resume")
-    best_file = plan.run_dir / "best" / "config.json"
+        return 130
     if not best_file.is_file():
         print("no trial produced a result; see the error column of trials.parquet")
         return 1
-    best = json.loads(best_file.read_text())
-    print(f"best {metric} {best['value']:.4f}: trial {best['trial_id']}, epoch {best['epoch']}")
-    print(f"run folder: {plan.run_dir}  (reproduce: python -m search.reproduce {best_file})")
     return 0

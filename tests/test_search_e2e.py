@@ -53,8 +53,9 @@ def _completed_trials(db: Path) -> int:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_keeps_every_completed_trial(course_demo: Path,
-                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
+        course_demo: Path, tmp_path: Path, stop: signal.Signals) -> None:
     args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
             "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb",
             "--set", "batch_size=8", *TINY]
@@ -66,9 +67,14 @@ def test_resume_after_sigkill_keeps_every_completed_trial(course_demo: Path,
     while _completed_trials(run / "study.db") < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the search ended before it could be killed"
         time.sleep(1)
-    time.sleep(2)  # let Ray write its experiment state once more
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
-    driver.wait()
+    if stop == signal.SIGKILL:
+        time.sleep(2)  # let Ray write its experiment state once more
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
+        driver.wait()
+    else:  # Ctrl-C: Ray Tune saves its state, the driver writes its tables and says so
+        os.killpg(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=120) == 130
+        assert len(pd.read_parquet(run / "trials.parquet")) >= 2
     before = _completed_trials(run / "study.db")
     assert 2 <= before < 6
 
