@@ -149,3 +149,33 @@ def test_an_existing_run_is_not_overwritten(course_demo: Path, tmp_path: Path) -
 def test_resume_without_a_run_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no run of this experiment"):
         run_main(["deepdrid_finetune", "--results", str(tmp_path), "--resume"])
+
+
+def test_wandb_offline_without_a_key_and_off_when_asked(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from search.search import wandb_setup
+
+    callbacks, env, line = wandb_setup(True, tmp_path, "g1")
+    assert len(callbacks) == 1 and env["WANDB_MODE"] == "offline" and "offline" in line
+    assert wandb_setup(False, tmp_path, "g1") == ([], {}, "W&B: off (--no-wandb)")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_MODE")
+    callbacks, env, line = wandb_setup(True, tmp_path, "g1")
+    assert env["WANDB_MODE"] == "online" and "online" in line
+    assert "x" * 40 not in line and "x" * 40 not in str(env)  # the key never reaches output
+    monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # as if not installed
+    assert wandb_setup(True, tmp_path, "g1")[2].startswith("W&B: off (wandb is not installed")
+
+
+def test_list_prints_every_experiment(capsys: pytest.CaptureFixture[str]) -> None:
+    from search.list import main as list_main
+
+    assert list_main([]) == 0
+    out = capsys.readouterr().out
+    for name, experiment in EXPERIMENTS.items():
+        assert name in out and experiment.data_format in out
+        assert ", ".join(experiment.searched) in out
+    assert list_main(["deepdrid_attention"]) == 0
+    assert "python -m search.run deepdrid_attention --demo" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="known: deepdrid_finetune, deepdrid_attention"):
+        list_main(["nope"])
