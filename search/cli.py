@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -11,6 +12,22 @@ from trainables.errors import DatasetError, MedtuneError
 
 EXIT_PROBLEMS = 1  # the input was checked and is bad (dataset problems, NaN loss)
 EXIT_USAGE = 2  # the command line or config is wrong
+
+
+def experiment_parser(prog: str, doc: str | None, *, demo_help: str,
+                      data_help: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every experiment command shares: the experiment, --demo or
+    --data, and repeatable --set key=value."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", help="see python -m search.list")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--demo", action="store_true", help=demo_help)
+    source.add_argument("--data", help=data_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a config value; repeat as needed")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
 
 
 def setup_logging(verbose: bool = False) -> None:

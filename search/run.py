@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.cli import run, setup_logging
+from search.cli import experiment_parser, run, setup_logging
 from spaces import get_experiment
 from spaces.base import Experiment
 from trainables.cache import cache_root
@@ -33,12 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", help="see python -m search.list")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--demo", action="store_true", help="generated data and the demo budget")
-    source.add_argument("--data", help="dataset root (on every node of a cluster)")
+    p = experiment_parser("python -m search.run", __doc__,
+                          demo_help="generated data and the demo budget",
+                          data_help="dataset root (on every node of a cluster)")
     p.add_argument("--num-samples", type=int, help="trials in total")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial ASHA never stops")
     p.add_argument("--results", default="results", help="output root (default results/)")
@@ -48,11 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.5")
     p.add_argument("--max-concurrent", type=int, help="default: as many as the cluster fits")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a fixed config value for every trial; repeat as needed")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
-    p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
 

@@ -49,7 +49,7 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
     return [callback], env, f"W&B: {where}"
 
 
-def _check_data(fixed: dict[str, Any], searched: tuple[str, ...]) -> None:
+def _check_data(fixed: dict[str, Any]) -> None:
     """Read, validate and cache the data once, before any trial: a bad dataset costs no trial."""
     from trainables.grading import load_data
 
@@ -66,7 +66,7 @@ def run_search(experiment: Experiment, run_dir: Path, settings: dict[str, Any], 
     if not fixed.get("data"):
         raise ConfigError("no dataset: pass --data DIR or --demo")
     os.environ["MEDTUNE_CACHE"] = settings["cache_dir"]
-    _check_data(fixed, experiment.searched)
+    _check_data(fixed)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = run_dir.name

@@ -11,12 +11,11 @@ Prints one line per epoch and writes OUT/config.json (the resolved config), OUT/
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from search.cli import run, setup_logging
+from search.cli import experiment_parser, run, setup_logging
 from spaces import get_experiment
 from trainables.cache import cache_root
 from trainables.config import parse_overrides
@@ -26,19 +25,12 @@ from trainables.reporting import LocalReporter, local_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", help="see python -m search.list")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--demo", action="store_true", help="generated data and demo settings")
-    source.add_argument("--data", help="dataset root")
+    parser = experiment_parser("python -m search.train", __doc__,
+                               demo_help="generated data and demo settings", data_help="dataset root")
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="a config value; repeat as needed")
     parser.add_argument("--out", type=Path, help="output folder (default results/<exp>/train-<time>)")
     parser.add_argument("--resume", type=Path, metavar="DIR",
                         help="a checkpoint folder or an earlier --out folder to continue")
-    parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
 

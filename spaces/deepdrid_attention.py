@@ -13,8 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces.base import Budget, Experiment
-from spaces.deepdrid_finetune import DATA_FORMAT, DEFAULTS, DEMO, search_training
+from spaces.base import Experiment
+from spaces.deepdrid_finetune import (
+    BUDGET,
+    DATA_FORMAT,
+    DEFAULTS,
+    DEMO,
+    DEMO_BUDGET,
+    search_training,
+)
 from trainables.tasks import GRADING
 
 
@@ -38,8 +45,6 @@ EXPERIMENT = Experiment(
     searched=("attention", "heads", "layer_norm", "residual", "lr", "augment",
               "unfreeze_depth"),
     space=space,
-    budget=Budget(num_samples=40, max_epochs=15, grace_period=2, reduction_factor=2,
-                  startup_trials=8),
-    demo_budget=Budget(num_samples=12, max_epochs=6, grace_period=1, reduction_factor=2,
-                       startup_trials=4),
+    budget=BUDGET,
+    demo_budget=DEMO_BUDGET,
 )

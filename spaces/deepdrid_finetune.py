@@ -26,6 +26,9 @@ DEMO = {  # generated data on a CPU: the bundled ImageNet EfficientNet-Lite0 at 
 }
 AUGMENT_POLICIES = ["none", "flip", "flip+rotate", "flip+rotate+scale", "flip+rotate+scale+color"]
 UNFREEZE_DEPTHS = [0, 1, 2, 3, "all"]
+BUDGET = Budget(num_samples=40, max_epochs=15, grace_period=2, reduction_factor=2, startup_trials=8)
+DEMO_BUDGET = Budget(num_samples=12, max_epochs=6, grace_period=1, reduction_factor=2,
+                     startup_trials=4)  # about 3 minutes on 2 CPU cores
 
 
 def search_training(trial: Any) -> None:
@@ -55,8 +58,6 @@ EXPERIMENT = Experiment(
     searched=("lr", "weight_decay", "batch_size", "augment", "preprocess", "unfreeze_depth",
               "label_smoothing"),
     space=space,
-    budget=Budget(num_samples=40, max_epochs=15, grace_period=2, reduction_factor=2,
-                  startup_trials=8),
-    demo_budget=Budget(num_samples=12, max_epochs=6, grace_period=1, reduction_factor=2,
-                       startup_trials=4),
+    budget=BUDGET,
+    demo_budget=DEMO_BUDGET,
 )

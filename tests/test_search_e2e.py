@@ -32,7 +32,7 @@ def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path)
     assert "W&B: offline" in result.stdout  # wandb is installed, no API key
     assert "best val/kappa" in result.stdout and "done" in result.stdout
     run = tmp_path / "deepdrid_attention" / "e2e"
-    assert list((run / "wandb").glob("offline-run-*")), "one offline W&B run per trial"
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 3, "one offline W&B run per trial"
     best = run / "best" / "config.json"
     reproduced = subprocess.run([sys.executable, "-m", "search.reproduce", str(best)],
                                 capture_output=True, text=True, timeout=600)

@@ -51,6 +51,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str = "flip+rotate"  # none, or ops joined by '+': flip, rotate, scale, color
     seed: int = 0  # seeds weights of new layers, data order, augmentation and dropout
+    bootstrap: int = -1  # >= 0: train on a bootstrap resample of the training set drawn with this seed
     # runtime (do not change the result on a given device)
     device: str = "auto"  # auto (the GPU Ray gave the trial, else CPU) | cpu | cuda
     amp: bool = True  # mixed precision, CUDA only
@@ -71,6 +72,8 @@ class TrainConfig:
         for name in ("lr", "batch_size", "epochs", "image_size", "num_classes", "heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
+        if self.bootstrap < -1:
+            raise ConfigError(f"bootstrap={self.bootstrap}: use -1 (off) or a seed >= 0")
         for name in ("weight_decay", "warmup_epochs", "max_train_batches", "max_eval_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0")

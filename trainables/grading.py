@@ -37,7 +37,7 @@ class TrialData:
     index: ImageIndex
     images: dict[str, np.ndarray]  # split -> uint8 (N, S, S, 3), memory-mapped
     labels: dict[str, np.ndarray]
-
+    train_sample: np.ndarray  # indices of the training images an epoch visits
 
 def load_data(cfg: TrainConfig) -> TrialData:
     """Read and validate the dataset, then open (building if needed) the node's image cache."""
@@ -48,7 +48,10 @@ def load_data(cfg: TrainConfig) -> TrialData:
     cached = build_cache(index, size=cfg.image_size, preprocess=cfg.preprocess,
                          root=cache_root(cfg.cache_dir), dataset=cfg.dataset)
     labels = {s: index.split(s)["label"].to_numpy() for s in cached.images}
-    return TrialData(index, cached.images, labels)
+    n_train = len(labels["train"])
+    sample = (np.random.default_rng(cfg.bootstrap).integers(0, n_train, n_train)
+              if cfg.bootstrap >= 0 else np.arange(n_train))  # bagging: drawn with replacement
+    return TrialData(index, cached.images, labels, sample)
 
 
 def train_grading(config: dict[str, Any]) -> None:
@@ -76,7 +79,7 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0) -> Fundus
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = _steps_per_epoch(cfg, len(data.labels["train"]))
+    steps = _steps_per_epoch(cfg, len(data.train_sample))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
         lr_factor, total=steps * cfg.epochs, warmup=round(cfg.warmup_epochs * steps),
         kind=cfg.scheduler))
@@ -108,7 +111,7 @@ def _epoch(model: FundusClassifier, data: TrialData, cfg: TrainConfig, epoch: in
            runtime: Runtime) -> dict[str, float]:
     train = train_one_epoch(model, data.images["train"], data.labels["train"], cfg=cfg,
                             epoch=epoch, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                            augment=train_aug, runtime=runtime)
+                            augment=train_aug, runtime=runtime, sample=data.train_sample)
     val, _ = evaluate(model, data.images["val"], data.labels["val"], cfg=cfg, augment=eval_aug,
                       runtime=runtime)
     return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **train, **val}

@@ -91,14 +91,16 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
                     cfg: TrainConfig, epoch: int, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler,
                     scaler: torch.amp.GradScaler, augment: BatchAugment,
-                    runtime: Runtime) -> dict[str, float]:
-    """One pass over the training images; data order, augmentation and dropout are seeded by
-    (seed, epoch), so a resumed run repeats an uninterrupted one."""
+                    runtime: Runtime, sample: np.ndarray | None = None) -> dict[str, float]:
+    """One pass over the training images (or over `sample`, indices into them: a bootstrap
+    resample); data order, augmentation and dropout are seeded by (seed, epoch), so a resumed
+    run repeats an uninterrupted one."""
     model.train()
     torch.manual_seed(cfg.seed * 10_007 + epoch)  # dropout
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(labels))
+    sample = np.arange(len(labels)) if sample is None else sample
+    order = sample[np.random.default_rng([cfg.seed, epoch]).permutation(len(sample))]
     generator = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
-    drop_last = len(labels) > cfg.batch_size  # a batch of one breaks BatchNorm
+    drop_last = len(order) > cfg.batch_size  # a batch of one breaks BatchNorm
     total_loss = torch.zeros((), device=runtime.device)
     seen, started = 0, time.perf_counter()
     for step, (x, y) in enumerate(batches(images, labels, cfg.batch_size, order,
@@ -128,16 +130,21 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
 
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: BatchAugment,
-            runtime: Runtime) -> np.ndarray:
-    """Class probabilities for `images`, in order."""
+            runtime: Runtime, tta: bool = False, limit: int | None = None) -> np.ndarray:
+    """Class probabilities for `images`, in order; `tta` averages in the mirror image.
+    `limit` caps the batches (default: the config's max_eval_batches; 0 = every image)."""
     model.eval()
     out = []
     dummy = np.zeros(len(images), dtype=np.int64)
+    cap = cfg.max_eval_batches if limit is None else limit
     for x, _ in batches(images, dummy, 2 * cfg.batch_size, np.arange(len(images)),
-                        limit=cfg.max_eval_batches, pin=runtime.device.type == "cuda"):
+                        limit=cap, pin=runtime.device.type == "cuda"):
+        inputs = augment(x)
         with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
-            logits = model(augment(x))
-        out.append(logits.float().softmax(dim=1).cpu())
+            probs = model(inputs).float().softmax(dim=1)
+            if tta:
+                probs = (probs + model(inputs.flip(3)).float().softmax(dim=1)) / 2
+        out.append(probs.cpu())
     return torch.cat(out).numpy()
 
 
