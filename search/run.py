@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, help="default: as many as the cluster fits")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
+    p.add_argument("--no-final", action="store_true",
+                   help="stop after the search (python -m search.final RUN does the rest)")
     return p.parse_args(argv)
 
 
@@ -67,8 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = resolve_settings(args, experiment)
     from search.search import run_search  # imports Ray: after the cheap checks
 
-    return run_search(experiment, run_dir, settings, resume=args.resume,
+    code = run_search(experiment, run_dir, settings, resume=args.resume,
                       command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])])
+    if code != 0 or args.no_final:
+        return code
+    from search.final import run_final
+
+    print("\nfinal step: retrain the best configurations, bag them, predict the test split",
+          flush=True)
+    run_final(run_dir, echo=lambda line: print(line, flush=True))
+    print(f"submission: {run_dir / 'submission' / 'test_predictions.csv'}")
+    return 0
 
 
 def _latest(root: Path) -> Path:

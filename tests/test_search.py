@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -84,13 +85,19 @@ def test_cli_refuses_an_impossible_gpu_request_at_once(local_ray: None, course_d
                   "--gpus-per-trial", "4", *TINY])
 
 
-def test_a_small_search_writes_the_whole_run_folder(local_ray: None, course_demo: Path,
-                                                    tmp_path: Path) -> None:
-    code = run_main(["deepdrid_attention", "--data", str(course_demo), "--results", str(tmp_path),
+@pytest.fixture(scope="module")
+def small_run(local_ray: None, course_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real search of 4 tiny trials (half a logical GPU each), run once for this module."""
+    results = tmp_path_factory.mktemp("results")
+    code = run_main(["deepdrid_attention", "--data", str(course_demo), "--results", str(results),
                      "--name", "r1", "--num-samples", "4", "--max-epochs", "2",
-                     "--gpus-per-trial", "0.5", *TINY])
+                     "--gpus-per-trial", "0.5", "--no-final", *TINY])
     assert code == 0
-    run = tmp_path / "deepdrid_attention" / "r1"
+    return results / "deepdrid_attention" / "r1"
+
+
+def test_a_small_search_writes_the_whole_run_folder(small_run: Path, course_demo: Path) -> None:
+    run = small_run
     for name in ("config.json", "environment.json", "study.db", "trials.parquet",
                  "epochs.parquet", "best/config.json", "best/top_k.json"):
         assert (run / name).is_file(), name
@@ -179,3 +186,33 @@ def test_list_prints_every_experiment(capsys: pytest.CaptureFixture[str]) -> Non
     assert "python -m search.run deepdrid_attention --demo" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="known: deepdrid_finetune, deepdrid_attention"):
         list_main(["nope"])
+
+
+def test_final_step_writes_members_bag_and_submission(small_run: Path, course_demo: Path) -> None:
+    from search.final import run_final
+
+    summary = run_final(small_run, top_k=2, echo=lambda line: None)
+    assert len(summary["members"]) == 2 and {"kappa", "accuracy", "f1_macro"} <= set(
+        summary["bag"]["val"])
+    assert [m["seed"] for m in summary["members"]] == [1, 2]  # each member its own seed
+    submission = pd.read_csv(small_run / "submission" / "test_predictions.csv")
+    test_csv = pd.read_csv(course_demo / "test.csv")
+    assert list(submission.columns) == ["ID", "TARGET"]
+    assert submission["ID"].tolist() == [f"{i}.jpg" for i in test_csv["image_id"]]  # test.csv order
+    assert submission["TARGET"].between(0, 4).all()
+    for i in (1, 2):
+        member = pd.read_csv(small_run / "submission" / f"member_{i}.csv")
+        probs = member[[f"p{c}" for c in range(5)]].to_numpy()
+        np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+        assert (member["TARGET"] == probs.argmax(1)).all()
+        folder = small_run / "final" / f"member_{i}"
+        meta = json.loads((folder / "metadata.json").read_text())
+        assert meta["class_names"][0] == "0 no DR" and meta["input"]["size"] == 64
+        assert meta["config"]["bootstrap"] == i - 1 and meta["data_fingerprint"]
+        assert meta["versions"]["torch"]
+        assert (folder / "model.safetensors").is_file()
+    # a bag of two members: the mean of their probabilities decides
+    m1, m2 = (pd.read_csv(small_run / "submission" / f"member_{i}.csv") for i in (1, 2))
+    cols = [f"p{c}" for c in range(5)]
+    expected = ((m1[cols].to_numpy() + m2[cols].to_numpy()) / 2).argmax(1)
+    assert submission["TARGET"].tolist() == expected.tolist()

@@ -32,6 +32,10 @@ def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path)
     assert "W&B: offline" in result.stdout  # wandb is installed, no API key
     assert "best val/kappa" in result.stdout and "done" in result.stdout
     run = tmp_path / "deepdrid_attention" / "e2e"
+    # the final step followed the search: members, bag, submission
+    assert "bag (mean)" in result.stdout
+    assert len(pd.read_csv(run / "submission" / "test_predictions.csv")) == 8
+    assert len(list((run / "final").glob("member_*/model.safetensors"))) == 3
     assert len(list((run / "wandb").glob("offline-run-*"))) == 3, "one offline W&B run per trial"
     best = run / "best" / "config.json"
     reproduced = subprocess.run([sys.executable, "-m", "search.reproduce", str(best)],
@@ -57,7 +61,7 @@ def _completed_trials(db: Path) -> int:
 def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
         course_demo: Path, tmp_path: Path, stop: signal.Signals) -> None:
     args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
-            "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb",
+            "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-final",
             "--set", "batch_size=8", *TINY]
     run = tmp_path / "deepdrid_finetune" / "killed"
     driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],

@@ -1,0 +1,97 @@
+"""Bagging predictions: averaged class probabilities or a majority vote; Kaggle CSVs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainables.errors import ConfigError
+
+METHODS = ("mean", "vote")
+
+
+def bag(members: list[np.ndarray], method: str = "mean") -> np.ndarray:
+    """Combine members' (N, C) class probabilities into the bag's (N, C) scores.
+
+    mean: the average probability. vote: each member's argmax is one vote; the score is the
+    share of votes, and ties go to the class with the higher mean probability.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"bagging method {method!r}: use one of {', '.join(METHODS)}")
+    stack = np.stack(members)  # (M, N, C)
+    mean = stack.mean(axis=0)
+    if method == "mean":
+        return mean
+    votes = np.zeros_like(mean)
+    for member in stack:
+        votes[np.arange(len(member)), member.argmax(axis=1)] += 1
+    return votes / len(stack) + 1e-6 * mean  # the tie-break cannot outweigh one vote
+
+
+def vote_labels(labels: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """Majority vote over hard labels (N,) of each member; ties go to the lower grade."""
+    counts = np.zeros((len(labels[0]), num_classes))
+    for member in labels:
+        counts[np.arange(len(member)), member] += 1
+    return counts.argmax(axis=1)
+
+
+def prob_columns(num_classes: int) -> list[str]:
+    return [f"p{c}" for c in range(num_classes)]
+
+
+def write_predictions(path: Path, ids: list[str], probs: np.ndarray | None,
+                      targets: np.ndarray) -> None:
+    """`ID,TARGET` (the Kaggle submission), plus `p0..pK` probability columns when given."""
+    frame = pd.DataFrame({"ID": ids, "TARGET": targets.astype(int)})
+    if probs is not None:
+        for c, name in enumerate(prob_columns(probs.shape[1])):
+            frame[name] = probs[:, c]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ConfigError(f"{path} not found")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise ConfigError(f"{path} is not a readable CSV ({e})") from e
+    missing = [c for c in ("ID", "TARGET") if c not in frame]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; found "
+                          f"{', '.join(frame.columns)}")
+    if frame["ID"].duplicated().any():
+        dup = frame.loc[frame["ID"].duplicated(), "ID"].iloc[0]
+        raise ConfigError(f"{path}: ID {dup} appears more than once")
+    return frame
+
+
+def bag_csvs(paths: list[Path], method: str = "mean") -> pd.DataFrame:
+    """Bag prediction CSVs: probabilities averaged where every file has them, else a vote.
+
+    Rows are matched by ID (in the first file's order); files whose IDs disagree are refused.
+    """
+    frames = [read_predictions(p) for p in paths]
+    first = frames[0]
+    ids = list(first["ID"])
+    for path, frame in zip(paths[1:], frames[1:], strict=True):
+        extra, missing = set(frame["ID"]) - set(ids), set(ids) - set(frame["ID"])
+        if extra or missing:
+            sample = sorted(map(str, extra | missing))[:3]
+            raise ConfigError(f"{path}: its IDs disagree with {paths[0]} ({len(missing)} missing,"
+                              f" {len(extra)} extra, e.g. {', '.join(sample)})")
+    aligned = [f.set_index("ID").loc[ids] for f in frames]
+    cols = [c for c in aligned[0].columns if c.startswith("p") and c[1:].isdigit()]
+    if cols and all(all(c in f for c in cols) for f in aligned):
+        probs = bag([f[cols].to_numpy(float) for f in aligned], method)
+        out = pd.DataFrame({"ID": ids, "TARGET": probs.argmax(axis=1)})
+        for c, name in enumerate(cols):
+            out[name] = probs[:, c]
+        return out
+    num_classes = int(max(f["TARGET"].max() for f in aligned)) + 1
+    targets = vote_labels([f["TARGET"].to_numpy(int) for f in aligned], num_classes)
+    return pd.DataFrame({"ID": ids, "TARGET": targets})

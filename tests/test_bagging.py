@@ -1,0 +1,78 @@
+"""Bagging on fixed probabilities, and the search.bag command on real CSV files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from search.bagging import bag, bag_csvs, vote_labels, write_predictions
+from trainables.errors import ConfigError
+
+A = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
+B = np.array([[0.5, 0.4, 0.1], [0.1, 0.2, 0.7], [0.2, 0.7, 0.1]])
+C = np.array([[0.1, 0.8, 0.1], [0.1, 0.3, 0.6], [0.3, 0.6, 0.1]])
+
+
+def test_mean_bagging_averages_probabilities() -> None:
+    np.testing.assert_allclose(bag([A, B, C]), (A + B + C) / 3)
+    # row 0: mean (0.4, 0.5, 0.1) -> class 1, although two of three members say 0
+    assert bag([A, B, C]).argmax(1).tolist() == [1, 2, 1]
+
+
+def test_vote_bagging_counts_argmaxes_and_breaks_ties_by_mean() -> None:
+    # argmaxes: row 0: 0, 0, 1 -> 0 (where the mean says 1); row 1: 1, 2, 2 -> 2; row 2: 2, 1, 1 -> 1
+    assert bag([A, B, C], "vote").argmax(1).tolist() == [0, 2, 1]
+    # two members disagree on row 0 (0 vs 1): the higher mean probability wins (class 1)
+    tie = bag([np.array([[0.5, 0.45, 0.05]]), np.array([[0.1, 0.8, 0.1]])], "vote")
+    assert tie.argmax(1).tolist() == [1]
+    assert vote_labels([np.array([0, 2]), np.array([1, 2]), np.array([1, 0])], 3).tolist() == [1, 2]
+
+
+def test_unknown_method_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="use one of mean, vote"):
+        bag([A], "median")
+
+
+def write(path: Path, ids: list[str], probs: np.ndarray | None, targets: list[int]) -> Path:
+    write_predictions(path, ids, probs, np.array(targets))
+    return path
+
+
+def test_bag_csvs_averages_where_probabilities_exist(tmp_path: Path) -> None:
+    ids = ["a.jpg", "b.jpg", "c.jpg"]
+    a = write(tmp_path / "a.csv", ids, A, [0, 1, 2])
+    b = write(tmp_path / "b.csv", ids, B, [0, 2, 1])
+    out = bag_csvs([a, b])
+    assert out["ID"].tolist() == ids
+    np.testing.assert_allclose(out[["p0", "p1", "p2"]].to_numpy(), (A + B) / 2, rtol=1e-6)
+    # rows are matched by ID, not by position
+    shuffled = pd.read_csv(b).iloc[[2, 0, 1]]
+    shuffled.to_csv(tmp_path / "b2.csv", index=False)
+    np.testing.assert_allclose(bag_csvs([a, tmp_path / "b2.csv"])[["p0", "p1", "p2"]], (A + B) / 2,
+                               rtol=1e-6)
+
+
+def test_bag_csvs_votes_without_probabilities(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    files = [write(tmp_path / f"{n}.csv", ids, None, t)
+             for n, t in (("x", [0, 1, 4]), ("y", [0, 2, 4]), ("z", [3, 2, 1]))]
+    assert bag_csvs(files)["TARGET"].tolist() == [0, 2, 4]
+
+
+def test_bag_command_refuses_mismatched_ids(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.csv", ["1.jpg", "2.jpg"], A[:2], [0, 1])
+    b = write(tmp_path / "b.csv", ["1.jpg", "3.jpg"], B[:2], [0, 1])
+    result = subprocess.run([sys.executable, "-m", "search.bag", str(a), str(b), "--out",
+                             str(tmp_path / "o.csv")], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "IDs disagree" in result.stderr and "b.csv" in result.stderr
+    assert not (tmp_path / "o.csv").exists()
+    good = subprocess.run([sys.executable, "-m", "search.bag", str(a), str(a), "--out",
+                           str(tmp_path / "o.csv")], capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert pd.read_csv(tmp_path / "o.csv")["ID"].tolist() == ["1.jpg", "2.jpg"]
