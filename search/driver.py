@@ -80,7 +80,12 @@ class SearchPlan:
 
     @property
     def storage_url(self) -> str:
-        return os.environ.get("MEDTUNE_STUDY_URL") or f"sqlite:///{self.run_dir / STUDY_FILE}"
+        return study_url(self.run_dir)
+
+
+def study_url(run_dir: Path) -> str:
+    """$MEDTUNE_STUDY_URL (a database URL on a cluster) or the run folder's SQLite file."""
+    return os.environ.get("MEDTUNE_STUDY_URL") or f"sqlite:///{run_dir / STUDY_FILE}"
 
 
 def connect_ray(*, env: dict[str, str]) -> None:

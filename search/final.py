@@ -68,7 +68,8 @@ def train_member(cfg: TrainConfig, folder: Path, *, tta: bool, echo: Any) -> dic
         "model": cfg.model, "seed": cfg.seed, "bootstrap": cfg.bootstrap,
         "data_fingerprint": fingerprint(data.index), "config": cfg.to_dict(),
     }, indent=1))
-    return {"probs": probs, "index": data.index, "history": reporter.history}
+    return {"probs": probs, "index": data.index, "history": reporter.history,
+            "val_images": data.images["val"]}
 
 
 def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
@@ -107,11 +108,35 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
         "bag": {"val": bag_metrics}, "spread": spread,
         "minutes": round((time.monotonic() - started) / 60, 2),
     }
-    (final / "metrics.json").write_text(json.dumps(summary, indent=1))
     _write_submission(run_dir / "submission", index, members, method)
     np.save(final / "val_bag_probs.npy", bag_val)
     echo(_table(summary))
+    report, localisation = _report(run_dir, experiment, summary, index,
+                                   members[0]["val_images"], bag_val)
+    summary["localisation"] = localisation
+    (final / "metrics.json").write_text(json.dumps(summary, indent=1))
+    if localisation and localisation.get("images"):
+        echo(f"Grad-CAM localisation on {localisation['images']} val images with lesions: "
+             f"energy in lesions {localisation['energy_in_mask']:.3f} (uniform "
+             f"{localisation['energy_uniform']:.3f}), pointing game "
+             f"{localisation['pointing_hit_rate']:.3f} (uniform {localisation['pointing_uniform']:.3f})")
+    echo(f"report: {report}")
     return summary
+
+
+def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
+            val_images: np.ndarray, bag_val: np.ndarray) -> tuple[Path, dict[str, Any] | None]:
+    import optuna
+
+    from search.driver import study_url
+    from search.final_report import final_sections
+    from search.report import write_report
+
+    sections, localisation = final_sections(run_dir, summary, index, val_images, bag_val)
+    study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
+    path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
+                        final_sections=sections)
+    return path, localisation
 
 
 def _write_submission(folder: Path, index: Any, members: list[dict[str, Any]],

@@ -43,22 +43,27 @@ def fundus_mask(rgb: np.ndarray, threshold: int = 12) -> np.ndarray:
     return rgb.max(axis=2) > threshold
 
 
-def crop_to_fundus(im: Image.Image) -> Image.Image:
-    """Crop to the bounding box of the fundus field and pad it to a centred square."""
-    rgb = np.asarray(im)
-    mask = fundus_mask(rgb)
+def fundus_box(im: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the fundus field; the whole image if none is found."""
+    mask = fundus_mask(np.asarray(im))
     rows, cols = np.flatnonzero(mask.mean(axis=1) > 0.02), np.flatnonzero(mask.mean(axis=0) > 0.02)
     if len(rows) and len(cols):
-        rgb = rgb[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-    return pad_square(Image.fromarray(np.ascontiguousarray(rgb)))
+        return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    return 0, 0, im.size[0], im.size[1]
 
 
-def pad_square(im: Image.Image, fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+def crop_to_fundus(im: Image.Image) -> Image.Image:
+    """Crop to the bounding box of the fundus field and pad it to a centred square."""
+    return pad_square(im.crop(fundus_box(im)))
+
+
+def pad_square(im: Image.Image) -> Image.Image:
+    """Pad with black (zeros in any mode) to a centred square."""
     w, h = im.size
     side = max(w, h)
     if w == h:
         return im
-    out = Image.new("RGB", (side, side), fill)
+    out = Image.new(im.mode, (side, side))
     out.paste(im, ((side - w) // 2, (side - h) // 2))
     return out
 
@@ -78,6 +83,16 @@ def ben_graham(rgb: np.ndarray) -> np.ndarray:
     out = np.clip(out, 0, 255).astype(np.uint8)
     out[~circle_mask(size, 0.95)] = 128  # the bright rim the subtraction leaves is cut off
     return out
+
+
+def load_mask(mask_path: str, image_path: str, size: int, preprocess: str) -> np.ndarray:
+    """A lesion mask (same size as its image) in the geometry `load_fundus` gives the image:
+    the same crop, padding and resize. Returns bool (size, size)."""
+    im = decode(image_path, size)
+    with Image.open(mask_path) as m:
+        mask = m.convert("L").resize(im.size, Image.Resampling.NEAREST)
+    mask = pad_square(mask) if preprocess == "none" else pad_square(mask.crop(fundus_box(im)))
+    return np.asarray(mask.resize((size, size), Image.Resampling.NEAREST)) > 127
 
 
 def load_fundus(path: str, size: int, preprocess: str) -> np.ndarray:

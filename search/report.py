@@ -1,0 +1,197 @@
+"""`report/index.html`: a self-contained page (images by relative path) about one run.
+
+The run (experiment, command, budget, wall time), the best trials, the optimisation history,
+parameter importances, each searched parameter against the metric (a best value at the edge of
+its range is flagged), training curves of the best trials, the bag's confusion matrix and
+per-class table, a Grad-CAM gallery per grade (right and wrong), and, where lesion masks exist,
+the localisation scores beside a uniform map's.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.metrics import classification_report, confusion_matrix
+
+EDGE = 0.1  # a best value in the outer 10% of a numeric range is flagged
+
+
+def _save(fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return f"{path.parent.name}/{path.name}" if path.parent.name != "report" else path.name
+
+
+def edge_flags(study: optuna.Study) -> dict[str, str]:
+    """Numeric parameters whose best value sits at the edge of the searched range."""
+    flags: dict[str, str] = {}
+    try:
+        best = study.best_trial
+    except ValueError:
+        return flags
+    for name, dist in best.distributions.items():
+        numeric = optuna.distributions.FloatDistribution | optuna.distributions.IntDistribution
+        if not isinstance(dist, numeric):
+            continue
+        lo, hi, value = float(dist.low), float(dist.high), float(best.params[name])
+        if getattr(dist, "log", False):
+            lo, hi, value = math.log(lo), math.log(hi), math.log(value)
+        position = (value - lo) / (hi - lo) if hi > lo else 0.5
+        if position <= EDGE or position >= 1 - EDGE:
+            side = "low" if position <= EDGE else "high"
+            flags[name] = (f"best {name} = {best.params[name]:.3g} is at the {side} edge of "
+                           f"[{dist.low:.3g}, {dist.high:.3g}]: widen the range")
+    return flags
+
+
+def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFrame, metric: str,
+                   mode: str, out: Path) -> dict[str, Any]:
+    figs: dict[str, Any] = {}
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if done:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        values = [float(t.value or 0.0) for t in done]
+        best = np.maximum.accumulate(values) if mode == "max" else np.minimum.accumulate(values)
+        ax.plot([t.number for t in done], values, "o", label="trial")
+        ax.plot([t.number for t in done], best, "-", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(metric)
+        ax.legend()
+        figs["history"] = _save(fig, out / "history.png")
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as e:  # too few completed trials
+        figs["importance_note"] = f"parameter importances need more completed trials ({e})"
+    else:
+        fig, ax = plt.subplots(figsize=(6, 0.4 + 0.35 * len(importances)))
+        ax.barh(list(importances)[::-1], list(importances.values())[::-1])
+        ax.set_xlabel("importance (fANOVA)")
+        figs["importance"] = _save(fig, out / "importance.png")
+    params = sorted({k for t in done for k in t.params})
+    figs["params"] = []
+    for name in params:
+        xs = [t.params[name] for t in done if name in t.params]
+        ys = [float(t.value or 0.0) for t in done if name in t.params]
+        fig, ax = plt.subplots(figsize=(3.6, 2.6))
+        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
+            ax.plot(xs, ys, "o")
+            dist = done[0].distributions.get(name) or next(
+                t.distributions[name] for t in done if name in t.distributions)
+            if getattr(dist, "log", False):
+                ax.set_xscale("log")
+        else:
+            labels = sorted({str(x) for x in xs})
+            ax.plot([labels.index(str(x)) for x in xs], ys, "o")
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+        figs["params"].append(_save(fig, out / f"param_{name}.png"))
+    top = trials.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min")).head(3)
+    if len(top) and len(epochs):
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+        for trial_id in top["trial_id"]:
+            rows = epochs[epochs["trial_id"] == trial_id]
+            axes[0].plot(rows["epoch"], rows[metric], "o-", label=trial_id)
+            axes[1].plot(rows["epoch"], rows["train/loss"], "o-", label=trial_id)
+        axes[0].set_ylabel(metric)
+        axes[1].set_ylabel("train loss")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+        axes[0].legend(fontsize=7)
+        figs["curves"] = _save(fig, out / "curves.png")
+    return figs
+
+
+def confusion_figure(labels: np.ndarray, preds: np.ndarray, names: list[str], out: Path) -> str:
+    matrix = confusion_matrix(labels, preds, labels=list(range(len(names))))
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(names)), [n.split()[0] for n in names])
+    ax.set_yticks(range(len(names)), [n.split()[0] for n in names])
+    ax.set_xlabel("predicted grade")
+    ax.set_ylabel("true grade")
+    return _save(fig, out / "confusion.png")
+
+
+def per_class_table(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> pd.DataFrame:
+    report = classification_report(labels, preds, labels=list(range(len(names))),
+                                   target_names=names, output_dict=True, zero_division=0)
+    return pd.DataFrame(report).T.loc[names, ["precision", "recall", "f1-score", "support"]]
+
+
+def write_html(run_dir: Path, sections: list[tuple[str, str]]) -> Path:
+    out = run_dir / "report" / "index.html"
+    body = "\n".join(f"<section><h2>{html.escape(title)}</h2>\n{content}</section>"
+                     for title, content in sections)
+    out.write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>medtune: {html.escape(run_dir.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px}}
+img{{max-width:100%}}.grid img{{width:160px;margin:3px}}.flag{{color:#b00}}
+figure{{display:inline-block;margin:4px;font-size:12px;text-align:center}}</style></head>
+<body><h1>medtune run {html.escape(run_dir.name)}</h1>
+{body}
+</body></html>""")
+    return out
+
+
+def img(src: str, alt: str) -> str:
+    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+
+
+def table(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
+    return frame.to_html(float_format=lambda v: floatfmt.format(v), border=0, na_rep="")
+
+
+def run_summary(run_dir: Path) -> str:
+    config = json.loads((run_dir / "config.json").read_text())
+    s = config["settings"]
+    return (f"<p>experiment <b>{html.escape(config['experiment'])}</b>, started "
+            f"{html.escape(config['created'])}</p><p><code>{html.escape(' '.join(config['command']))}"
+            f"</code></p><p>budget: {s['num_samples']} trials of up to {s['max_epochs']} epochs; "
+            f"ASHA grace {s['grace_period']}, reduction {s['reduction_factor']}; TPE startup "
+            f"{s['startup_trials']}; seed {s['seed']}</p>")
+
+
+def json_dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=float)
+
+
+def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
+                 final_sections: list[tuple[str, str]]) -> Path:
+    """The whole page: search sections from the run folder, then `final_sections`."""
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    figs = search_figures(study, trials, epochs, metric, mode, out)
+    flags = edge_flags(study)
+    minutes = trials["seconds"].sum() / 60
+    best = trials.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min")).head(10)
+    sections = [("Run", run_summary(run_dir) + f"<p>{len(trials)} trials, "
+                 f"{minutes:.1f} trial-minutes</p>"),
+                ("Best trials", table(best.drop(columns=["error"]))),
+                ("Optimisation history", img(figs["history"], "optimisation history")
+                 if "history" in figs else "<p>no completed trial</p>"),
+                ("Parameter importances", img(figs["importance"], "parameter importances")
+                 if "importance" in figs else f"<p>{html.escape(figs['importance_note'])}</p>"),
+                ("Each parameter against the metric",
+                 "".join(f'<p class="flag">{html.escape(f)}</p>' for f in flags.values())
+                 + "".join(img(p, p) for p in figs["params"])),
+                ("Training curves of the best trials", img(figs["curves"], "training curves")
+                 if "curves" in figs else "<p>no epochs recorded</p>")]
+    return write_html(run_dir, sections + final_sections)
