@@ -188,10 +188,17 @@ def test_list_prints_every_experiment(capsys: pytest.CaptureFixture[str]) -> Non
         list_main(["nope"])
 
 
-def test_final_step_writes_members_bag_and_submission(small_run: Path, course_demo: Path) -> None:
+@pytest.fixture(scope="module")
+def final_run(small_run: Path) -> dict:
+    """The final step on the small search, once: 2 members."""
     from search.final import run_final
 
-    summary = run_final(small_run, top_k=2, echo=lambda line: None)
+    return run_final(small_run, top_k=2, echo=lambda line: None)
+
+
+def test_final_step_writes_members_bag_and_submission(small_run: Path, final_run: dict,
+                                                      course_demo: Path) -> None:
+    summary = final_run
     assert len(summary["members"]) == 2 and {"kappa", "accuracy", "f1_macro"} <= set(
         summary["bag"]["val"])
     assert [m["seed"] for m in summary["members"]] == [1, 2]  # each member its own seed
@@ -216,3 +223,21 @@ def test_final_step_writes_members_bag_and_submission(small_run: Path, course_de
     cols = [f"p{c}" for c in range(5)]
     expected = ((m1[cols].to_numpy() + m2[cols].to_numpy()) / 2).argmax(1)
     assert submission["TARGET"].tolist() == expected.tolist()
+
+
+def test_report_opens_with_every_image_and_section(small_run: Path, final_run: dict,
+                                                   tmp_path: Path) -> None:
+    from tests.test_report import open_in_chromium
+
+    seen = open_in_chromium(small_run / "report" / "index.html", tmp_path)
+    assert len(seen["images"]) >= 10
+    assert all(i["loaded"] for i in seen["images"]), [i for i in seen["images"] if not i["loaded"]]
+    assert all(not i["src"].startswith(("/", "file:")) for i in seen["images"])  # relative paths
+    for heading in ("Run", "Best trials", "Optimisation history", "Parameter importances",
+                    "Each parameter against the metric", "Training curves of the best trials",
+                    "Final: the bag against its members", "Confusion matrix of the bag (validation)",
+                    "Per-class table of the bag (validation)", "Grad-CAM gallery",
+                    "Lesion localisation (Grad-CAM against the lesion masks)"):
+        assert heading in seen["headings"]
+    assert any(i["src"].startswith("gradcam/") for i in seen["images"])
+    assert final_run["localisation"]["images"] > 0
