@@ -121,7 +121,45 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
              f"{localisation['energy_uniform']:.3f}), pointing game "
              f"{localisation['pointing_hit_rate']:.3f} (uniform {localisation['pointing_uniform']:.3f})")
     echo(f"report: {report}")
+    if run_config["settings"].get("wandb"):
+        echo(log_to_wandb(run_dir, summary))
     return summary
+
+
+def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
+    """The final step's tables and images as one W&B run in the search's group."""
+    import os
+
+    try:
+        import wandb
+    except ImportError:
+        return "W&B: off (wandb is not installed)"
+    import pandas as pd
+
+    online = bool(os.environ.get("WANDB_API_KEY")) and os.environ.get("WANDB_MODE") != "offline"
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "medtune"), group=run_dir.name,
+                     name=f"{run_dir.name}-final", job_type="final", dir=str(run_dir.resolve()),
+                     mode="online" if online else "offline",
+                     config={"method": summary["method"], "tta": summary["tta"],
+                             "members": [m["trial_id"] for m in summary["members"]]})
+    members = pd.DataFrame([{"member": f"member {i + 1}", "trial_id": m["trial_id"], **m["val"]}
+                            for i, m in enumerate(summary["members"])]
+                           + [{"member": "bag", "trial_id": "", **summary["bag"]["val"]}])
+    report = run_dir / "report"
+    logged: dict[str, Any] = {
+        "final/members": wandb.Table(dataframe=members),
+        **{f"final/bag_{k}": v for k, v in summary["bag"]["val"].items()},
+        "final/confusion_matrix": wandb.Image(str(report / "confusion.png")),
+        "final/gradcam": [wandb.Image(str(p), caption=p.stem)
+                          for p in sorted((report / "gradcam").glob("*.png"))],
+        "final/submission": wandb.Table(dataframe=pd.read_csv(
+            run_dir / "submission" / "test_predictions.csv")),
+    }
+    if summary.get("localisation") and summary["localisation"].get("images"):
+        logged.update({f"final/localisation_{k}": v for k, v in summary["localisation"].items()})
+    run.log(logged)
+    run.finish()
+    return f"W&B: final run logged {'online' if online else 'offline, in ' + str(run_dir / 'wandb')}"
 
 
 def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,

@@ -36,7 +36,9 @@ def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path)
     assert "bag (mean)" in result.stdout
     assert len(pd.read_csv(run / "submission" / "test_predictions.csv")) == 8
     assert len(list((run / "final").glob("member_*/model.safetensors"))) == 3
-    assert len(list((run / "wandb").glob("offline-run-*"))) == 3, "one offline W&B run per trial"
+    # one offline W&B run per trial, and one for the final step
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 4
+    assert "W&B: final run logged offline" in result.stdout
     best = run / "best" / "config.json"
     reproduced = subprocess.run([sys.executable, "-m", "search.reproduce", str(best)],
                                 capture_output=True, text=True, timeout=600)
