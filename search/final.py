@@ -60,7 +60,7 @@ def train_member(cfg: TrainConfig, folder: Path, *, tta: bool, echo: Any) -> dic
              for split in ("val", "test") if split in data.images}
     save_model_weights(folder / "model.safetensors", model, cfg.to_dict())
     (folder / "metadata.json").write_text(json.dumps({
-        "format": "medtune member 1", "versions": package_versions(),
+        "format_version": 1, "versions": package_versions(),
         "class_names": data.index.class_names, "num_classes": cfg.num_classes,
         "input": {"size": cfg.image_size, "channels": 3, "mean": mean, "std": std,
                   "preprocess": cfg.preprocess, "layout": "RGB, channels first, [0,1] then "
