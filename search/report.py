@@ -71,7 +71,9 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
         ax.legend()
         figs["history"] = _save(fig, out / "history.png")
     try:
-        importances = optuna.importance.get_param_importances(study)
+        # Optuna 5 defaults to PED-ANOVA: ask for fANOVA, seeded, as the label says
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError) as e:  # too few completed trials
         figs["importance_note"] = f"parameter importances need more completed trials ({e})"
     else:

@@ -66,9 +66,12 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         trial_rows.append(row)
     trials = pd.DataFrame(trial_rows)
     for key in searched:  # a parquet column holds one type: mixed ones (2 or "all") become text
-        kinds = {type(v) for v in trials.get(key, []) if v is not None}
+        raw = [row[key] for row in trial_rows]  # before pandas turned missing ints into NaN
+        kinds = {type(v) for v in raw if v is not None}
         if len(kinds) > 1:
-            trials[key] = [None if v is None else str(v) for v in trials[key]]
+            trials[key] = [None if v is None else str(v) for v in raw]
+        elif kinds == {int}:  # whole numbers stay whole where some trials lack the key
+            trials[key] = trials[key].astype("Int64")
     epochs_all = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return trials, epochs_all
 

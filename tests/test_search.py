@@ -110,6 +110,7 @@ def test_a_small_search_writes_the_whole_run_folder(small_run: Path, course_demo
             "unfreeze_depth", "status", "val/kappa", "best_epoch", "epochs", "seconds",
             "error"} <= set(trials)
     assert set(trials["status"]) <= {"completed", "stopped early"}
+    assert str(trials["heads"].dtype) == "Int64"  # whole numbers, empty with attention off
     for row in trials.itertuples():  # conditional values exist only with attention on
         assert pd.isna(row.heads) == (not row.attention)
         assert pd.isna(row.residual) == (not row.attention)
