@@ -83,7 +83,8 @@ class LocalReporter:
             raise ConfigError(f"--resume {self.resume}: no checkpoint there (expected "
                               "model.safetensors, optimizer.safetensors and state.json)")
         state = load(folder)
-        self.history = list(getattr(state, "get", lambda *_: [])("history", []))
+        if isinstance(state, dict):  # the saved epochs carry over into this run's metrics.json
+            self.history = list(state.get("history", []))
         return state
 
     def report(self, metrics: dict[str, float], write_checkpoint: WriteCheckpoint) -> None:
