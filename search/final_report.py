@@ -15,7 +15,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from search.report import confusion_figure, img, per_class_table, table
 from trainables.datasets import ImageIndex
-from trainables.images import load_mask
+from trainables.explain import normalise
 
 PER_CELL = 2  # images per grade and outcome in the gallery
 
@@ -34,17 +34,14 @@ def load_member(folder: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def _normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
-    mean = torch.tensor(meta["input"]["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["input"]["std"]).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise(images, tuple(meta["input"]["mean"]), tuple(meta["input"]["std"]))
 
 
 def gallery_and_localisation(run_dir: Path, index: ImageIndex, val_images: np.ndarray,
                              bag_probs: np.ndarray) -> tuple[str, dict[str, Any] | None]:
     """Grad-CAM of member 1 for right and wrong bag predictions per grade; localisation
     scores over every validation image with a lesion mask (the demo writes them)."""
-    from trainables.explain import grad_cam, localisation
+    from trainables.explain import grad_cam, localise_split
 
     model, meta = load_member(run_dir / "final" / "member_1")
     out = run_dir / "report" / "gradcam"
@@ -73,26 +70,11 @@ def gallery_and_localisation(run_dir: Path, index: ImageIndex, val_images: np.nd
     gallery = (f"<p>Grad-CAM of member 1 ({html.escape(meta['model'])}) for the bag's predicted "
                f"grade, on the validation split.</p><table class='grid'><tr><th></th>"
                f"<th>right</th><th>wrong</th></tr>{grid}</table>")
-    return gallery, _localisation(model, meta, index, val_images, preds, localisation)
-
-
-def _localisation(model: Any, meta: dict[str, Any], index: ImageIndex, val_images: np.ndarray,
-                  preds: np.ndarray, score: Any) -> dict[str, Any] | None:
-    from trainables.explain import grad_cam
-
-    val = index.split("val")
-    mask_dir = index.root / "masks"
-    if not mask_dir.is_dir():
-        return None
-    size, preprocess = meta["input"]["size"], meta["input"]["preprocess"]
-    masks, cams = [], []
-    for start in range(0, len(val), 16):
-        rows = range(start, min(start + 16, len(val)))
-        cams.append(grad_cam(model, _normalise(val_images[list(rows)], meta),
-                             [int(preds[i]) for i in rows]))
-        masks += [load_mask(str(mask_dir / f"{val['image_id'][i]}.png"), val["path"][i], size,
-                            preprocess) for i in rows]
-    return dict(score(np.concatenate(cams), np.stack(masks)))
+    scores = localise_split(model, index, val_images, split="val", size=meta["input"]["size"],
+                            preprocess=meta["input"]["preprocess"],
+                            mean=tuple(meta["input"]["mean"]), std=tuple(meta["input"]["std"]),
+                            classes=[int(p) for p in preds])
+    return gallery, scores
 
 
 def final_sections(run_dir: Path, summary: dict[str, Any], index: ImageIndex,

@@ -11,6 +11,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy.ndimage import binary_dilation
 from torch import nn
 
+from trainables.datasets import ImageIndex
+from trainables.images import load_mask
 from trainables.models import FundusClassifier
 
 
@@ -53,3 +55,29 @@ def localisation(cams: np.ndarray, masks: np.ndarray, tolerance: int = 2) -> dic
             "energy_uniform": float(np.mean(uniform_energy)),
             "pointing_hit_rate": float(np.mean(hits)),
             "pointing_uniform": float(np.mean(uniform_hits))}
+
+
+def normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) cache images to the model's normalised (B, 3, H, W) input."""
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def localise_split(model: FundusClassifier, index: ImageIndex, images: np.ndarray, *,
+                   split: str, size: int, preprocess: str, mean: tuple[float, ...],
+                   std: tuple[float, ...], classes: list[int],
+                   batch: int = 16) -> dict[str, float] | None:
+    """Localisation scores of Grad-CAM (for `classes`, one per image) on a split whose images
+    have lesion masks in `<root>/masks/<image_id>.png` (the demo's); None without masks."""
+    rows = index.split(split)
+    mask_dir = index.root / "masks"
+    if not mask_dir.is_dir():
+        return None
+    cams, masks = [], []
+    for start in range(0, len(rows), batch):
+        part = range(start, min(start + batch, len(rows)))
+        cams.append(grad_cam(model, normalise(images[list(part)], mean, std),
+                             [classes[i] for i in part]))
+        masks += [load_mask(str(mask_dir / f"{rows['image_id'][i]}.png"), rows["path"][i], size,
+                            preprocess) for i in part]
+    return localisation(np.concatenate(cams), np.stack(masks))
