@@ -68,13 +68,13 @@ def run_search(experiment: Experiment, run_dir: Path, settings: dict[str, Any], 
     os.environ["MEDTUNE_CACHE"] = settings["cache_dir"]
     _check_data(fixed)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     run_id = run_dir.name
     callbacks, env, wandb_line = wandb_setup(settings["wandb"], run_dir, run_id)
     env = {"MEDTUNE_CACHE": settings["cache_dir"], **env}
     os.environ.update(env)
     connect_ray(env=env)
     check_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused request leaves nothing
     plan = SearchPlan(
         experiment=experiment, run_dir=run_dir, run_id=run_id, fixed=fixed,
         pinned=settings["pinned"],

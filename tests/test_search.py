@@ -82,7 +82,8 @@ def test_cli_refuses_an_impossible_gpu_request_at_once(local_ray: None, course_d
                                                        tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="asks for 4 GPU"):
         run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
-                  "--gpus-per-trial", "4", *TINY])
+                  "--name", "g4", "--gpus-per-trial", "4", *TINY])
+    assert not (tmp_path / "deepdrid_finetune" / "g4").exists()  # the name stays free
 
 
 @pytest.fixture(scope="module")
