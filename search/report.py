@@ -183,10 +183,13 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
     figs = search_figures(study, trials, epochs, metric, mode, out)
     flags = edge_flags(study)
     minutes = trials["seconds"].sum() / 60
+    # first trial's start to the last one's end (an interrupted search counts its pause too)
+    wall = float(trials["finished"].max() - trials["started"].min()) / 60 \
+        if trials["finished"].notna().any() else 0.0
     best = trials.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min")).head(10)
-    sections = [("Run", run_summary(run_dir) + f"<p>{len(trials)} trials, "
-                 f"{minutes:.1f} trial-minutes</p>"),
-                ("Best trials", table(best.drop(columns=["error"]))),
+    sections = [("Run", run_summary(run_dir) + f"<p>{len(trials)} trials in {wall:.1f} minutes "
+                 f"of wall time ({minutes:.1f} trial-minutes)</p>"),
+                ("Best trials", table(best.drop(columns=["error", "started", "finished"]))),
                 ("Optimisation history", img(figs["history"], "optimisation history")
                  if "history" in figs else "<p>no completed trial</p>"),
                 ("Parameter importances", img(figs["importance"], "parameter importances")

@@ -57,11 +57,13 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         else:
             status = "not run"
         seconds = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame and len(frame) else 0.0
+        finished = float(frame["timestamp"].iloc[-1]) if "timestamp" in frame and len(frame) else None
         row: dict[str, Any] = {"trial_id": trial_id}
         # searched keys the space did not set (heads with attention off) stay empty
         row.update({key: config.get(key) for key in searched})
         row.update({"status": status, metric: best_value, "best_epoch": best_epoch,
                     "epochs": n_epochs, "seconds": round(seconds, 2),
+                    "started": finished - seconds if finished else None, "finished": finished,
                     "error": _error_text(result.error)})
         trial_rows.append(row)
     trials = pd.DataFrame(trial_rows)

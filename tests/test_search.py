@@ -109,7 +109,8 @@ def test_a_small_search_writes_the_whole_run_folder(small_run: Path, course_demo
     assert len(trials) == 4 and trials["trial_id"].is_unique
     assert {"trial_id", "attention", "heads", "layer_norm", "residual", "lr", "augment",
             "unfreeze_depth", "status", "val/kappa", "best_epoch", "epochs", "seconds",
-            "error"} <= set(trials)
+            "started", "finished", "error"} <= set(trials)
+    assert (trials["finished"] - trials["started"] - trials["seconds"]).abs().max() <= 0.005  # rounding
     assert set(trials["status"]) <= {"completed", "stopped early"}
     assert str(trials["heads"].dtype) == "Int64"  # whole numbers, empty with attention off
     for row in trials.itertuples():  # conditional values exist only with attention on
@@ -243,3 +244,5 @@ def test_report_opens_with_every_image_and_section(small_run: Path, final_run: d
         assert heading in seen["headings"]
     assert any(i["src"].startswith("gradcam/") for i in seen["images"])
     assert final_run["localisation"]["images"] > 0
+    page = (small_run / "report" / "index.html").read_text()
+    assert "minutes of wall time" in page and "deepdrid_attention" in page
