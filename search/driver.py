@@ -191,8 +191,10 @@ def restored_tuner(plan: SearchPlan, callbacks: list[tune.Callback]) -> tune.Tun
     path = str((plan.run_dir / TUNE_FOLDER).resolve())
     if not tune.Tuner.can_restore(path):
         raise ConfigError(f"--resume: no Ray Tune experiment to restore in {path}")
+    # errored trials too: a killed driver can record its running trials as ERROR as it dies;
+    # they continue from their last checkpoint (a NaN trial fails again within an epoch)
     tuner = tune.Tuner.restore(path, trainable=trainable_with_resources(plan),
-                               resume_unfinished=True, resume_errored=False,
+                               resume_unfinished=True, resume_errored=True,
                                param_space=plan.fixed)
     # this driver's callbacks (progress, W&B), not unpickled copies of the killed driver's
     if tuner._local_tuner is not None:
