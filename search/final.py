@@ -49,8 +49,8 @@ def train_member(cfg: TrainConfig, folder: Path, *, tta: bool, echo: Any) -> dic
     from trainables.loop import plan_runtime, predict
 
     reporter = LocalReporter(folder, echo=echo)
-    model = fit(cfg, reporter)
     data = load_data(cfg)
+    model = fit(cfg, reporter, data=data)
     runtime = plan_runtime(cfg)
     data_cfg = timm.data.resolve_model_data_config(model.backbone)
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])

@@ -169,10 +169,6 @@ def run_summary(run_dir: Path) -> str:
             f"{s['startup_trials']}; seed {s['seed']}</p>")
 
 
-def json_dump(obj: Any) -> str:
-    return json.dumps(obj, indent=1, default=float)
-
-
 def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
                  final_sections: list[tuple[str, str]]) -> Path:
     """The whole page: search sections from the run folder, then `final_sections`."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,14 +59,15 @@ def train_grading(config: dict[str, Any]) -> None:
     fit(cfg, current_reporter(METRIC, MODE))
 
 
-def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0) -> FundusClassifier:
+def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
+        data: TrialData | None = None) -> FundusClassifier:
     """Train `cfg.epochs` epochs (continuing from the reporter's checkpoint if it has one).
 
     `until_epoch` stops after that epoch with the schedule of the full run: how a trial that
-    ASHA stopped early is reproduced.
+    ASHA stopped early is reproduced. `data` is `load_data(cfg)` when the caller has it.
     """
     runtime = plan_runtime(cfg)
-    data = load_data(cfg)
+    data = load_data(cfg) if data is None else data
     torch.manual_seed(cfg.seed)  # the new head and attention layers
     model = build_model(cfg).to(runtime.device)
     if runtime.channels_last:
@@ -121,6 +121,3 @@ def _steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
     steps = n_train // cfg.batch_size if n_train > cfg.batch_size else 1
     return min(steps, cfg.max_train_batches) if cfg.max_train_batches else steps
 
-
-def checkpoint_path(out: Path, which: str = "best") -> Path:
-    return out / "checkpoints" / which
