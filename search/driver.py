@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,20 +28,58 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from search.storage import STUDY_FILE, TUNE_FOLDER, RunStore, snapshot_sqlite
 from spaces.base import Experiment
 from trainables.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TUNE_FOLDER, STUDY_FILE = "tune", "study.db"
-
 
 class StudySearch(OptunaSearch):
-    """OptunaSearch that records a trial that errored as FAIL, even if it reported epochs
-    before (Ray's own records it COMPLETE with its last result: a NaN would look like a score),
-    and that survives a study trial finished behind its back (a resumed search)."""
+    """OptunaSearch that
+    - records a trial that errored as FAIL, even if it reported epochs before (Ray's own
+      records it COMPLETE with its last result: a NaN would look like a score);
+    - survives a study trial finished behind its back (a resumed search);
+    - saves the study's name and trial ids, not its database connection: a restored searcher
+      reopens the study where this driver keeps it (the run folder may have moved, or be
+      staged from an object store on another machine);
+    - with `snapshot` set (a SQLite study staged for an object-store run folder), saves a copy
+      of the study beside each searcher checkpoint, so Ray uploads both together."""
+
+    snapshot: Path | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_storage"] = state["_ot_study"] = None
+        state["_ot_trials"] = {tid: trial._trial_id for tid, trial in self._ot_trials.items()}
+        return state
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+        if self.snapshot is not None and self.snapshot.is_file():
+            snapshot_sqlite(self.snapshot, Path(checkpoint_path).parent / STUDY_FILE)
+
+    def restore(self, checkpoint_path: str) -> None:
+        storage, snapshot = self._storage, self.snapshot  # this driver's study
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        self._storage, self.snapshot = storage, snapshot
+        assert storage is not None, "StudySearch is made with an RDB storage"
+        study = optuna.load_study(study_name=self._study_name, storage=storage,
+                                  sampler=self._sampler)
+        self._ot_study = study  # type: ignore[assignment]
+        trials = {}
+        for tid, number in self._ot_trials.items():
+            try:
+                trials[tid] = optuna.trial.Trial(study, number)
+            except KeyError:
+                log.warning("optuna: trial %s of %s is not in the study; it is not told", number, tid)
+        self._ot_trials = trials
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._ot_trials:
+            return
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError as e:
@@ -48,7 +87,9 @@ class StudySearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+        if trial_id not in self._ot_trials:
+            return
+        if error and trial_id not in self._completed_trials:
             assert self._ot_study is not None
             try:
                 self._ot_study.tell(self._ot_trials[trial_id], None,
@@ -65,8 +106,7 @@ class SearchPlan:
     """Everything that fixes one search; stored in the run folder's config.json."""
 
     experiment: Experiment
-    run_dir: Path
-    run_id: str
+    store: RunStore  # where the run folder is written (and kept, for an object store)
     fixed: dict[str, Any]  # the trial config without the searched values
     pinned: dict[str, Any]  # searched keys fixed by --set for every trial
     num_samples: int
@@ -79,8 +119,23 @@ class SearchPlan:
     top_k: int = 3
 
     @property
+    def run_dir(self) -> Path:
+        return self.store.local
+
+    @property
+    def run_id(self) -> str:
+        return self.store.run_id
+
+    @property
     def storage_url(self) -> str:
         return study_url(self.run_dir)
+
+    @property
+    def staged_study(self) -> Path | None:
+        """The SQLite study file, when it must travel with Ray's experiment state."""
+        if self.store.uri is None or os.environ.get("MEDTUNE_STUDY_URL"):
+            return None
+        return self.run_dir / STUDY_FILE
 
 
 def study_url(run_dir: Path) -> str:
@@ -140,6 +195,7 @@ def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
         mode=plan.experiment.mode,
         sampler=make_sampler(plan.seed, startup_trials), storage=storage,
         study_name=plan.run_id)
+    searcher.snapshot = plan.staged_study
     return ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
 
 
@@ -162,13 +218,17 @@ def trial_dirname(trial: Any) -> str:
 
 def run_config(plan: SearchPlan, callbacks: list[tune.Callback]) -> tune.RunConfig:
     return tune.RunConfig(
-        name=TUNE_FOLDER, storage_path=str(plan.run_dir.resolve()), verbose=0,
+        name=TUNE_FOLDER, storage_path=plan.store.tune_storage, verbose=0,
         callbacks=callbacks,
-        # a crashed trial is retried from its last checkpoint; a NaN loss is not retried
+        # a crashed trial is retried from its last checkpoint (a NaN trial too, as Ray cannot
+        # retry by exception type: it fails again within an epoch)
         failure_config=tune.FailureConfig(max_failures=2),
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=2, checkpoint_score_attribute=plan.experiment.metric,
-            checkpoint_score_order=plan.experiment.mode),
+        # the latest two checkpoints of a trial, by time: a resume needs the latest one (the
+        # final step retrains, so no trial's best weights are kept). Ranked by score, Ray deletes
+        # the previous latest as soon as a newer one puts it out of the best two, and a driver
+        # killed before its next experiment-state sync leaves a state pointing at a deleted
+        # checkpoint (that trial then cannot resume); by time, that one is still there.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
 
 
@@ -186,9 +246,10 @@ def new_tuner(plan: SearchPlan, callbacks: list[tune.Callback], *, startup_trial
     )
 
 
-def restored_tuner(plan: SearchPlan, callbacks: list[tune.Callback]) -> tune.Tuner:
-    """The interrupted search of `plan.run_dir`, with its searcher and scheduler state."""
-    path = str((plan.run_dir / TUNE_FOLDER).resolve())
+def restored_tuner(plan: SearchPlan, callbacks: list[tune.Callback], *,
+                   startup_trials: int) -> tune.Tuner:
+    """The interrupted search of the run folder, with its searcher and scheduler state."""
+    path = f"{plan.store.tune_storage}/{TUNE_FOLDER}"
     if not tune.Tuner.can_restore(path):
         raise ConfigError(f"--resume: no Ray Tune experiment to restore in {path}")
     # errored trials too: a killed driver can record its running trials as ERROR as it dies;
@@ -196,9 +257,11 @@ def restored_tuner(plan: SearchPlan, callbacks: list[tune.Callback]) -> tune.Tun
     tuner = tune.Tuner.restore(path, trainable=trainable_with_resources(plan),
                                resume_unfinished=True, resume_errored=True,
                                param_space=plan.fixed)
-    # this driver's callbacks (progress, W&B), not unpickled copies of the killed driver's
+    # this driver's callbacks (progress, W&B) and searcher (its study where this driver keeps
+    # it; Ray restores the searcher's saved state into it), not unpickled copies of the old ones
     if tuner._local_tuner is not None:
         tuner._local_tuner._run_config.callbacks = callbacks
+        tuner._local_tuner._tune_config.search_alg = make_searcher(plan, startup_trials)
     return tuner
 
 

@@ -2,6 +2,7 @@
 
     python -m search.final results/deepdrid_attention/<run>              # after search.run
     python -m search.final RUN --top-k 5 --method vote --no-tta
+    python -m search.final s3://bucket/medtune/deepdrid_attention/<run>  # staged, then uploaded
 
 Each of the top k configurations (best/top_k.json) is retrained at full length on its own
 bootstrap resample of the training set with its own seed; their class probabilities are bagged
@@ -23,6 +24,7 @@ import numpy as np
 from search.bagging import METHODS, bag, write_predictions
 from search.cli import run, setup_logging
 from search.environment import package_versions
+from search.storage import RunStore
 from spaces import get_experiment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
@@ -204,16 +206,19 @@ def _table(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.final", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path, help="a run folder of python -m search.run")
+    p.add_argument("run", help="a run folder of python -m search.run (a path or a URI)")
     p.add_argument("--top-k", type=int, help="members (default: the experiment's, 3)")
     p.add_argument("--method", choices=METHODS, default="mean")
     p.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
-    run_final(args.run, top_k=args.top_k, method=args.method, tta=not args.no_tta,
+    store = RunStore.of(args.run)
+    store.pull()  # a run folder on an object store: into its local stage
+    run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
               echo=lambda line: print(line, flush=True))
-    print(f"submission: {args.run / 'submission' / 'test_predictions.csv'}")
+    store.push()
+    print(f"submission: {store.location}/submission/test_predictions.csv")
     return 0
 
 

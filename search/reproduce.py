@@ -3,6 +3,7 @@
     python -m search.reproduce results/deepdrid_attention/<run>/best/config.json
     python -m search.reproduce RUN/best/top_k.json --rank 2        # the second best
     python -m search.reproduce RUN/best/config.json --tolerance 0.02 --out runs/check
+    python -m search.reproduce s3://bucket/medtune/deepdrid_attention/<run>/best/config.json
 
 It trains the trial's config (same seed, same schedule) up to the recorded epoch with the
 trial's CPU thread count, prints the reproduced metric beside the recorded one, and exits 1
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from search.cli import run, setup_logging
+from search.storage import RunStore, is_uri
 from spaces import get_experiment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
@@ -36,20 +38,33 @@ def load_record(path: Path, rank: int) -> dict:
     return record
 
 
+def _record_location(record: str) -> tuple[RunStore | None, Path]:
+    """(the run folder on an object store, staged; or None) and the record's local path."""
+    if not is_uri(record):
+        return None, Path(record)
+    run_uri, sep, name = record.rpartition("/best/")
+    if not sep:
+        raise ConfigError(f"{record}: expected RUN/best/config.json or RUN/best/top_k.json")
+    store = RunStore.of(run_uri)
+    store.pull()
+    return store, store.local / "best" / name
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("record", type=Path, help="best/config.json or best/top_k.json of a run")
+    p.add_argument("record", help="best/config.json or best/top_k.json of a run (a path or a URI)")
     p.add_argument("--rank", type=int, default=1, help="which entry of a top_k.json (1 = best)")
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--out", type=Path, help="default: RUN/reproduce/<trial_id>")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
-    record = load_record(args.record, args.rank)
+    store, path = _record_location(args.record)
+    record = load_record(path, args.rank)
     experiment = get_experiment(record["experiment"])
     cfg = TrainConfig.from_dict(record["config"])
-    out = args.out or args.record.parent.parent / "reproduce" / str(record.get("trial_id", "trial"))
+    out = args.out or path.parent.parent / "reproduce" / str(record.get("trial_id", "trial"))
 
     import torch
 
@@ -71,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "record": str(args.record), "metric": metric, "epoch": epoch, "recorded": recorded,
         "reproduced": reproduced, "difference": diff, "tolerance": args.tolerance,
         "epoch_row": row}, indent=1))
+    if store is not None and args.out is None:
+        store.push("reproduce")
     return 0 if diff <= args.tolerance else 1
 
 

@@ -8,7 +8,8 @@
 
 A run folder RESULTS/<experiment>/<run-id>/ gets config.json, environment.json, tune/,
 study.db, trials.parquet, epochs.parquet and best/{config,top_k}.json (results/README.md).
-On a cluster (`ray up cluster/gpu.yaml`), set RAY_ADDRESS and put --results on shared storage.
+On a cluster (`ray up cluster/gpu.yaml`), set RAY_ADDRESS and put --results on shared storage:
+a folder every node mounts, or an object-store URI (s3://, gs://; see search/storage.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from search.cli import experiment_parser, run, setup_logging
+from search.storage import CONFIG_FILE, RunStore, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
 from trainables.cache import cache_root
@@ -38,7 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           data_help="dataset root (on every node of a cluster)")
     p.add_argument("--num-samples", type=int, help="trials in total")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial ASHA never stops")
-    p.add_argument("--results", default="results", help="output root (default results/)")
+    p.add_argument("--results", default="results",
+                   help="output root: a folder (default results/; shared storage on a cluster) "
+                        "or a URI such as s3://bucket/medtune")
     p.add_argument("--name", help="run id (default: a timestamp; with --resume: the latest run)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
@@ -58,18 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     experiment = get_experiment(args.experiment)
     if experiment.space is None:
         raise ConfigError(f"{experiment.name} has no search space yet")
-    root = Path(args.results) / experiment.name
     if args.resume:
-        run_dir = root / args.name if args.name else _latest(root)
-        settings = json.loads((run_dir / "config.json").read_text())["settings"]
+        name = args.name or latest_run(args.results, experiment.name)
+        store = RunStore.at(args.results, experiment.name, name)
+        store.pull()  # an object store's run folder: into the local stage
+        config_file = store.local / CONFIG_FILE
+        if not config_file.is_file():
+            raise ConfigError(f"--resume: {store.location} has no {CONFIG_FILE}")
+        settings = json.loads(config_file.read_text())["settings"]
     else:
-        run_dir = root / (args.name or time.strftime("%Y%m%d-%H%M%S"))
-        if run_dir.exists():
-            raise ConfigError(f"{run_dir} exists: continue it with --resume or pick another --name")
+        store = RunStore.at(args.results, experiment.name,
+                            args.name or time.strftime("%Y%m%d-%H%M%S"))
+        if store.exists():
+            raise ConfigError(f"{store.location} exists: continue it with --resume or pick "
+                              "another --name")
+        if store.uri:  # a stage left by an earlier run of that name that never reached the store
+            shutil.rmtree(store.local, ignore_errors=True)
         settings = resolve_settings(args, experiment)
     from search.search import run_search  # imports Ray: after the cheap checks
 
-    code = run_search(experiment, run_dir, settings, resume=args.resume,
+    code = run_search(experiment, store, settings, resume=args.resume,
                       command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])])
     if code != 0 or args.no_final:
         return code
@@ -77,17 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nfinal step: retrain the best configurations, bag them, predict the test split",
           flush=True)
-    run_final(run_dir, echo=lambda line: print(line, flush=True))
-    print(f"submission: {run_dir / 'submission' / 'test_predictions.csv'}")
+    run_final(store.local, echo=lambda line: print(line, flush=True))
+    store.push()
+    print(f"submission: {store.location}/submission/test_predictions.csv")
     return 0
-
-
-def _latest(root: Path) -> Path:
-    runs = sorted((p for p in root.glob("*") if (p / "config.json").is_file()),
-                  key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise ConfigError(f"--resume: no run of this experiment under {root}")
-    return runs[-1]
 
 
 def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from search.driver import (
 from search.environment import describe
 from search.progress import Progress
 from search.run_folder import write_tables
+from search.storage import RunStore
 from spaces.base import Experiment
 from trainables.config import TrainConfig
 from trainables.demo import ensure_demo
@@ -57,8 +58,9 @@ def _check_data(fixed: dict[str, Any]) -> None:
     load_data(cfg)  # raises DatasetError listing every problem
 
 
-def run_search(experiment: Experiment, run_dir: Path, settings: dict[str, Any], *, resume: bool,
+def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], *, resume: bool,
                command: list[str]) -> int:
+    """Run (or resume) the search into `store`'s run folder; 0 when every trial ran."""
     fixed = dict(settings["fixed"])
     if settings["demo"] and not fixed.get("data"):
         fixed["data"] = str(ensure_demo(experiment.dataset, Path(settings["cache_dir"])))
@@ -68,7 +70,7 @@ def run_search(experiment: Experiment, run_dir: Path, settings: dict[str, Any], 
     os.environ["MEDTUNE_CACHE"] = settings["cache_dir"]
     _check_data(fixed)
 
-    run_id = run_dir.name
+    run_dir, run_id = store.local, store.run_id
     callbacks, env, wandb_line = wandb_setup(settings["wandb"], run_dir, run_id)
     env = {"MEDTUNE_CACHE": settings["cache_dir"], **env}
     os.environ.update(env)
@@ -76,7 +78,7 @@ def run_search(experiment: Experiment, run_dir: Path, settings: dict[str, Any], 
     check_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused request leaves nothing
     plan = SearchPlan(
-        experiment=experiment, run_dir=run_dir, run_id=run_id, fixed=fixed,
+        experiment=experiment, store=store, fixed=fixed,
         pinned=settings["pinned"],
         num_samples=settings["num_samples"], max_epochs=settings["max_epochs"],
         seed=settings["seed"], cpus_per_trial=settings["cpus_per_trial"],
@@ -87,19 +89,25 @@ def run_search(experiment: Experiment, run_dir: Path, settings: dict[str, Any], 
     if not resume:
         (run_dir / "config.json").write_text(json.dumps({
             "experiment": experiment.name, "run_id": run_id, "command": command,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "settings": settings,
+            "results": store.results, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "settings": settings,
         }, indent=1))
         (run_dir / "environment.json").write_text(json.dumps(describe(), indent=1))
+        store.push()  # an object store has the run's config before any trial starts
 
     print(f"{experiment.name}: {plan.num_samples} trials of up to {plan.max_epochs} epochs, "
           f"{plan.max_concurrent} at a time ({plan.cpus_per_trial:g} CPU, "
-          f"{plan.gpus_per_trial:g} GPU each) -> {run_dir}", flush=True)
+          f"{plan.gpus_per_trial:g} GPU each) -> {store.location}", flush=True)
+    if store.uri:
+        print(f"staging the run folder's own files in {run_dir}; Ray Tune writes tune/ "
+              f"straight to {store.uri}", flush=True)
     print(wandb_line, flush=True)
     progress = Progress(experiment.metric, experiment.mode, plan.num_samples)
     started = time.monotonic()
     if resume:
-        print(f"resuming {run_dir}", flush=True)
-        tuner = restored_tuner(plan, [progress, *callbacks])
+        print(f"resuming {store.location}", flush=True)
+        tuner = restored_tuner(plan, [progress, *callbacks],
+                               startup_trials=settings["startup_trials"])
     else:
         tuner = new_tuner(plan, [progress, *callbacks], startup_trials=settings["startup_trials"],
                           grace_period=settings["grace_period"],
@@ -110,6 +118,7 @@ def run_search(experiment: Experiment, run_dir: Path, settings: dict[str, Any], 
         stale = mark_stale_trials_failed(plan.storage_url, plan.run_id)
         if stale:
             print(f"marked {stale} trial(s) a killed driver left RUNNING in study.db as failed")
+    store.push()
     minutes = (time.monotonic() - started) / 60
     return _summary(plan, trials, minutes)
 
@@ -124,10 +133,11 @@ def _summary(plan: SearchPlan, trials: Any, minutes: float) -> int:
     if best_file.is_file():
         best = json.loads(best_file.read_text())
         print(f"best {metric} {best['value']:.4f}: trial {best['trial_id']}, epoch {best['epoch']}")
-        print(f"run folder: {plan.run_dir}  (reproduce: python -m search.reproduce {best_file})")
+        where = plan.store.location
+        print(f"run folder: {where}  (reproduce: python -m search.reproduce {where}/best/config.json)")
     if finished < plan.num_samples:
         print(f"the search was interrupted: continue it with python -m search.run "
-              f"{plan.experiment.name} --results {plan.run_dir.parent.parent} --name "
+              f"{plan.experiment.name} --results {plan.store.results} --name "
               f"{plan.run_id} --resume")
         return 130
     if not best_file.is_file():

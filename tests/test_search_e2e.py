@@ -1,9 +1,11 @@
-"""The search CLI end to end in fresh processes (slow): a demo search, reproduce, SIGKILL + resume."""
+"""The search CLI end to end in fresh processes (slow): a demo search, reproduce, SIGKILL + resume,
+a run folder on an object store (a file:// URI) resumed from another machine."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -95,3 +97,52 @@ def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.COMPLETE) >= before
+
+
+@pytest.mark.slow
+def test_a_run_on_an_object_store_resumes_on_another_machine(course_demo: Path,
+                                                             tmp_path: Path) -> None:
+    """--results URI: the first driver dies with its stage; a second one, with another local
+    cache, resumes from the URI alone and the final step's files land there too."""
+    bucket = (tmp_path / "bucket").as_uri()
+    args = ["deepdrid_finetune", "--data", str(course_demo), "--results", bucket, "--name", "obj",
+            "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--set", "batch_size=8", *TINY]
+    first, second = tmp_path / "head-1", tmp_path / "head-2"
+    driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
+                              env={**os.environ, "MEDTUNE_CACHE": str(first)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    stage = first / "runs" / "deepdrid_finetune" / "obj"
+    deadline = time.monotonic() + 600
+    while _completed_trials(stage / "study.db") < 2 and time.monotonic() < deadline:
+        assert driver.poll() is None, "the search ended before it could be killed"
+        time.sleep(1)
+    time.sleep(2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    run = tmp_path / "bucket" / "deepdrid_finetune" / "obj"
+    assert (run / "config.json").is_file() and (run / "tune" / "study.db").is_file()
+    assert not (run / "trials.parquet").exists()  # the search never finished on head 1
+    shutil.rmtree(first)  # that machine is gone
+
+    env = {**os.environ, "MEDTUNE_CACHE": str(second)}
+    result = subprocess.run([sys.executable, "-m", "search.run", *args, "--resume"], env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert f"submission: {bucket}/deepdrid_finetune/obj/submission/test_predictions.csv" in result.stdout
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "stopped early"}, trials[["status", "error"]]
+    assert not pd.read_parquet(run / "epochs.parquet").duplicated(["trial_id", "epoch"]).any()
+    study = optuna.load_study(study_name="obj", storage=f"sqlite:///{run / 'study.db'}")
+    assert len(study.trials) == 6
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
+    assert len(pd.read_csv(run / "submission" / "test_predictions.csv")) == 8
+    assert len(list((run / "final").glob("member_*/model.safetensors"))) == 3
+    assert (run / "report" / "index.html").is_file()
+
+    reproduced = subprocess.run(
+        [sys.executable, "-m", "search.reproduce", f"{bucket}/deepdrid_finetune/obj/best/config.json"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
+    assert list((run / "reproduce").glob("*/reproduce.json"))

@@ -1,0 +1,175 @@
+"""Where a run folder lives: a directory, or an object-store URI with a local stage.
+
+`--results` takes a directory (local, or shared by every node: NFS, EFS) or a URI that
+pyarrow's file systems open (`s3://bucket/medtune`, `gs://...`, `file:///...`). With a URI:
+
+- Ray Tune writes `tune/` (trial checkpoints, the experiment state) straight to
+  URI/<experiment>/<run-id>/tune, from every node;
+- medtune's own files (config.json, environment.json, study.db, the tables, best/, final/,
+  submission/, report/, wandb/) are written to a local stage, MEDTUNE_CACHE/runs/<experiment>/
+  <run-id>, and copied to the URI after each step (the start, the search, the final step);
+- unless MEDTUNE_STUDY_URL names a database, the Optuna study is the stage's SQLite file, and
+  a snapshot of it is saved with every Ray Tune experiment checkpoint (tune/study.db), so a
+  resume on another machine gets the study exactly as the restored searcher last saw it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainables.cache import cache_root
+from trainables.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TUNE_FOLDER, STUDY_FILE, CONFIG_FILE = "tune", "study.db", "config.json"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(location: str | os.PathLike[str]) -> bool:
+    return bool(_SCHEME.match(str(location)))
+
+
+def stage_root() -> Path:
+    return cache_root() / "runs"
+
+
+def _filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise ConfigError(f"--results {uri}: not a storage URI pyarrow can open ({e})") from None
+
+
+@dataclass(frozen=True)
+class RunStore:
+    """One run folder: `local` is where its files are written and read; `uri`, when set, is
+    where they are kept (and `local` is only a stage)."""
+
+    local: Path
+    uri: str | None = None
+
+    @classmethod
+    def at(cls, results: str, experiment: str, run_id: str) -> RunStore:
+        if not is_uri(results):
+            return cls(Path(results) / experiment / run_id)
+        _filesystem(results)  # a bad URI fails here, before Ray starts
+        return cls(stage_root() / experiment / run_id, f"{results.rstrip('/')}/{experiment}/{run_id}")
+
+    @classmethod
+    def of(cls, location: str | os.PathLike[str]) -> RunStore:
+        """The run folder at a path or URI (RESULTS/<experiment>/<run-id>)."""
+        text = str(location).rstrip("/")
+        if not is_uri(text):
+            return cls(Path(text))
+        parent, run_id = text.rsplit("/", 1)
+        experiment = parent.rsplit("/", 1)[-1]
+        return cls(stage_root() / experiment / run_id, text)
+
+    @property
+    def run_id(self) -> str:
+        return self.local.name
+
+    @property
+    def location(self) -> str:
+        """What a user passes back to a command: the URI, or the folder."""
+        return self.uri or str(self.local)
+
+    @property
+    def results(self) -> str:
+        """The --results this run was made with."""
+        return self.location.rsplit("/", 2)[0] if self.uri else str(self.local.parent.parent)
+
+    @property
+    def tune_storage(self) -> str:
+        """Ray Tune's `storage_path`: the run folder itself (tune/ goes inside it)."""
+        return self.uri or str(self.local.resolve())
+
+    def exists(self) -> bool:
+        if self.uri is None:
+            return self.local.exists()
+        import pyarrow.fs as pafs
+
+        fs, path = _filesystem(self.uri)
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def pull(self) -> None:
+        """Copy the run folder's own files (not tune/) from the URI into the stage, and the
+        study snapshot saved with Ray's last experiment checkpoint, if any, as study.db."""
+        if self.uri is None:
+            return
+        import pyarrow.fs as pafs
+
+        fs, path = _filesystem(self.uri)
+        entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        if not any(e.base_name == CONFIG_FILE for e in entries):
+            raise ConfigError(f"{self.uri}: no run folder there ({CONFIG_FILE} missing)")
+        self.local.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            if entry.base_name == TUNE_FOLDER:
+                continue
+            target = self.local / entry.base_name
+            if entry.type == pafs.FileType.Directory:
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir()
+            pafs.copy_files(entry.path, str(target), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        snapshot = f"{path}/{TUNE_FOLDER}/{STUDY_FILE}"
+        if fs.get_file_info(snapshot).type == pafs.FileType.File:
+            pafs.copy_files(snapshot, str(self.local / STUDY_FILE), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        log.info("pulled %s into %s", self.uri, self.local)
+
+    def push(self, *names: str) -> None:
+        """Copy the stage's files (all but tune/, or only `names`) to the URI."""
+        if self.uri is None:
+            return
+        import pyarrow.fs as pafs
+
+        fs, path = _filesystem(self.uri)
+        local = pafs.LocalFileSystem()
+        fs.create_dir(path, recursive=True)  # a no-op on object stores; needed by file://
+        for entry in sorted(self.local.iterdir()):
+            if entry.name == TUNE_FOLDER or (names and entry.name not in names):
+                continue
+            target = f"{path}/{entry.name}"
+            if entry.is_dir():
+                fs.create_dir(target)
+            pafs.copy_files(str(entry), target, source_filesystem=local, destination_filesystem=fs)
+        log.info("pushed %s to %s", self.local, self.uri)
+
+
+def latest_run(results: str, experiment: str) -> str:
+    """The run id of the newest run of `experiment` under `results` (a folder or a URI)."""
+    import pyarrow.fs as pafs
+
+    if is_uri(results):
+        fs, root = _filesystem(f"{results.rstrip('/')}/{experiment}")
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(results, experiment).resolve())
+    runs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    configs = fs.get_file_info([f"{e.path}/{CONFIG_FILE}" for e in runs
+                                if e.type == pafs.FileType.Directory])
+    found = [c for c in configs if c.type == pafs.FileType.File]
+    if not found:
+        raise ConfigError(f"--resume: no run of this experiment ({experiment}) under {results}")
+    newest = max(found, key=lambda c: c.mtime_ns or 0)
+    return newest.path.rstrip("/").rsplit("/", 2)[-2]
+
+
+def snapshot_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database, even while it is written (the backup API)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(tmp)) as dst:
+        src.backup(dst)
+    os.replace(tmp, target)

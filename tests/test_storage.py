@@ -1,0 +1,168 @@
+"""Run folders on object stores (staged locally, copied with pyarrow) and a searcher whose saved
+state follows the study wherever this driver keeps it. `file://` URIs stand in for s3:// here:
+both go through pyarrow's file systems."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.driver import SearchPlan, StudySearch, make_searcher
+from search.storage import RunStore, latest_run, snapshot_sqlite, stage_root
+from spaces import get_experiment
+from trainables.errors import ConfigError
+
+
+def test_a_folder_is_its_own_run_folder_and_a_uri_is_staged(tmp_path: Path) -> None:
+    folder = RunStore.at(str(tmp_path), "deepdrid_finetune", "r1")
+    assert folder.uri is None and folder.local == tmp_path / "deepdrid_finetune" / "r1"
+    assert folder.tune_storage == str(folder.local.resolve()) and folder.results == str(tmp_path)
+    assert RunStore.of(folder.local) == folder
+
+    bucket = (tmp_path / "bucket").as_uri()
+    staged = RunStore.at(bucket + "/", "deepdrid_finetune", "r1")
+    assert staged.uri == f"{bucket}/deepdrid_finetune/r1" == staged.location == staged.tune_storage
+    assert staged.local == stage_root() / "deepdrid_finetune" / "r1"
+    assert staged.results == bucket and staged.run_id == "r1"
+    assert RunStore.of(staged.uri + "/") == staged
+    assert not staged.exists()
+
+
+def test_a_uri_pyarrow_cannot_open_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="nosuch://bucket/x: not a storage URI"):
+        RunStore.at("nosuch://bucket/x", "deepdrid_finetune", "r1")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_push_and_pull_copy_the_run_folder_but_not_tune(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    store = RunStore.at(bucket.as_uri(), "deepdrid_finetune", "r1")
+    _write(store.local / "config.json", "{}")
+    _write(store.local / "best" / "top_k.json", "[1]")
+    _write(store.local / "tune" / "local-only", "Ray writes tune/ to the URI itself")
+    store.push()
+    remote = bucket / "deepdrid_finetune" / "r1"
+    assert (remote / "config.json").read_text() == "{}"
+    assert (remote / "best" / "top_k.json").read_text() == "[1]"
+    assert not (remote / "tune").exists() and store.exists()
+
+    _write(store.local / "best" / "top_k.json", "[2]")
+    _write(store.local / "config.json", "changed")
+    store.push("best")  # only what is named
+    assert (remote / "best" / "top_k.json").read_text() == "[2]"
+    assert (remote / "config.json").read_text() == "{}"
+
+    # another machine: no stage; the study snapshot saved with Ray's state becomes study.db
+    _write(remote / "tune" / "study.db", "snapshot")
+    shutil.rmtree(store.local)
+    store.pull()
+    assert (store.local / "config.json").read_text() == "{}"
+    assert (store.local / "best" / "top_k.json").read_text() == "[2]"
+    assert (store.local / "study.db").read_text() == "snapshot"
+    assert not (store.local / "tune").exists()
+
+
+def test_pulling_a_run_that_is_not_there_says_so(tmp_path: Path) -> None:
+    store = RunStore.at((tmp_path / "bucket").as_uri(), "deepdrid_finetune", "nope")
+    with pytest.raises(ConfigError, match="deepdrid_finetune/nope: no run folder there"):
+        store.pull()
+
+
+def test_latest_run_in_a_folder_and_under_a_uri(tmp_path: Path) -> None:
+    for i, name in enumerate(["b-older", "a-newer"]):
+        config = tmp_path / "deepdrid_finetune" / name / "config.json"
+        _write(config, "{}")
+        os.utime(config, (1_000_000 + i, 1_000_000 + i))
+    _write(tmp_path / "deepdrid_finetune" / "no-config" / "x", "")
+    assert latest_run(str(tmp_path), "deepdrid_finetune") == "a-newer"
+    assert latest_run(tmp_path.as_uri(), "deepdrid_finetune") == "a-newer"
+    with pytest.raises(ConfigError, match="no run of this experiment"):
+        latest_run(str(tmp_path), "deepdrid_attention")
+
+
+def test_a_sqlite_snapshot_holds_what_was_committed(tmp_path: Path) -> None:
+    db = tmp_path / "study.db"
+    writer = sqlite3.connect(db)
+    writer.execute("create table t (x)")
+    writer.execute("insert into t values (1)")
+    writer.commit()
+    writer.execute("insert into t values (2)")  # an open transaction: not in the snapshot
+    snapshot_sqlite(db, tmp_path / "copy.db")
+    writer.close()
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        assert copy.execute("select x from t").fetchall() == [(1,)]
+
+
+def _plan(store: RunStore) -> SearchPlan:
+    experiment = get_experiment("deepdrid_finetune")
+    store.local.mkdir(parents=True, exist_ok=True)
+    return SearchPlan(experiment=experiment, store=store, fixed=experiment.config(demo=True).to_dict(),
+                      pinned={}, num_samples=4, max_epochs=2, seed=0, cpus_per_trial=1,
+                      gpus_per_trial=0, max_concurrent=2, wandb=False)
+
+
+def _searcher(plan: SearchPlan) -> StudySearch:
+    searcher = make_searcher(plan, startup_trials=2).searcher
+    assert isinstance(searcher, StudySearch)
+    return searcher
+
+
+def test_a_restored_searcher_opens_the_study_where_this_driver_keeps_it(tmp_path: Path) -> None:
+    plan = _plan(RunStore(tmp_path / "old" / "deepdrid_finetune" / "r1"))
+    metric = plan.experiment.metric
+    searcher = _searcher(plan)
+    assert searcher.snapshot is None  # a study in the run folder itself needs no snapshot
+    first = searcher.suggest("t1")
+    assert first is not None and "lr" in first
+    searcher.suggest("t2")
+    searcher.on_trial_result("t1", {metric: 0.4, "training_iteration": 1})
+    searcher.on_trial_complete("t1", {metric: 0.5, "training_iteration": 2})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+
+    # the run folder moves (or is staged on another machine); the old one is gone
+    moved = _plan(RunStore(tmp_path / "new" / "deepdrid_finetune" / "r1"))
+    shutil.copyfile(plan.run_dir / "study.db", moved.run_dir / "study.db")
+    shutil.rmtree(tmp_path / "old")
+    pickle.loads(pickle.dumps(searcher))  # tuner.pkl: unpickles without the old database
+    restored = _searcher(moved)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("t2", {metric: 0.6, "training_iteration": 1})
+    restored.on_trial_complete("t2", {metric: 0.7, "training_iteration": 2})
+    restored.on_trial_complete("unknown", {metric: 0.9})  # not in the saved state: ignored
+    assert restored.suggest("t3") is not None  # the restored sampler goes on
+
+    assert not (tmp_path / "old").exists()
+    study = optuna.load_study(study_name="r1", storage=f"sqlite:///{moved.run_dir / 'study.db'}")
+    done = [(t.value, t.state) for t in study.trials[:2]]
+    assert done == [(0.5, optuna.trial.TrialState.COMPLETE), (0.7, optuna.trial.TrialState.COMPLETE)]
+    assert study.trials[1].intermediate_values == {1: 0.6}
+    assert len(study.trials) == 3
+
+
+def test_a_staged_study_is_saved_beside_the_searcher_state(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDTUNE_STUDY_URL", raising=False)
+    store = RunStore(tmp_path / "stage" / "deepdrid_finetune" / "r1",
+                     (tmp_path / "bucket").as_uri() + "/deepdrid_finetune/r1")
+    plan = _plan(store)
+    searcher = _searcher(plan)
+    assert searcher.snapshot == store.local / "study.db"
+    searcher.suggest("t1")
+    ray_state = tmp_path / "driver_artifacts"  # what Ray uploads to URI/tune
+    ray_state.mkdir()
+    searcher.save(str(ray_state / "searcher-state.pkl"))
+    study = optuna.load_study(study_name="r1", storage=f"sqlite:///{ray_state / 'study.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
+
+    monkeypatch.setenv("MEDTUNE_STUDY_URL", f"sqlite:///{tmp_path / 'server.db'}")
+    assert plan.staged_study is None  # a database server keeps the study: nothing to carry
