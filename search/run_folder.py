@@ -1,7 +1,8 @@
 """The run folder's tables and best configurations, written from Ray Tune's results.
 
 `trials.parquet`: a row per trial (trial_id, every searched value, status, best metric, its
-epoch, epochs run, seconds, error text). `epochs.parquet`: a row per trial and epoch.
+epoch, epochs run, seconds, the Ray node of its last epoch, error text). `epochs.parquet`: a row
+per trial and epoch (with the node that ran it).
 `best/config.json` and `best/top_k.json`: the inputs of `search.reproduce` and of the final step.
 """
 
@@ -38,7 +39,8 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         config = result.config or {}
         trial_id = _trial_id(result)
         frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
-        keep = [c for c in frame.columns if c.startswith(METRIC_PREFIXES) or c in ("epoch", "lr")]
+        keep = [c for c in frame.columns
+                if c.startswith(METRIC_PREFIXES) or c in ("epoch", "lr", "node_id")]
         epochs = frame[keep].copy()
         if len(epochs):
             epochs.insert(0, "trial_id", trial_id)
@@ -64,6 +66,8 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         row.update({"status": status, metric: best_value, "best_epoch": best_epoch,
                     "epochs": n_epochs, "seconds": round(seconds, 2),
                     "started": finished - seconds if finished else None, "finished": finished,
+                    "node_id": epochs["node_id"].iloc[-1] if "node_id" in epochs and len(epochs)
+                    else None,
                     "error": _error_text(result.error)})
         trial_rows.append(row)
     trials = pd.DataFrame(trial_rows)

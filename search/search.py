@@ -44,7 +44,7 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
     env = {"WANDB_MODE": mode, "WANDB_DIR": str(run_dir.resolve()), "WANDB_SILENT": "true"}
     callback = WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "medtune"),
                                    group=group, dir=str(run_dir.resolve()),
-                                   excludes=["train/seconds"])
+                                   excludes=["train/seconds", "node_id"])
     where = ("online, one run per trial in group " + group if online else
              f"offline (no WANDB_API_KEY), runs in {run_dir / 'wandb'}; `wandb sync` uploads them")
     return [callback], env, f"W&B: {where}"

@@ -47,11 +47,15 @@ class TuneReporter:
             return load(Path(folder))
 
     def report(self, metrics: dict[str, float], write_checkpoint: WriteCheckpoint) -> None:
+        import ray
         from ray import tune
 
+        # which Ray node ran the epoch: on a cluster, where a trial ran (and moved to, when a
+        # node was lost); Ray's own node_ip cannot tell nodes on one machine apart
+        node = {"node_id": ray.get_runtime_context().get_node_id()}
         with tempfile.TemporaryDirectory() as folder:
             write_checkpoint(Path(folder))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, **node}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 class LocalReporter:
