@@ -34,6 +34,11 @@ from trainables.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# A trial's process is reused for the next trial (Ray resets the function trainable): a new
+# process per trial costs its start-up and the torch/timm imports, about 6 s on a 2-core
+# machine, per trial (`python -m search.bench overhead`). Trials reseed everything they use.
+TUNE_OPTIONS: dict[str, Any] = {"reuse_actors": True}
+
 
 class StudySearch(OptunaSearch):
     """OptunaSearch that
@@ -241,7 +246,7 @@ def new_tuner(plan: SearchPlan, callbacks: list[tune.Callback], *, startup_trial
             search_alg=make_searcher(plan, startup_trials),
             scheduler=make_scheduler(plan, grace_period, reduction_factor),
             num_samples=plan.num_samples, trial_dirname_creator=trial_dirname,
-            trial_name_creator=trial_dirname),
+            trial_name_creator=trial_dirname, **TUNE_OPTIONS),
         run_config=run_config(plan, callbacks),
     )
 

@@ -1,0 +1,384 @@
+"""Benchmarks as ratios of runs side by side, never as absolute times.
+
+    python -m search.bench                      # every section, full size (~10 min on 2 cores)
+    python -m search.bench input train          # some sections
+    python -m search.bench --quick              # small sizes: the plumbing, in a minute or two
+
+Sections:
+  input     images/s and CPU-seconds per image of medtune's input pipeline (the node's cache,
+            read memory-mapped, then augmentation on batched tensors) against the usual one
+            (PIL decodes the full-size JPEG, torchvision transforms each image, a DataLoader
+            with as many workers as CPUs); same images, output size, augmentation ops, batch
+  train     training images/s of the trainable (`trainables.grading.fit`) against a plain timm +
+            PyTorch loop over the usual input pipeline; same model, data, batch, threads
+  overhead  the same short trials as plain calls and inside Ray Tune (one at a time): the
+            seconds Ray Tune adds per trial, and its start-up
+
+The images are full-size synthetic fundus JPEGs (2048x1944 like a fundus camera; 512 px with
+--quick), generated once into the cache folder. Each measurement runs in a fresh process (its
+own CPU time and peak memory), the two sides alternating `--repeats` times; the table gives
+medians and the ratio ours/baseline, and the whole record is written as JSON
+(default results/bench/bench-<time>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from search.cli import run
+from trainables.cache import cache_root
+from trainables.errors import ConfigError
+
+SECTIONS = ("input", "train", "overhead")
+AUGMENT = "flip+rotate+color"
+
+
+def bench_sizes(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"width": 544, "height": 512, "train_patients": 6, "image_size": 96, "batch": 16,
+                "epochs": 2, "model": "resnet18", "train_batches": 3, "trials": 2}
+    return {"width": 2048, "height": 1944, "train_patients": 24, "image_size": 224, "batch": 32,
+            "epochs": 3, "model": "resnet18", "train_batches": 3, "trials": 4}
+
+
+def bench_data(sizes: dict[str, Any]) -> Path:
+    """The generated full-size fundus set of these sizes (written once per machine)."""
+    from trainables.demo import DemoSpec, write_deepdrid_demo
+
+    spec = DemoSpec(train_patients=sizes["train_patients"], val_patients=2, test_patients=1,
+                    width=sizes["width"], height=sizes["height"], seed=0)
+    out = cache_root() / "bench" / f"fundus-{spec.width}x{spec.height}-{spec.train_patients}"
+    if not (out / "train.csv").is_file():
+        print(f"generating the benchmark images in {out} (once)", flush=True)
+        write_deepdrid_demo(out, layout="course", spec=spec)
+    return out
+
+
+# ---- measurements: each runs in its own process (`--measure NAME`) and prints one JSON line
+
+def _usage() -> dict[str, float]:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+            "rss_mb": me.ru_maxrss / 1024, "worker_rss_mb": kids.ru_maxrss / 1024}
+
+
+def _train_frame(data: Path) -> Any:
+    from trainables.datasets import read_dataset
+
+    index = read_dataset("deepdrid", data)
+    index.raise_if_problems()
+    return index, index.split("train")
+
+
+class _PilDataset:
+    """The usual input pipeline: PIL decodes each full-size JPEG, torchvision transforms it."""
+
+    def __init__(self, frame: Any, size: int) -> None:
+        from torchvision import transforms as T
+
+        self.paths, self.labels = list(frame["path"]), list(frame["label"])
+        self.transform = T.Compose([
+            T.Resize((size, size)), T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
+            T.RandomRotation(180), T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as image:
+            return self.transform(image.convert("RGB")), int(self.labels[i])
+
+
+def _loader(frame: Any, size: int, batch: int, workers: int) -> Any:
+    import torch
+
+    dataset: Any = _PilDataset(frame, size)  # a map-style dataset: __len__ and __getitem__
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
+                                       num_workers=workers, drop_last=True)
+
+
+def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from trainables.augment import BatchAugment
+    from trainables.cache import build_cache
+    from trainables.loop import batches
+
+    index, frame = _train_frame(Path(p["data"]))
+    started = time.perf_counter()
+    cached = build_cache(index, size=p["image_size"], preprocess="circle")
+    build_seconds = time.perf_counter() - started
+    images, labels = cached.images["train"], frame["label"].to_numpy()
+    augment = BatchAugment(AUGMENT, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                           torch.device("cpu"))
+    n = 0
+    for epoch in range(p["epochs"] + 1):  # the first pass warms up, like the baseline's
+        if epoch == 1:
+            usage, started, n = _usage(), time.perf_counter(), 0
+        order = np.random.default_rng(epoch).permutation(len(labels))
+        generator = torch.Generator().manual_seed(epoch)
+        for x, y in batches(images, labels, p["batch"], order, drop_last=True):
+            augment(x, generator)
+            n += len(y)
+    seconds, after = time.perf_counter() - started, _usage()
+    return {"images": n, "seconds": seconds, "cpu_seconds": after["cpu"] - usage["cpu"],
+            "rss_mb": after["rss_mb"], "cache_built": cached.built,
+            "cache_build_seconds": build_seconds,
+            "cached_images": sum(len(a) for a in cached.images.values())}
+
+
+def measure_input_baseline(p: dict[str, Any]) -> dict[str, Any]:
+    _, frame = _train_frame(Path(p["data"]))
+    loader = _loader(frame, p["image_size"], p["batch"], p["workers"])
+    n = 0
+    for epoch in range(p["epochs"] + 1):
+        if epoch == 1:
+            usage, started, n = _usage(), time.perf_counter(), 0
+        for x, _ in loader:
+            n += len(x)
+    seconds, after = time.perf_counter() - started, _usage()
+    return {"images": n, "seconds": seconds, "cpu_seconds": after["cpu"] - usage["cpu"],
+            "rss_mb": after["rss_mb"] + p["workers"] * after["worker_rss_mb"]}
+
+
+def measure_train_ours(p: dict[str, Any]) -> dict[str, Any]:
+    from trainables.config import TrainConfig
+    from trainables.grading import fit
+    from trainables.reporting import LocalReporter
+
+    cfg = TrainConfig.from_dict({
+        "data": p["data"], "model": p["model"], "weights": "none", "image_size": p["image_size"],
+        "batch_size": p["batch"], "epochs": p["epochs"] + 1, "augment": AUGMENT,
+        "max_train_batches": p["train_batches"], "max_eval_batches": 1, "device": "cpu"})
+    reporter = LocalReporter(None)
+    fit(cfg, reporter)
+    timed = reporter.history[1:]  # the first epoch warms up
+    images = sum(r["train/images_per_s"] * r["train/seconds"] for r in timed)
+    seconds = sum(r["train/seconds"] for r in timed)
+    return {"images": round(images), "seconds": seconds, "rss_mb": _usage()["rss_mb"]}
+
+
+def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
+    import timm
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    _, frame = _train_frame(Path(p["data"]))
+    model = timm.create_model(p["model"], pretrained=False, num_classes=5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader = _loader(frame, p["image_size"], p["batch"], p["workers"])
+    n, seconds = 0, 0.0
+    for epoch in range(p["epochs"] + 1):
+        model.train()
+        started = time.perf_counter()
+        for step, (x, y) in enumerate(loader):
+            if step == p["train_batches"]:
+                break
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if epoch:
+                n += len(y)
+        if epoch:  # the first epoch warms up
+            seconds += time.perf_counter() - started
+    return {"images": n, "seconds": seconds, "rss_mb": _usage()["rss_mb"]}
+
+
+def _tiny_trial(p: dict[str, Any], seed: int) -> dict[str, Any]:
+    return {"data": p["data"], "model": "resnet18", "weights": "none", "image_size": 64,
+            "batch_size": 8, "epochs": 2, "max_train_batches": 2, "max_eval_batches": 1,
+            "device": "cpu", "seed": seed}
+
+
+def measure_overhead_plain(p: dict[str, Any]) -> dict[str, Any]:
+    from trainables.config import TrainConfig
+    from trainables.grading import fit
+    from trainables.reporting import LocalReporter
+
+    fit(TrainConfig.from_dict(_tiny_trial(p, 99)), LocalReporter(None))  # imports, cache
+    started = time.perf_counter()
+    for seed in range(p["trials"]):
+        fit(TrainConfig.from_dict(_tiny_trial(p, seed)), LocalReporter(None))
+    return {"trials": p["trials"], "seconds": time.perf_counter() - started}
+
+
+def measure_overhead_tune(p: dict[str, Any]) -> dict[str, Any]:
+    import ray
+    from ray import tune
+
+    from search.driver import TUNE_OPTIONS  # what the search runs trials with
+    from trainables.config import TrainConfig
+    from trainables.grading import fit, train_grading
+    from trainables.reporting import LocalReporter
+
+    fit(TrainConfig.from_dict(_tiny_trial(p, 99)), LocalReporter(None))  # the same warm-up
+    started = time.perf_counter()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"MEDTUNE_CACHE": str(cache_root())}})
+    ray_start = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as storage:
+        tuner = tune.Tuner(
+            tune.with_resources(train_grading, {"cpu": 1}),
+            param_space={**_tiny_trial(p, 0), "seed": tune.grid_search(list(range(p["trials"])))},
+            run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0),
+            tune_config=tune.TuneConfig(max_concurrent_trials=1, **TUNE_OPTIONS))
+        started = time.perf_counter()
+        results = tuner.fit()
+        seconds = time.perf_counter() - started
+    errors = [str(results[i].error) for i in range(len(results)) if results[i].error]
+    ray.shutdown()
+    if errors:
+        raise RuntimeError(f"a trial failed under Ray Tune: {errors[0]}")
+    return {"trials": p["trials"], "seconds": seconds, "ray_start_seconds": ray_start}
+
+
+MEASURES = {
+    "input-ours": measure_input_ours, "input-baseline": measure_input_baseline,
+    "train-ours": measure_train_ours, "train-baseline": measure_train_baseline,
+    "overhead-plain": measure_overhead_plain, "overhead-tune": measure_overhead_tune,
+}
+
+
+def _measure(name: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
+    """Run one measurement in a fresh process; its last stdout line is the JSON result."""
+    done = subprocess.run([sys.executable, "-m", "search.bench", "--measure", name,
+                           "--params", json.dumps(params)], capture_output=True, text=True,
+                          env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0", **env})
+    if done.returncode != 0:
+        raise RuntimeError(f"bench {name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _pairs(ours: str, baseline: str, params: dict[str, Any], repeats: int,
+           echo: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    a, b = [], []
+    for i in range(repeats):  # alternate, so drift on the machine hits both sides alike
+        a.append(_measure(ours, params))
+        b.append(_measure(baseline, params))
+        echo(f"  {ours} / {baseline}: run {i + 1} of {repeats}")
+    return a, b
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def bench_input(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as empty:  # the cache's one-off cost: built from nothing
+        first = _measure("input-ours", params, MEDTUNE_CACHE=empty)
+    _measure("input-ours", params)  # the cache the timed runs read
+    ours, base = _pairs("input-ours", "input-baseline", params, repeats, echo)
+    speed = [r["images"] / r["seconds"] for r in ours], [r["images"] / r["seconds"] for r in base]
+    cpu = [r["cpu_seconds"] / r["images"] for r in ours], [r["cpu_seconds"] / r["images"] for r in base]
+    rows = [
+        _row("input", "images/s", statistics.median(speed[0]), statistics.median(speed[1]), True),
+        _row("input", "CPU s/image", statistics.median(cpu[0]), statistics.median(cpu[1]), False),
+        _row("input", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False),
+    ]
+    rows.append({"section": "input", "measure": "cache build s/image (once per node)",
+                 "ours": first["cache_build_seconds"] / first["cached_images"], "baseline": None,
+                 "ratio": None})
+    return rows
+
+
+def bench_train(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    _measure("input-ours", params)  # the trainable's cache for these images and size
+    ours, base = _pairs("train-ours", "train-baseline", params, repeats, echo)
+    speed = [r["images"] / r["seconds"] for r in ours], [r["images"] / r["seconds"] for r in base]
+    return [_row("train", f"{params['model']} images/s", statistics.median(speed[0]),
+                 statistics.median(speed[1]), True),
+            _row("train", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False)]
+
+
+def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    plain, tuned = _pairs("overhead-plain", "overhead-tune", params, repeats, echo)
+    per_plain = statistics.median(r["seconds"] / r["trials"] for r in plain)
+    per_tune = statistics.median(r["seconds"] / r["trials"] for r in tuned)
+    return [
+        _row("overhead", "s per tiny trial (in Ray Tune vs plain)", per_tune, per_plain, False),
+        {"section": "overhead", "measure": "s Ray Tune adds per trial", "ours": per_tune - per_plain,
+         "baseline": None, "ratio": None},
+        {"section": "overhead", "measure": "s to start a local Ray (once per search)",
+         "ours": _median(tuned, "ray_start_seconds"), "baseline": None, "ratio": None},
+    ]
+
+
+def _row(section: str, measure: str, ours: float, baseline: float,
+         higher_is_better: bool) -> dict[str, Any]:
+    """A row whose ratio reads 'times better' for ours: >1 means ours wins."""
+    ratio = ours / baseline if higher_is_better else baseline / ours
+    return {"section": section, "measure": measure, "ours": ours, "baseline": baseline,
+            "ratio": ratio, "better": "higher" if higher_is_better else "lower"}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:.4g}"
+
+    lines = [f"{'section':9}{'measure':44}{'medtune':>11}{'baseline':>11}{'x better':>10}"]
+    for r in rows:
+        lines.append(f"{r['section']:9}{r['measure']:44}{num(r['ours']):>11}"
+                     f"{num(r['baseline']):>11}{num(r['ratio']):>10}")
+    return "\n".join(lines)
+
+
+BENCHES = {"input": bench_input, "train": bench_train, "overhead": bench_overhead}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sections", nargs="*", metavar="SECTION",
+                   help=f"any of {', '.join(SECTIONS)} (default: all)")
+    p.add_argument("--quick", action="store_true", help="small sizes: checks the plumbing")
+    p.add_argument("--repeats", type=int, help="runs of each side (default 3; 1 with --quick)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="DataLoader workers of the baseline (default: the CPUs)")
+    p.add_argument("--out", type=Path, help="the JSON record (default results/bench/bench-<time>.json)")
+    p.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)
+    p.add_argument("--params", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.measure:  # one side of one measurement, in its own process
+        print(json.dumps(MEASURES[args.measure](json.loads(args.params))), flush=True)
+        return 0
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown section {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    sections = args.sections or list(SECTIONS)
+    repeats = args.repeats or (1 if args.quick else 3)
+    sizes = bench_sizes(args.quick)
+    params = {**sizes, "data": str(bench_data(sizes)), "workers": args.workers}
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    rows: list[dict[str, Any]] = []
+    for section in sections:
+        echo(f"{section}: {repeats} run(s) of each side")
+        rows += BENCHES[section](params, repeats, echo)
+    print(table(rows))
+    out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from search.environment import describe
+
+    out.write_text(json.dumps({"params": params, "repeats": repeats, "rows": rows,
+                               "environment": describe()}, indent=1))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
