@@ -20,12 +20,14 @@ import os
 import re
 import shutil
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainables.cache import cache_root
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,17 @@ def _filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
     try:
         return pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise ConfigError(f"--results {uri}: not a storage URI pyarrow can open ({e})") from None
+        raise ConfigError(f"{uri}: not a storage URI pyarrow can open ({e})") from None
+
+
+@contextmanager
+def _reaching(what: str, uri: str, kept: Path | None = None) -> Iterator[None]:
+    """An OSError of the store (no bucket, no credentials, no network) as one clear line."""
+    try:
+        yield
+    except OSError as e:
+        note = f"; this run's files are kept in {kept}" if kept else ""
+        raise StorageError(f"cannot {what} {uri}: {e}{note}") from None
 
 
 @dataclass(frozen=True)
@@ -100,16 +112,22 @@ class RunStore:
         import pyarrow.fs as pafs
 
         fs, path = _filesystem(self.uri)
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
+        with _reaching("read", self.uri):
+            return fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def pull(self) -> None:
         """Copy the run folder's own files (not tune/) from the URI into the stage, and the
         study snapshot saved with Ray's last experiment checkpoint, if any, as study.db."""
         if self.uri is None:
             return
+        fs, path = _filesystem(self.uri)
+        with _reaching("read", self.uri):
+            self._pull(fs, path)
+        log.info("pulled %s into %s", self.uri, self.local)
+
+    def _pull(self, fs: Any, path: str) -> None:
         import pyarrow.fs as pafs
 
-        fs, path = _filesystem(self.uri)
         entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         if not any(e.base_name == CONFIG_FILE for e in entries):
             raise ConfigError(f"{self.uri}: no run folder there ({CONFIG_FILE} missing)")
@@ -127,7 +145,6 @@ class RunStore:
         if fs.get_file_info(snapshot).type == pafs.FileType.File:
             pafs.copy_files(snapshot, str(self.local / STUDY_FILE), source_filesystem=fs,
                             destination_filesystem=pafs.LocalFileSystem())
-        log.info("pulled %s into %s", self.uri, self.local)
 
     def push(self, *names: str) -> None:
         """Copy the stage's files (all but tune/, or only `names`) to the URI."""
@@ -137,14 +154,16 @@ class RunStore:
 
         fs, path = _filesystem(self.uri)
         local = pafs.LocalFileSystem()
-        fs.create_dir(path, recursive=True)  # a no-op on object stores; needed by file://
-        for entry in sorted(self.local.iterdir()):
-            if entry.name == TUNE_FOLDER or (names and entry.name not in names):
-                continue
-            target = f"{path}/{entry.name}"
-            if entry.is_dir():
-                fs.create_dir(target)
-            pafs.copy_files(str(entry), target, source_filesystem=local, destination_filesystem=fs)
+        with _reaching("write", self.uri, kept=self.local):
+            fs.create_dir(path, recursive=True)  # a no-op on object stores; needed by file://
+            for entry in sorted(self.local.iterdir()):
+                if entry.name == TUNE_FOLDER or (names and entry.name not in names):
+                    continue
+                target = f"{path}/{entry.name}"
+                if entry.is_dir():
+                    fs.create_dir(target)
+                pafs.copy_files(str(entry), target, source_filesystem=local,
+                                destination_filesystem=fs)
         log.info("pushed %s to %s", self.local, self.uri)
 
 
@@ -156,9 +175,10 @@ def latest_run(results: str, experiment: str) -> str:
         fs, root = _filesystem(f"{results.rstrip('/')}/{experiment}")
     else:
         fs, root = pafs.LocalFileSystem(), str(Path(results, experiment).resolve())
-    runs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    configs = fs.get_file_info([f"{e.path}/{CONFIG_FILE}" for e in runs
-                                if e.type == pafs.FileType.Directory])
+    with _reaching("read", results):
+        runs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        configs = fs.get_file_info([f"{e.path}/{CONFIG_FILE}" for e in runs
+                                    if e.type == pafs.FileType.Directory])
     found = [c for c in configs if c.type == pafs.FileType.File]
     if not found:
         raise ConfigError(f"--resume: no run of this experiment ({experiment}) under {results}")

@@ -16,7 +16,7 @@ import pytest
 from search.driver import SearchPlan, StudySearch, make_searcher
 from search.storage import RunStore, latest_run, snapshot_sqlite, stage_root
 from spaces import get_experiment
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, StorageError
 
 
 def test_a_folder_is_its_own_run_folder_and_a_uri_is_staged(tmp_path: Path) -> None:
@@ -76,6 +76,16 @@ def test_pulling_a_run_that_is_not_there_says_so(tmp_path: Path) -> None:
     store = RunStore.at((tmp_path / "bucket").as_uri(), "deepdrid_finetune", "nope")
     with pytest.raises(ConfigError, match="deepdrid_finetune/nope: no run folder there"):
         store.pull()
+
+
+def test_a_store_that_cannot_be_written_is_one_line_and_the_stage_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where the bucket's folder would be")
+    store = RunStore.at((tmp_path / "blocker" / "bucket").as_uri(), "deepdrid_finetune", "r1")
+    _write(store.local / "config.json", "{}")
+    with pytest.raises(StorageError, match=r"cannot write file://.*/blocker/bucket/deepdrid_finetune/r1: .*"
+                                           r"this run's files are kept in .*/runs/deepdrid_finetune/r1"):
+        store.push()
+    assert (store.local / "config.json").is_file()
 
 
 def test_latest_run_in_a_folder_and_under_a_uri(tmp_path: Path) -> None:

@@ -13,6 +13,10 @@ class ConfigError(MedtuneError, ValueError):
     """An unknown key or a bad value in a trial config or on the command line."""
 
 
+class StorageError(MedtuneError):
+    """A run folder's storage (an object-store URI) cannot be read or written."""
+
+
 class WeightsError(MedtuneError):
     """Pretrained weights that cannot be found, read or matched to the model."""
 
