@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.cli import run
+from search.cli import positive_int, run
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sections", nargs="*", metavar="SECTION",
                    help=f"any of {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--quick", action="store_true", help="small sizes: checks the plumbing")
-    p.add_argument("--repeats", type=int, help="runs of each side (default 3; 1 with --quick)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--repeats", type=positive_int, help="runs of each side (default 3; 1 with --quick)")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="DataLoader workers of the baseline (default: the CPUs)")
     p.add_argument("--out", type=Path, help="the JSON record (default results/bench/bench-<time>.json)")
     p.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)

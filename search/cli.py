@@ -14,6 +14,54 @@ EXIT_PROBLEMS = 1  # the input was checked and is bad (dataset problems, NaN los
 EXIT_USAGE = 2  # the command line or config is wrong
 
 
+def _number(text: str, kind: type, low: float, *, strict: bool, resource: bool = False) -> float:
+    """Parse a numeric flag; argparse turns the ArgumentTypeError into `argument --flag: ...`."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    if value < low or (strict and value == low):
+        raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {low:g}")
+    if resource and value > 1 and value != int(value):
+        # Ray: a resource quantity above 1 must be whole (fractions share one device)
+        raise argparse.ArgumentTypeError(f"{text}: above 1 use a whole number (fractions "
+                                         "like 0.5 share one device)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    return int(_number(text, int, 0, strict=True))
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    return int(_number(text, int, 0, strict=False))
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    return _number(text, float, 0, strict=True)
+
+
+def nonnegative_float(text: str) -> float:
+    """An argparse type: a number >= 0."""
+    return _number(text, float, 0, strict=False)
+
+
+def cpus(text: str) -> float:
+    """An argparse type: CPUs per trial, > 0, whole above 1."""
+    return _number(text, float, 0, strict=True, resource=True)
+
+
+def gpus(text: str) -> float:
+    """An argparse type: GPUs per trial, >= 0, whole above 1."""
+    return _number(text, float, 0, strict=False, resource=True)
+
+
 def experiment_parser(prog: str, doc: str | None, *, demo_help: str,
                       data_help: str) -> argparse.ArgumentParser:
     """A parser with the arguments every experiment command shares: the experiment, --demo or

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from search.cli import EXIT_PROBLEMS, run, setup_logging
+from search.cli import EXIT_PROBLEMS, nonnegative_int, positive_int, run, setup_logging
 from spaces import get_experiment
 from trainables.datasets import read_dataset, summarize, validate
 from trainables.demo import DEMO_WRITERS, DemoSpec
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", required=True, type=Path, help="folder to write")
     demo.add_argument("--layout", default="course", choices=["course", "original"],
                       help="DeepDRiD course layout (default) or the original release")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--patients", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+    demo.add_argument("--seed", type=nonnegative_int, default=0)
+    demo.add_argument("--patients", type=positive_int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                       help="patients per split (default 60 16 10)")
     check = sub.add_parser("check", help="validate a dataset and print a summary")
     check.add_argument("experiment")

@@ -13,6 +13,7 @@ Traps of Ray Tune 2.60 + Optuna 5 this module avoids (DESIGN.md):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -154,33 +155,162 @@ def connect_ray(*, env: dict[str, str]) -> None:
         return
     runtime_env = {"env_vars": env}
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    try:
+        if address:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        else:  # joins the cluster this machine is the head of (ray up), else starts one here
+            ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    except (ray.exceptions.AuthenticationError, ConnectionError) as e:
+        where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "Ray on this machine"
+        raise ConfigError(f"cannot join {where}: {e}") from None
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    """CPUs and GPUs of one node, or of each node of an autoscaler's node type."""
+
+    name: str  # "node 1a2b3c4d" (a live node) or "node type gpu_worker" (the autoscaler's)
+    cpus: float | None  # None: not stated (the autoscaler fills it in from the instance type)
+    gpus: float | None
+    count: int = 1  # nodes of this shape at most
+
+    @property
+    def known(self) -> bool:
+        return self.cpus is not None and self.gpus is not None
+
+    def trials(self, cpus_per_trial: float, gpus_per_trial: float) -> int:
+        """How many trials one such node holds at once."""
+        if not self.known:
+            return 0
+        limits = [int((self.cpus or 0.0) // cpus_per_trial)] if cpus_per_trial else []
+        if gpus_per_trial:
+            limits.append(int((self.gpus or 0.0) // gpus_per_trial))
+        return min(limits) if limits else 0
+
+    def __str__(self) -> str:
+        if not self.known:
+            return f"{self.name} (resources not stated)"
+        many = f" x{self.count}" if self.count != 1 else ""
+        return f"{self.name}{many} ({self.cpus:g} CPU, {self.gpus:g} GPU)"
+
+
+def live_node_shapes() -> list[NodeShape]:
+    """The nodes of the connected Ray cluster, as they are now."""
+    return [NodeShape(f"node {n['NodeID'][:8]}", float(n["Resources"].get("CPU", 0.0)),
+                      float(n["Resources"].get("GPU", 0.0)))
+            for n in ray.nodes() if n.get("Alive")]
+
+
+def autoscaler_running() -> bool:
+    """Whether the cluster has an autoscaler that can start nodes.
+
+    Ray's monitor writes its status into the GCS key-value store every few seconds (`ray
+    status` reads the same key). A plain Ray has a monitor too, in read-only mode: it maps each
+    live node to a node type named after the node itself; an autoscaler maps nodes to the node
+    types of its config. No public API says this: if a Ray release moves it,
+    tests/test_autoscaler.py (which needs True) and tests/test_search.py (False) fail here.
+    """
+    from ray._private import ray_constants
+    from ray.autoscaler._private.util import format_readonly_node_type
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    if not _internal_kv_initialized():
+        return False
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    try:
+        report = json.loads(status or "{}").get("autoscaler_report") or {}
+    except ValueError:
+        return False
+    mapping = report.get("node_type_mapping") or {}
+    return any(kind != format_readonly_node_type(node) for node, kind in mapping.items())
+
+
+def autoscaler_config_path() -> Path:
+    """$MEDTUNE_AUTOSCALER_CONFIG, else where `ray up` puts the config on the head node (the
+    path `cluster/gpu.yaml` starts its autoscaler with)."""
+    return Path(os.environ.get("MEDTUNE_AUTOSCALER_CONFIG") or "~/ray_bootstrap_config.yaml"
+                ).expanduser()
+
+
+def autoscaler_node_types(path: Path) -> list[NodeShape]:
+    """The node types of an autoscaler config (YAML or JSON), as `ray up` resolved them."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text())
+        types = config["available_node_types"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise ConfigError(f"autoscaler config {path}: cannot read its available_node_types "
+                          f"({e}); set MEDTUNE_AUTOSCALER_CONFIG to the cluster's config") from None
+    head = config.get("head_node_type")
+    shapes = []
+    for name, node_type in types.items():
+        resources = node_type.get("resources") or {}
+        count = 1 if name == head else int(node_type.get("max_workers",
+                                                         config.get("max_workers", 0)))
+        known = "CPU" in resources  # GPU absent means none; CPU absent means not stated
+        shapes.append(NodeShape(f"node type {name}",
+                                float(resources["CPU"]) if known else None,
+                                float(resources.get("GPU", 0.0)) if known else None, count))
+    return shapes
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """The nodes a trial could be placed on: the live ones and, with an autoscaler, the node
+    types it may start (`autoscaler` None: no autoscaler; a path: where its types came from)."""
+
+    live: list[NodeShape]
+    types: list[NodeShape]
+    autoscaler: str | None = None
+
+    @classmethod
+    def of_cluster(cls) -> ClusterShape:
+        live = live_node_shapes()
+        path = autoscaler_config_path()
+        explicit = bool(os.environ.get("MEDTUNE_AUTOSCALER_CONFIG"))
+        if not (explicit or autoscaler_running()):
+            return cls(live, [])
+        if path.is_file():
+            return cls(live, autoscaler_node_types(path), str(path))
+        # an autoscaler we cannot read (KubeRay, a config elsewhere): its types are unknown
+        return cls(live, [NodeShape("the autoscaler's node types", None, None)], "unknown")
 
 
 def check_resources(cpus_per_trial: float, gpus_per_trial: float,
-                    available: dict[str, float] | None = None) -> None:
-    """Fail at once on a request no node can meet: such trials would stay PENDING forever."""
-    have = available if available is not None else ray.cluster_resources()
-    gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
-    if gpus_per_trial > gpus:
-        raise ConfigError(
-            f"each trial asks for {gpus_per_trial:g} GPU but the Ray cluster has {gpus:g} "
-            f"(CPU {cpus:g}); lower --gpus-per-trial (0 runs on CPUs) or add GPU nodes")
-    if cpus_per_trial > cpus:
-        raise ConfigError(f"each trial asks for {cpus_per_trial:g} CPUs but the Ray cluster has "
-                          f"{cpus:g}; lower --cpus-per-trial")
+                    cluster: ClusterShape | None = None) -> ClusterShape:
+    """Fail at once on a request that no node can hold: such trials would stay PENDING forever.
+
+    A request fits when one node holds it whole (a trial runs on one node): a live node, or a
+    node type the autoscaler can start (a cluster that starts with no GPU worker is fine).
+    """
+    cluster = ClusterShape.of_cluster() if cluster is None else cluster
+    shapes = cluster.live + cluster.types
+    if any(s.trials(cpus_per_trial, gpus_per_trial) for s in shapes):
+        return cluster
+    if any(not s.known for s in shapes):
+        log.warning("the autoscaler's node types are not known here (%s): cannot check that "
+                    "one holds %g CPU + %g GPU; set MEDTUNE_AUTOSCALER_CONFIG to its config",
+                    cluster.autoscaler, cpus_per_trial, gpus_per_trial)
+        return cluster
+    types = (f"; the autoscaler's node types ({cluster.autoscaler}): "
+             + ", ".join(map(str, cluster.types))) if cluster.autoscaler else \
+        "; no autoscaler"
+    raise ConfigError(
+        f"each trial asks for {cpus_per_trial:g} CPU and {gpus_per_trial:g} GPU on one node, "
+        f"but no node can hold that: the live nodes are {', '.join(map(str, cluster.live))}"
+        f"{types}. Lower --gpus-per-trial / --cpus-per-trial (--gpus-per-trial 0 runs on "
+        "CPUs) or add a node (type) that big")
 
 
-def default_concurrency(plan_cpus: float, plan_gpus: float,
-                        available: dict[str, float] | None = None) -> int:
-    have = available if available is not None else ray.cluster_resources()
-    limits = [have.get("CPU", 1.0) // max(plan_cpus, 1e-9)]
-    if plan_gpus:
-        limits.append(have.get("GPU", 0.0) // plan_gpus)
-    return max(1, int(min(limits)))
+def default_concurrency(cpus_per_trial: float, gpus_per_trial: float,
+                        cluster: ClusterShape | None = None) -> int:
+    """As many trials as the cluster holds at its largest: its live nodes, or every node the
+    autoscaler may start, each node counted whole (a trial cannot straddle two)."""
+    cluster = ClusterShape.of_cluster() if cluster is None else cluster
+    live = sum(s.count * s.trials(cpus_per_trial, gpus_per_trial) for s in cluster.live)
+    scaled = sum(s.count * s.trials(cpus_per_trial, gpus_per_trial) for s in cluster.types)
+    return max(1, live, scaled)
 
 
 def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:

@@ -5,16 +5,20 @@
     python -m search.final s3://bucket/medtune/deepdrid_attention/<run>  # staged, then uploaded
 
 Each of the top k configurations (best/top_k.json) is retrained at full length on its own
-bootstrap resample of the training set with its own seed; their class probabilities are bagged
-(mean or vote) and the bag is reported against each member on validation. The test split is
-predicted (flip TTA by default) into submission/test_predictions.csv (ID,TARGET in test.csv
-order) and a CSV of probabilities per member.
+bootstrap resample of the training set with its own seed, as a Ray task with the search's
+per-trial resources (on a cluster: on the GPU workers, several at a time; a member whose node
+is lost is retrained elsewhere). Their class probabilities are bagged (mean or vote) and the
+bag is reported against each member on validation. The test split is predicted (flip TTA by
+default) into submission/test_predictions.csv (ID,TARGET in test.csv order) and a CSV of
+probabilities per member; a dataset without a test split gets no submission.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,13 +26,12 @@ from typing import Any
 import numpy as np
 
 from search.bagging import METHODS, bag, write_predictions
-from search.cli import run, setup_logging
-from search.environment import package_versions
+from search.cli import positive_int, run, setup_logging
+from search.members import MemberFailure, TrainedMember, train_members
 from search.storage import RunStore
 from spaces import get_experiment
 from trainables.config import TrainConfig
-from trainables.errors import ConfigError
-from trainables.reporting import LocalReporter
+from trainables.errors import ConfigError, MedtuneError
 
 METRIC_KEYS = ("kappa", "accuracy", "f1_macro")
 
@@ -40,112 +43,144 @@ def member_config(record: dict[str, Any], index: int, epochs: int) -> TrainConfi
                         max_eval_batches=0)
 
 
-def train_member(cfg: TrainConfig, folder: Path, *, tta: bool, echo: Any) -> dict[str, Any]:
-    """Train one member; save its weights and metadata; return its val and test probabilities."""
-    import timm
+def write_member(folder: Path, member: TrainedMember) -> None:
+    """A member's folder: its weights and metadata.json (nothing else: no checkpoints)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(member.weights)
+    (folder / "metadata.json").write_text(json.dumps(member.metadata, indent=1))
 
-    from trainables.augment import BatchAugment
-    from trainables.cache import fingerprint
-    from trainables.checkpoint import save_model_weights
-    from trainables.grading import fit, load_data
-    from trainables.loop import plan_runtime, predict
 
-    reporter = LocalReporter(folder, echo=echo)
-    data = load_data(cfg)
-    model = fit(cfg, reporter, data=data)
-    runtime = plan_runtime(cfg)
-    data_cfg = timm.data.resolve_model_data_config(model.backbone)
-    mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
-    augment = BatchAugment("none", mean, std, runtime.device, runtime.channels_last)
-    probs = {split: predict(model, data.images[split], cfg=cfg, augment=augment,
-                            runtime=runtime, tta=tta, limit=0)
-             for split in ("val", "test") if split in data.images}
-    save_model_weights(folder / "model.safetensors", model, cfg.to_dict())
-    (folder / "metadata.json").write_text(json.dumps({
-        "format_version": 1, "versions": package_versions(),
-        "class_names": data.index.class_names, "num_classes": cfg.num_classes,
-        "input": {"size": cfg.image_size, "channels": 3, "mean": mean, "std": std,
-                  "preprocess": cfg.preprocess, "layout": "RGB, channels first, [0,1] then "
-                  "normalised"},
-        "model": cfg.model, "seed": cfg.seed, "bootstrap": cfg.bootstrap,
-        "data_fingerprint": fingerprint(data.index), "config": cfg.to_dict(),
-    }, indent=1))
-    return {"probs": probs, "index": data.index, "history": reporter.history,
-            "val_images": data.images["val"]}
+def join_cluster(settings: dict[str, Any]) -> None:
+    """The Ray the search used (still connected after search.run), else the cluster at
+    RAY_ADDRESS or a local one, with the run's image cache folder for every worker."""
+    import ray
+
+    from search.driver import connect_ray
+
+    os.environ.setdefault("MEDTUNE_CACHE", settings["cache_dir"])
+    if not ray.is_initialized():
+        connect_ray(env={"MEDTUNE_CACHE": settings["cache_dir"]})
+
+
+def choose_members(run_dir: Path, top_k: int | None,
+                   echo: Any) -> tuple[list[dict[str, Any]], list[TrainConfig]]:
+    """The search's best records (best first) and each member's config."""
+    top_file = run_dir / "best" / "top_k.json"
+    if not top_file.is_file():
+        raise ConfigError(f"{top_file} not found: finish the search first (python -m search.run)")
+    settings = json.loads((run_dir / "config.json").read_text())["settings"]
+    ranked = json.loads(top_file.read_text())
+    wanted = top_k or settings["top_k"]
+    if wanted > len(ranked):
+        echo(f"{top_file} holds {len(ranked)} configuration(s): training {len(ranked)}, "
+             f"not {wanted}")
+    records = ranked[:wanted]
+    epochs = int(settings["max_epochs"])
+    configs = [member_config(r, i, epochs) for i, r in enumerate(records)]
+    for i, (record, cfg) in enumerate(zip(records, configs, strict=True)):
+        echo(f"member {i + 1}/{len(records)}: trial {record['trial_id']} ({cfg.model}), "
+             f"{epochs} epochs, seed {cfg.seed}, bootstrap sample {cfg.bootstrap}")
+    return records, configs
+
+
+def keep_members(run_dir: Path, records: list[dict[str, Any]],
+                 outcomes: list[TrainedMember | MemberFailure],
+                 ) -> tuple[list[tuple[int, dict[str, Any], TrainedMember]], list[dict[str, Any]]]:
+    """Write the trained members into final/ (replacing an earlier final step's, only now that
+    new ones exist); returns (member number, record, member) of each and the failures."""
+    kept = [(i + 1, r, m) for i, (r, m) in enumerate(zip(records, outcomes, strict=True))
+            if isinstance(m, TrainedMember)]
+    failed = [{"member": i + 1, "trial_id": r["trial_id"], "error": m.error}
+              for i, (r, m) in enumerate(zip(records, outcomes, strict=True))
+              if isinstance(m, MemberFailure)]
+    if not kept:
+        raise MedtuneError("the final step trained no member: "
+                           + "; ".join(f"member {f['member']}: {f['error']}" for f in failed))
+    for old in (run_dir / "final").glob("member_*"):
+        shutil.rmtree(old)
+    for old in (run_dir / "submission").glob("*.csv"):
+        old.unlink()
+    for number, _, member in kept:
+        write_member(run_dir / "final" / f"member_{number}", member)
+    return kept, failed
 
 
 def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
               tta: bool = True, echo: Any = print) -> dict[str, Any]:
     """Retrain, bag and predict for the run in `run_dir`; returns the final metrics."""
+    from search.driver import check_resources
+    from trainables.grading import load_data
     from trainables.metrics import grading_metrics
 
-    top_file = run_dir / "best" / "top_k.json"
-    if not top_file.is_file():
-        raise ConfigError(f"{top_file} not found: finish the search first (python -m search.run)")
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     run_config = json.loads((run_dir / "config.json").read_text())
+    settings = run_config["settings"]
     experiment = get_experiment(run_config["experiment"])
-    records = json.loads(top_file.read_text())[: top_k or run_config["settings"]["top_k"]]
-    epochs = int(run_config["settings"]["max_epochs"])
-    final, started = run_dir / "final", time.monotonic()
-    members, metrics = [], []
-    for i, record in enumerate(records):
-        cfg = member_config(record, i, epochs)
-        echo(f"member {i + 1}/{len(records)}: trial {record['trial_id']} ({cfg.model}), "
-             f"{epochs} epochs, seed {cfg.seed}, bootstrap sample {cfg.bootstrap}")
-        member = train_member(cfg, final / f"member_{i + 1}", tta=tta, echo=echo)
-        members.append(member)
-    index = members[0]["index"]
-    val_labels = index.split("val")["label"].to_numpy()
-    for member in members:
-        metrics.append(grading_metrics(val_labels, member["probs"]["val"]))
-    bag_val = bag([m["probs"]["val"] for m in members], method)
-    bag_metrics = grading_metrics(val_labels, bag_val)
-    spread = {k: float(np.std([m[k] for m in metrics])) for k in METRIC_KEYS}
-    summary = {
+    records, configs = choose_members(run_dir, top_k, echo)
+    cpus, gpus = float(settings["cpus_per_trial"]), float(settings["gpus_per_trial"])
+    started = time.monotonic()
+    join_cluster(settings)
+    check_resources(cpus, gpus)
+    echo(f"training {len(records)} members as Ray tasks, {cpus:g} CPU and {gpus:g} GPU each, "
+         "as many at a time as the cluster holds")
+    outcomes = train_members(configs, metric=experiment.metric, mode=experiment.mode,
+                             cpus=cpus, gpus=gpus, tta=tta, echo=echo)
+    kept, failed = keep_members(run_dir, records, outcomes)
+
+    data = load_data(configs[0])  # the driver's copy: labels, ids and images for the report
+    val_labels = data.index.split("val")["label"].to_numpy()
+    metrics = [grading_metrics(val_labels, m.probs["val"]) for _, _, m in kept]
+    bag_val = bag([m.probs["val"] for _, _, m in kept], method)
+    summary: dict[str, Any] = {
         "experiment": experiment.name, "run_id": run_dir.name, "method": method, "tta": tta,
-        "members": [{"trial_id": r["trial_id"], "seed": member_config(r, i, epochs).seed,
-                     "val": m} for i, (r, m) in enumerate(zip(records, metrics, strict=True))],
-        "bag": {"val": bag_metrics}, "spread": spread,
+        "members": [{"member": n, "trial_id": r["trial_id"], "seed": configs[n - 1].seed,
+                     "model": configs[n - 1].model, "node_id": m.node_id, "device": m.device,
+                     "val": v} for (n, r, m), v in zip(kept, metrics, strict=True)],
+        "failed": failed, "bag": {"val": grading_metrics(val_labels, bag_val)},
+        "spread": {k: float(np.std([m[k] for m in metrics])) for k in METRIC_KEYS},
         "minutes": round((time.monotonic() - started) / 60, 2),
+        "submission": _write_submission(run_dir / "submission", data.index, kept, method),
     }
-    _write_submission(run_dir / "submission", index, members, method)
-    np.save(final / "val_bag_probs.npy", bag_val)
+    np.save(run_dir / "final" / "val_bag_probs.npy", bag_val)
     echo(_table(summary))
-    report, localisation = _report(run_dir, experiment, summary, index,
-                                   members[0]["val_images"], bag_val)
+    if summary["submission"] is None:
+        echo("no test split in this dataset: no submission written (the bag is scored on "
+             "validation only)")
+    report, localisation = _report(run_dir, experiment, summary, data.index,
+                                   data.images["val"], bag_val)
     summary["localisation"] = localisation
-    (final / "metrics.json").write_text(json.dumps(summary, indent=1))
+    (run_dir / "final" / "metrics.json").write_text(json.dumps(summary, indent=1))
     if localisation and localisation.get("images"):
         echo(f"Grad-CAM localisation on {localisation['images']} val images with lesions: "
              f"energy in lesions {localisation['energy_in_mask']:.3f} (uniform "
              f"{localisation['energy_uniform']:.3f}), pointing game "
              f"{localisation['pointing_hit_rate']:.3f} (uniform {localisation['pointing_uniform']:.3f})")
     echo(f"report: {report}")
-    if run_config["settings"].get("wandb"):
+    if settings.get("wandb"):
         echo(log_to_wandb(run_dir, summary))
     return summary
 
 
 def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
     """The final step's tables and images as one W&B run in the search's group."""
-    import os
-
     try:
         import wandb
     except ImportError:
         return "W&B: off (wandb is not installed)"
     import pandas as pd
 
-    online = bool(os.environ.get("WANDB_API_KEY")) and os.environ.get("WANDB_MODE") != "offline"
+    from search.search import wandb_online
+
+    online = wandb_online()
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "medtune"), group=run_dir.name,
                      name=f"{run_dir.name}-final", job_type="final", dir=str(run_dir.resolve()),
                      mode="online" if online else "offline",
                      config={"method": summary["method"], "tta": summary["tta"],
                              "members": [m["trial_id"] for m in summary["members"]]})
-    members = pd.DataFrame([{"member": f"member {i + 1}", "trial_id": m["trial_id"], **m["val"]}
-                            for i, m in enumerate(summary["members"])]
+    members = pd.DataFrame([{"member": f"member {m['member']}", "trial_id": m["trial_id"],
+                             "device": m["device"], "node_id": m["node_id"], **m["val"]}
+                            for m in summary["members"]]
                            + [{"member": "bag", "trial_id": "", **summary["bag"]["val"]}])
     report = run_dir / "report"
     logged: dict[str, Any] = {
@@ -154,9 +189,10 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
         "final/confusion_matrix": wandb.Image(str(report / "confusion.png")),
         "final/gradcam": [wandb.Image(str(p), caption=p.stem)
                           for p in sorted((report / "gradcam").glob("*.png"))],
-        "final/submission": wandb.Table(dataframe=pd.read_csv(
-            run_dir / "submission" / "test_predictions.csv")),
     }
+    if summary["submission"]:
+        logged["final/submission"] = wandb.Table(dataframe=pd.read_csv(
+            run_dir / summary["submission"]))
     if summary.get("localisation") and summary["localisation"].get("images"):
         logged.update({f"final/localisation_{k}": v for k, v in summary["localisation"].items()})
     run.log(logged)
@@ -173,33 +209,70 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
     from search.report import write_report
 
     sections, localisation = final_sections(run_dir, summary, index, val_images, bag_val)
+    sections.append(("Disk", disk_section(run_dir)))
     study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
     path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
                         final_sections=sections)
     return path, localisation
 
 
-def _write_submission(folder: Path, index: Any, members: list[dict[str, Any]],
-                      method: str) -> None:
+def run_sizes(run_dir: Path) -> dict[str, int]:
+    """Bytes per part of the run folder: this folder's files, and tune/ where Ray Tune keeps it
+    (the object store, for a run folder staged from a URI)."""
+    from search.storage import is_uri
+
+    sizes = RunStore(run_dir).sizes()
+    results = json.loads((run_dir / "config.json").read_text()).get("results", "")
+    if is_uri(results):
+        remote = RunStore.at(results, run_dir.parent.name, run_dir.name).sizes()
+        sizes["tune/"] = remote.get("tune/", 0)
+    return sizes
+
+
+def disk_section(run_dir: Path) -> str:
+    import html
+
+    import pandas as pd
+
+    from search.report import table
+
+    sizes = run_sizes(run_dir)
+    frame = pd.DataFrame({"MB": {k: v / 1e6 for k, v in sorted(sizes.items(),
+                                                                 key=lambda kv: -kv[1])}})
+    return (f"<p>the run folder holds {sum(sizes.values()) / 1e6:.1f} MB when this report is "
+            f"written: an ended trial keeps no checkpoint (a failed one keeps its latest, for "
+            f"--resume), a member one weights file</p>{table(frame, '{:.1f}')}"
+            f"<p>{html.escape(str(run_dir))}</p>")
+
+
+def _write_submission(folder: Path, index: Any, kept: list[tuple[int, Any, TrainedMember]],
+                      method: str) -> str | None:
+    """The Kaggle CSV and a CSV of probabilities per member; None without a test split."""
     test = index.split("test")
+    if not len(test) or any("test" not in m.probs for _, _, m in kept):
+        return None
     ids = [Path(p).name for p in test["path"]]  # Kaggle's ID is the image file name
-    for i, member in enumerate(members):
-        probs = member["probs"]["test"]
-        write_predictions(folder / f"member_{i + 1}.csv", ids, probs, probs.argmax(axis=1))
-    bagged = bag([m["probs"]["test"] for m in members], method)
+    for number, _, member in kept:
+        probs = member.probs["test"]
+        write_predictions(folder / f"member_{number}.csv", ids, probs, probs.argmax(axis=1))
+    bagged = bag([m.probs["test"] for _, _, m in kept], method)
     write_predictions(folder / "test_predictions.csv", ids, None, bagged.argmax(axis=1))
+    return "submission/test_predictions.csv"
 
 
 def _table(summary: dict[str, Any]) -> str:
-    rows = [f"{'':14}{'QWK':>8}{'accuracy':>10}{'macro F1':>10}"]
-    for i, m in enumerate(summary["members"]):
+    rows = [f"{'':14}{'QWK':>8}{'accuracy':>10}{'macro F1':>10}  trained on"]
+    for m in summary["members"]:
         v = m["val"]
-        rows.append(f"member {i + 1:<7}{v['kappa']:8.4f}{v['accuracy']:10.4f}{v['f1_macro']:10.4f}")
+        rows.append(f"member {m['member']:<7}{v['kappa']:8.4f}{v['accuracy']:10.4f}"
+                    f"{v['f1_macro']:10.4f}  {m['device']}, node {m['node_id']}")
     b = summary["bag"]["val"]
     rows.append(f"{'bag (' + summary['method'] + ')':14}{b['kappa']:8.4f}{b['accuracy']:10.4f}"
                 f"{b['f1_macro']:10.4f}")
     s = summary["spread"]
     rows.append(f"{'member spread':14}{s['kappa']:8.4f}{s['accuracy']:10.4f}{s['f1_macro']:10.4f}")
+    for f in summary["failed"]:
+        rows.append(f"member {f['member']} (trial {f['trial_id']}) failed: {f['error']}")
     return "validation (bag against members):\n  " + "\n  ".join(rows)
 
 
@@ -207,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.final", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder of python -m search.run (a path or a URI)")
-    p.add_argument("--top-k", type=int, help="members (default: the experiment's, 3)")
+    p.add_argument("--top-k", type=positive_int, help="members (default: the experiment's, 3)")
     p.add_argument("--method", choices=METHODS, default="mean")
     p.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -215,11 +288,24 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     store = RunStore.of(args.run)
     store.pull()  # a run folder on an object store: into its local stage
-    run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
-              echo=lambda line: print(line, flush=True))
+    summary = run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
+                        echo=lambda line: print(line, flush=True))
     store.push()
-    print(f"submission: {store.location}/submission/test_predictions.csv")
+    print(outputs_line(store, summary))
     return 0
+
+
+def outputs_line(store: RunStore, summary: dict[str, Any]) -> str:
+    """Where the submission is (if any) and what the run folder holds on disk."""
+    where = (f"submission: {store.location}/{summary['submission']}" if summary["submission"]
+             else "no submission (no test split)")
+    return f"{where}\n{disk_line(store)}"
+
+
+def disk_line(store: RunStore) -> str:
+    from search.storage import describe_sizes
+
+    return f"run folder on disk: {describe_sizes(run_sizes(store.local))}"
 
 
 if __name__ == "__main__":

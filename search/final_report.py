@@ -37,13 +37,14 @@ def _normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
     return normalise(images, tuple(meta["input"]["mean"]), tuple(meta["input"]["std"]))
 
 
-def gallery_and_localisation(run_dir: Path, index: ImageIndex, val_images: np.ndarray,
+def gallery_and_localisation(run_dir: Path, member: int, index: ImageIndex,
+                             val_images: np.ndarray,
                              bag_probs: np.ndarray) -> tuple[str, dict[str, Any] | None]:
-    """Grad-CAM of member 1 for right and wrong bag predictions per grade; localisation
+    """Grad-CAM of one member for right and wrong bag predictions per grade; localisation
     scores over every validation image with a lesion mask (the demo writes them)."""
     from trainables.explain import grad_cam, localise_split
 
-    model, meta = load_member(run_dir / "final" / "member_1")
+    model, meta = load_member(run_dir / "final" / f"member_{member}")
     out = run_dir / "report" / "gradcam"
     out.mkdir(parents=True, exist_ok=True)
     val = index.split("val")
@@ -67,7 +68,8 @@ def gallery_and_localisation(run_dir: Path, index: ImageIndex, val_images: np.nd
         f"<tr><th>grade {g}</th><td>{''.join(cells.get((g, 'right'), [])) or '-'}</td>"
         f"<td>{''.join(cells.get((g, 'wrong'), [])) or '-'}</td></tr>"
         for g in range(meta["num_classes"]))
-    gallery = (f"<p>Grad-CAM of member 1 ({html.escape(meta['model'])}) for the bag's predicted "
+    gallery = (f"<p>Grad-CAM of member {member} ({html.escape(meta['model'])}) for the bag's "
+               f"predicted "
                f"grade, on the validation split.</p><table class='grid'><tr><th></th>"
                f"<th>right</th><th>wrong</th></tr>{grid}</table>")
     scores = localise_split(model, index, val_images, split="val", size=meta["input"]["size"],
@@ -86,16 +88,25 @@ def final_sections(run_dir: Path, summary: dict[str, Any], index: ImageIndex,
     preds = bag_probs.argmax(axis=1)
     names = index.class_names
     members = "".join(
-        f"<tr><td>member {i + 1} (trial {html.escape(m['trial_id'])}, seed {m['seed']})</td>"
-        + "".join(f"<td>{m['val'][k]:.4f}</td>" for k in ("kappa", "accuracy", "f1_macro"))
-        + "</tr>" for i, m in enumerate(summary["members"]))
+        f"<tr><td>member {m['member']} (trial {html.escape(m['trial_id'])}, seed {m['seed']})"
+        "</td>" + "".join(f"<td>{m['val'][k]:.4f}</td>" for k in ("kappa", "accuracy", "f1_macro"))
+        + f"<td>{html.escape(m['device'])}, <code>{html.escape(m['node_id'])}</code></td></tr>"
+        for m in summary["members"])
     b, s = summary["bag"]["val"], summary["spread"]
-    metrics = (f"<table><tr><th></th><th>QWK</th><th>accuracy</th><th>macro F1</th></tr>{members}"
+    failed = "".join(f"<p class='flag'>member {f['member']} (trial {html.escape(f['trial_id'])}) "
+                     f"failed: {html.escape(f['error'])}</p>" for f in summary["failed"])
+    submission = ("<p>test predictions: <code>submission/test_predictions.csv</code></p>"
+                  if summary["submission"] else
+                  "<p class='flag'>no test split in this dataset: no submission was written</p>")
+    metrics = (f"<table><tr><th></th><th>QWK</th><th>accuracy</th><th>macro F1</th>"
+               f"<th>trained on (device, Ray node)</th></tr>{members}"
                f"<tr><th>bag ({html.escape(summary['method'])})</th><th>{b['kappa']:.4f}</th>"
-               f"<th>{b['accuracy']:.4f}</th><th>{b['f1_macro']:.4f}</th></tr>"
+               f"<th>{b['accuracy']:.4f}</th><th>{b['f1_macro']:.4f}</th><th></th></tr>"
                f"<tr><td>spread (std)</td><td>{s['kappa']:.4f}</td><td>{s['accuracy']:.4f}</td>"
-               f"<td>{s['f1_macro']:.4f}</td></tr></table><p>validation split</p>")
-    gallery, scores = gallery_and_localisation(run_dir, index, val_images, bag_probs)
+               f"<td>{s['f1_macro']:.4f}</td><td></td></tr></table><p>validation split</p>"
+               f"{failed}{submission}")
+    gallery, scores = gallery_and_localisation(run_dir, summary["members"][0]["member"], index,
+                                               val_images, bag_probs)
     sections = [("Final: the bag against its members", metrics),
                 ("Confusion matrix of the bag (validation)",
                  img(confusion_figure(labels, preds, names, out), "confusion matrix")),

@@ -6,8 +6,10 @@
     python -m search.reproduce s3://bucket/medtune/deepdrid_attention/<run>/best/config.json
 
 It trains the trial's config (same seed, same schedule) up to the recorded epoch with the
-trial's CPU thread count, prints the reproduced metric beside the recorded one, and exits 1
-when they differ by more than the tolerance (default 0.01).
+trial's CPU thread count, prints the reproduced metric and validation loss beside the recorded
+ones, and exits 1 when the metric differs by more than --tolerance (default 0.01) or the loss
+by more than --loss-tolerance, relative (default 0.001). The loss catches what a metric can
+hide: two models that predict one class score QWK 0 alike.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from search.cli import run, setup_logging
+from search.cli import nonnegative_float, positive_int, run, setup_logging
 from search.storage import RunStore, is_uri
 from spaces import get_experiment
 from trainables.config import TrainConfig
@@ -54,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("record", help="best/config.json or best/top_k.json of a run (a path or a URI)")
-    p.add_argument("--rank", type=int, default=1, help="which entry of a top_k.json (1 = best)")
-    p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--rank", type=positive_int, default=1, help="which entry of a top_k.json (1 = best)")
+    p.add_argument("--tolerance", type=nonnegative_float, default=0.01,
+                   help="largest accepted difference of the metric")
+    p.add_argument("--loss-tolerance", type=nonnegative_float, default=1e-3,
+                   help="largest accepted relative difference of the validation loss")
     p.add_argument("--out", type=Path, help="default: RUN/reproduce/<trial_id>")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -79,16 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     row = next(h for h in reporter.history if int(h["epoch"]) == epoch)
     reproduced, recorded = float(row[metric]), float(record["value"])
     diff = abs(reproduced - recorded)
-    verdict = "OK" if diff <= args.tolerance else f"DIFFERS by more than {args.tolerance}"
+    same = diff <= args.tolerance
+    verdict = "OK" if same else f"DIFFERS by more than {args.tolerance}"
     print(f"{metric} at epoch {epoch}: reproduced {reproduced:.4f}, recorded {recorded:.4f} "
           f"(difference {diff:.4f}): {verdict}")
+    loss_diff = None
+    if record.get("val_loss") is not None:  # records written before it was kept lack it
+        recorded_loss, reproduced_loss = float(record["val_loss"]), float(row["val/loss"])
+        loss_diff = abs(reproduced_loss - recorded_loss) / max(abs(recorded_loss), 1e-12)
+        loss_ok = loss_diff <= args.loss_tolerance
+        same = same and loss_ok
+        print(f"val loss at epoch {epoch}: reproduced {reproduced_loss:.6f}, recorded "
+              f"{recorded_loss:.6f} (relative difference {loss_diff:.2e}): "
+              + ("OK" if loss_ok else f"DIFFERS by more than {args.loss_tolerance:g}"))
     (out / "reproduce.json").write_text(json.dumps({
         "record": str(args.record), "metric": metric, "epoch": epoch, "recorded": recorded,
         "reproduced": reproduced, "difference": diff, "tolerance": args.tolerance,
+        "loss_difference": loss_diff, "loss_tolerance": args.loss_tolerance,
         "epoch_row": row}, indent=1))
     if store is not None and args.out is None:
         store.push("reproduce")
-    return 0 if diff <= args.tolerance else 1
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.cli import experiment_parser, run, setup_logging
+from search.cli import (
+    cpus,
+    experiment_parser,
+    gpus,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run,
+    setup_logging,
+)
 from search.storage import CONFIG_FILE, RunStore, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
@@ -34,22 +43,28 @@ from trainables.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_PLACEMENT_TIMEOUT = 15.0  # minutes; on a cloud cluster a new node takes a few
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = experiment_parser("python -m search.run", __doc__,
                           demo_help="generated data and the demo budget",
                           data_help="dataset root (on every node of a cluster)")
-    p.add_argument("--num-samples", type=int, help="trials in total")
-    p.add_argument("--max-epochs", type=int, help="epochs of a trial ASHA never stops")
+    p.add_argument("--num-samples", type=positive_int, help="trials in total")
+    p.add_argument("--max-epochs", type=positive_int, help="epochs of a trial ASHA never stops")
     p.add_argument("--results", default="results",
                    help="output root: a folder (default results/; shared storage on a cluster) "
                         "or a URI such as s3://bucket/medtune")
     p.add_argument("--name", help="run id (default: a timestamp; with --resume: the latest run)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
-    p.add_argument("--cpus-per-trial", type=float)
-    p.add_argument("--gpus-per-trial", type=float, help="fractions allowed, e.g. 0.5")
-    p.add_argument("--max-concurrent", type=int, help="default: as many as the cluster fits")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the sampler and every trial")
+    p.add_argument("--cpus-per-trial", type=cpus, help="fractions allowed below 1")
+    p.add_argument("--gpus-per-trial", type=gpus, help="fractions allowed, e.g. 0.5")
+    p.add_argument("--max-concurrent", type=positive_int, help="default: as many as the cluster fits")
+    p.add_argument("--placement-timeout", type=positive_float, metavar="MINUTES",
+                   help="stop when trials wait this long with none running (default 15): no "
+                        "node had room and the autoscaler started none (with --resume: "
+                        "replaces the run's)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--no-final", action="store_true",
@@ -71,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         if not config_file.is_file():
             raise ConfigError(f"--resume: {store.location} has no {CONFIG_FILE}")
         settings = json.loads(config_file.read_text())["settings"]
+        # how long to wait for a node is not part of what the search is: a resume may change it
+        settings["placement_timeout"] = (args.placement_timeout
+                                         or settings.get("placement_timeout")
+                                         or DEFAULT_PLACEMENT_TIMEOUT)
     else:
         store = RunStore.at(args.results, experiment.name,
                             args.name or time.strftime("%Y%m%d-%H%M%S"))
@@ -86,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
                       command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])])
     if code != 0 or args.no_final:
         return code
-    from search.final import run_final
+    from search.final import outputs_line, run_final
 
     print("\nfinal step: retrain the best configurations, bag them, predict the test split",
           flush=True)
-    run_final(store.local, echo=lambda line: print(line, flush=True))
+    summary = run_final(store.local, echo=lambda line: print(line, flush=True))
     store.push()
-    print(f"submission: {store.location}/submission/test_predictions.csv")
+    print(outputs_line(store, summary))
     return 0
 
 
@@ -122,6 +141,7 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         "gpus_per_trial": budget.gpus_per_trial if args.gpus_per_trial is None
         else args.gpus_per_trial,
         "max_concurrent": args.max_concurrent, "wandb": not args.no_wandb,
+        "placement_timeout": args.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT,
         "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
         "reduction_factor": budget.reduction_factor, "top_k": budget.top_k,
         "cache_dir": str(cache_root(cfg.cache_dir)),

@@ -40,7 +40,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         trial_id = _trial_id(result)
         frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         keep = [c for c in frame.columns
-                if c.startswith(METRIC_PREFIXES) or c in ("epoch", "lr", "node_id")]
+                if c.startswith(METRIC_PREFIXES) or c in ("epoch", "lr", "node_id", "timestamp")]
         epochs = frame[keep].copy()
         if len(epochs):
             epochs.insert(0, "trial_id", trial_id)
@@ -59,13 +59,13 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         else:
             status = "not run"
         seconds = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame and len(frame) else 0.0
-        finished = float(frame["timestamp"].iloc[-1]) if "timestamp" in frame and len(frame) else None
+        started, finished = _started_finished(frame)
         row: dict[str, Any] = {"trial_id": trial_id}
         # searched keys the space did not set (heads with attention off) stay empty
         row.update({key: config.get(key) for key in searched})
         row.update({"status": status, metric: best_value, "best_epoch": best_epoch,
                     "epochs": n_epochs, "seconds": round(seconds, 2),
-                    "started": finished - seconds if finished else None, "finished": finished,
+                    "started": started, "finished": finished,
                     "node_id": epochs["node_id"].iloc[-1] if "node_id" in epochs and len(epochs)
                     else None,
                     "error": _error_text(result.error)})
@@ -82,6 +82,16 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
     return trials, epochs_all
 
 
+def _started_finished(frame: pd.DataFrame) -> tuple[float | None, float | None]:
+    """Unix times of a trial's start (its first epoch's end less that epoch's duration: right
+    after a resume too, where the total time leaves out the pause) and of its last epoch."""
+    if "timestamp" not in frame or not len(frame):
+        return None, None
+    first = frame.iloc[0]
+    took = float(first["time_this_iter_s"]) if "time_this_iter_s" in frame else 0.0
+    return float(first["timestamp"]) - took, float(frame["timestamp"].iloc[-1])
+
+
 def _each(results: tune.ResultGrid) -> list[tune.Result]:
     return [results[i] for i in range(len(results))]
 
@@ -94,11 +104,12 @@ def write_tables(plan: SearchPlan, results: tune.ResultGrid) -> pd.DataFrame:
     trials, epochs = collect(plan, results)
     trials.to_parquet(plan.run_dir / "trials.parquet", index=False)
     epochs.to_parquet(plan.run_dir / "epochs.parquet", index=False)
-    write_best(plan, results, trials)
+    write_best(plan, results, trials, epochs)
     return trials
 
 
-def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame) -> None:
+def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame,
+               epochs: pd.DataFrame) -> None:
     """`best/config.json` (the best trial) and `best/top_k.json` (the top k, best first)."""
     metric, mode = plan.experiment.metric, plan.experiment.mode
     ranked = trials[(trials["status"] != "failed") & trials[metric].notna()]
@@ -108,10 +119,15 @@ def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame)
     configs = {_trial_id(r): r.config or {} for r in _each(results)}
     top = []
     for _, row in ranked.head(plan.top_k).iterrows():
+        at_best = epochs[(epochs["trial_id"] == row["trial_id"])
+                         & (epochs["epoch"] == row["best_epoch"])]
         top.append({
             "experiment": plan.experiment.name, "run_id": plan.run_id, "trial_id": row["trial_id"],
             "metric": metric, "mode": mode, "value": float(row[metric]),
             "epoch": int(row["best_epoch"]), "epochs_run": int(row["epochs"]),
+            # what search.reproduce compares too: a metric can tie where the loss cannot
+            "val_loss": float(at_best["val/loss"].iloc[0]) if "val/loss" in at_best and
+            len(at_best) else None,
             "cpus_per_trial": plan.cpus_per_trial,
             "config": TrainConfig.from_dict(configs[row["trial_id"]]).to_dict(),
         })

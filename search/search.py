@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from search.driver import (
+    ClusterShape,
     SearchPlan,
     check_resources,
     connect_ray,
@@ -20,8 +21,9 @@ from search.driver import (
 )
 from search.environment import describe
 from search.progress import Progress
+from search.pruning import CheckpointPruner
 from search.run_folder import write_tables
-from search.storage import RunStore
+from search.storage import CONFIG_FILE, RunStore
 from spaces.base import Experiment
 from trainables.config import TrainConfig
 from trainables.demo import ensure_demo
@@ -30,23 +32,40 @@ from trainables.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def wandb_online() -> bool:
+    """W&B logs online with WANDB_MODE=online, or with an API key and no WANDB_MODE=offline."""
+    mode = os.environ.get("WANDB_MODE")
+    return mode == "online" or (mode != "offline" and bool(os.environ.get("WANDB_API_KEY")))
+
+
 def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], dict[str, str], str]:
-    """(callbacks, environment for every worker, a line saying what W&B will do)."""
+    """(callbacks, environment for every worker, a line saying what W&B will do).
+
+    The API key is taken out of this process's environment: Ray's W&B callback would hand it
+    to its logging actor in a runtime env, which Ray writes into its session logs
+    (runtime_env_agent.log). Online, W&B logs in as `wandb login` does (the key goes to
+    ~/.netrc, where W&B keeps it), and the logging actor, on this node, reads it there.
+    """
     if not enabled:
         return [], {}, "W&B: off (--no-wandb)"
     try:
-        import wandb  # noqa: F401
+        import wandb
         from ray.air.integrations.wandb import WandbLoggerCallback
     except ImportError:
         return [], {}, "W&B: off (wandb is not installed: pip install wandb)"
-    online = bool(os.environ.get("WANDB_API_KEY")) and os.environ.get("WANDB_MODE") != "offline"
-    mode = "online" if online else "offline"
-    env = {"WANDB_MODE": mode, "WANDB_DIR": str(run_dir.resolve()), "WANDB_SILENT": "true"}
+    online = wandb_online()
+    key = os.environ.pop("WANDB_API_KEY", None)
+    if online and key:
+        wandb.login(key=key, verify=False)
+    env = {"WANDB_MODE": "online" if online else "offline", "WANDB_DIR": str(run_dir.resolve()),
+           "WANDB_SILENT": "true"}
     callback = WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "medtune"),
                                    group=group, dir=str(run_dir.resolve()),
                                    excludes=["train/seconds", "node_id"])
+    why = "WANDB_MODE=offline" if key or os.environ.get("WANDB_MODE") == "offline" \
+        else "no WANDB_API_KEY"
     where = ("online, one run per trial in group " + group if online else
-             f"offline (no WANDB_API_KEY), runs in {run_dir / 'wandb'}; `wandb sync` uploads them")
+             f"offline ({why}), runs in {run_dir / 'wandb'}; `wandb sync` uploads them")
     return [callback], env, f"W&B: {where}"
 
 
@@ -58,9 +77,8 @@ def _check_data(fixed: dict[str, Any]) -> None:
     load_data(cfg)  # raises DatasetError listing every problem
 
 
-def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], *, resume: bool,
-               command: list[str]) -> int:
-    """Run (or resume) the search into `store`'s run folder; 0 when every trial ran."""
+def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings with the demo set's path filled in, once the data is checked and cached."""
     fixed = dict(settings["fixed"])
     if settings["demo"] and not fixed.get("data"):
         fixed["data"] = str(ensure_demo(experiment.dataset, Path(settings["cache_dir"])))
@@ -69,47 +87,58 @@ def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any]
         raise ConfigError("no dataset: pass --data DIR or --demo")
     os.environ["MEDTUNE_CACHE"] = settings["cache_dir"]
     _check_data(fixed)
+    return settings
 
-    run_dir, run_id = store.local, store.run_id
-    callbacks, env, wandb_line = wandb_setup(settings["wandb"], run_dir, run_id)
+
+def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any],
+                cluster: ClusterShape) -> SearchPlan:
+    """The search's plan from its settings; concurrency from the cluster when not given."""
+    cpus, gpus = settings["cpus_per_trial"], settings["gpus_per_trial"]
+    return SearchPlan(
+        experiment=experiment, store=store, fixed=settings["fixed"], pinned=settings["pinned"],
+        num_samples=settings["num_samples"], max_epochs=settings["max_epochs"],
+        seed=settings["seed"], cpus_per_trial=cpus, gpus_per_trial=gpus,
+        max_concurrent=settings["max_concurrent"] or default_concurrency(cpus, gpus, cluster),
+        wandb=settings["wandb"], top_k=settings["top_k"])
+
+
+def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[str]) -> None:
+    """config.json (what fixes the run; the final step and --resume read it) and
+    environment.json, copied to an object store before any trial starts."""
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    (plan.run_dir / CONFIG_FILE).write_text(json.dumps({
+        "experiment": plan.experiment.name, "run_id": plan.run_id, "command": command,
+        "results": plan.store.results, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "settings": settings,
+    }, indent=1))
+    (plan.run_dir / "environment.json").write_text(json.dumps(describe(), indent=1))
+    plan.store.push()
+
+
+def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], *, resume: bool,
+               command: list[str]) -> int:
+    """Run (or resume) the search into `store`'s run folder; 0 when every trial ran."""
+    settings = prepare_data(experiment, settings)
+    callbacks, env, wandb_line = wandb_setup(settings["wandb"], store.local, store.run_id)
     env = {"MEDTUNE_CACHE": settings["cache_dir"], **env}
     os.environ.update(env)
     connect_ray(env=env)
-    check_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused request leaves nothing
-    plan = SearchPlan(
-        experiment=experiment, store=store, fixed=fixed,
-        pinned=settings["pinned"],
-        num_samples=settings["num_samples"], max_epochs=settings["max_epochs"],
-        seed=settings["seed"], cpus_per_trial=settings["cpus_per_trial"],
-        gpus_per_trial=settings["gpus_per_trial"],
-        max_concurrent=settings["max_concurrent"] or default_concurrency(
-            settings["cpus_per_trial"], settings["gpus_per_trial"]),
-        wandb=settings["wandb"], top_k=settings["top_k"])
-    if not resume:
-        (run_dir / "config.json").write_text(json.dumps({
-            "experiment": experiment.name, "run_id": run_id, "command": command,
-            "results": store.results, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "settings": settings,
-        }, indent=1))
-        (run_dir / "environment.json").write_text(json.dumps(describe(), indent=1))
-        store.push()  # an object store has the run's config before any trial starts
-
-    print(f"{experiment.name}: {plan.num_samples} trials of up to {plan.max_epochs} epochs, "
-          f"{plan.max_concurrent} at a time ({plan.cpus_per_trial:g} CPU, "
-          f"{plan.gpus_per_trial:g} GPU each) -> {store.location}", flush=True)
-    if store.uri:
-        print(f"staging the run folder's own files in {run_dir}; Ray Tune writes tune/ "
-              f"straight to {store.uri}", flush=True)
-    print(wandb_line, flush=True)
-    progress = Progress(experiment.metric, experiment.mode, plan.num_samples)
+    cluster = check_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
+    plan = plan_search(experiment, store, settings, cluster)
+    if not resume:  # only now: a refused request leaves the run's name free
+        write_run_config(plan, settings, command)
+    _describe(plan, cluster, wandb_line)
+    progress = Progress(experiment.metric, experiment.mode, plan.num_samples,
+                        cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial,
+                        autoscaler=cluster.autoscaler is not None,
+                        placement_timeout=60 * settings["placement_timeout"])
+    callbacks = [progress, CheckpointPruner(), *callbacks]
     started = time.monotonic()
     if resume:
         print(f"resuming {store.location}", flush=True)
-        tuner = restored_tuner(plan, [progress, *callbacks],
-                               startup_trials=settings["startup_trials"])
+        tuner = restored_tuner(plan, callbacks, startup_trials=settings["startup_trials"])
     else:
-        tuner = new_tuner(plan, [progress, *callbacks], startup_trials=settings["startup_trials"],
+        tuner = new_tuner(plan, callbacks, startup_trials=settings["startup_trials"],
                           grace_period=settings["grace_period"],
                           reduction_factor=settings["reduction_factor"])
     results = tuner.fit()
@@ -120,10 +149,26 @@ def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any]
             print(f"marked {stale} trial(s) a killed driver left RUNNING in study.db as failed")
     store.push()
     minutes = (time.monotonic() - started) / 60
-    return _summary(plan, trials, minutes)
+    return _summary(plan, trials, minutes, stalled=progress.stalled)
 
 
-def _summary(plan: SearchPlan, trials: Any, minutes: float) -> int:
+def _describe(plan: SearchPlan, cluster: ClusterShape, wandb_line: str) -> None:
+    print(f"{plan.experiment.name}: {plan.num_samples} trials of up to {plan.max_epochs} epochs, "
+          f"{plan.max_concurrent} at a time ({plan.cpus_per_trial:g} CPU, "
+          f"{plan.gpus_per_trial:g} GPU each) -> {plan.store.location}", flush=True)
+    if plan.store.uri:
+        print(f"staging the run folder's own files in {plan.run_dir}; Ray Tune writes tune/ "
+              f"straight to {plan.store.uri}", flush=True)
+    if cluster.autoscaler:
+        known = all(t.known for t in cluster.types)
+        print(f"autoscaler node types ({cluster.autoscaler}): " + ", ".join(map(str, cluster.types))
+              if known else "autoscaler: its node types are not known here (set "
+              "MEDTUNE_AUTOSCALER_CONFIG to its config to check requests against them)",
+              flush=True)
+    print(wandb_line, flush=True)
+
+
+def _summary(plan: SearchPlan, trials: Any, minutes: float, *, stalled: str | None = None) -> int:
     metric = plan.experiment.metric
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     print(f"\n{len(trials)} of {plan.num_samples} trials in {minutes:.1f} min: "
@@ -136,9 +181,13 @@ def _summary(plan: SearchPlan, trials: Any, minutes: float) -> int:
         where = plan.store.location
         print(f"run folder: {where}  (reproduce: python -m search.reproduce {where}/best/config.json)")
     if finished < plan.num_samples:
-        print(f"the search was interrupted: continue it with python -m search.run "
-              f"{plan.experiment.name} --results {plan.store.results} --name "
-              f"{plan.run_id} --resume")
+        resume = (f"python -m search.run {plan.experiment.name} --results {plan.store.results} "
+                  f"--name {plan.run_id} --resume")
+        if stalled:
+            print(f"stopped: {stalled}. The {finished} finished trial(s) are kept; once the "
+                  f"cluster can place a trial, continue with {resume}")
+            return 1
+        print(f"the search was interrupted: continue it with {resume}")
         return 130
     if not best_file.is_file():
         print("no trial produced a result; see the error column of trials.parquet")

@@ -73,7 +73,12 @@ class RunStore:
     @classmethod
     def at(cls, results: str, experiment: str, run_id: str) -> RunStore:
         if not is_uri(results):
-            return cls(Path(results) / experiment / run_id)
+            run_dir = Path(results) / experiment / run_id
+            for folder in (Path(results), run_dir.parent, run_dir):
+                if folder.exists() and not folder.is_dir():
+                    raise ConfigError(f"--results {results}: {folder} is a file, not a folder; "
+                                      "give --results a folder (or a URI such as s3://...)")
+            return cls(run_dir)
         _filesystem(results)  # a bad URI fails here, before Ray starts
         return cls(stage_root() / experiment / run_id, f"{results.rstrip('/')}/{experiment}/{run_id}")
 
@@ -82,6 +87,9 @@ class RunStore:
         """The run folder at a path or URI (RESULTS/<experiment>/<run-id>)."""
         text = str(location).rstrip("/")
         if not is_uri(text):
+            if Path(text).exists() and not Path(text).is_dir():
+                raise ConfigError(f"{text} is a file: give a run folder (RESULTS/<experiment>/"
+                                  "<run-id>)")
             return cls(Path(text))
         parent, run_id = text.rsplit("/", 1)
         experiment = parent.rsplit("/", 1)[-1]
@@ -165,6 +173,37 @@ class RunStore:
                 pafs.copy_files(str(entry), target, source_filesystem=local,
                                 destination_filesystem=fs)
         log.info("pushed %s to %s", self.local, self.uri)
+
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes under each top-level entry of the run folder (where it is kept: the URI's
+        copy, tune/ included, for an object store)."""
+        import pyarrow.fs as pafs
+
+        if self.uri is None:
+            fs, root = pafs.LocalFileSystem(), str(self.local.resolve())
+        else:
+            fs, root = _filesystem(self.uri)
+        with _reaching("read", self.uri or str(self.local)):
+            entries = fs.get_file_info(pafs.FileSelector(root, recursive=True,
+                                                         allow_not_found=True))
+        out: dict[str, int] = {}
+        for entry in entries:
+            if entry.type == pafs.FileType.File:
+                top, nested, _ = entry.path[len(root):].lstrip("/").partition("/")
+                name = f"{top}/" if nested else top  # folders end in /
+                out[name] = out.get(name, 0) + (entry.size or 0)
+        return out
+
+
+def describe_sizes(sizes: dict[str, int]) -> str:
+    """'84.1 MB (final/ 41.9 MB, wandb/ 30.2 MB, ...)': the total and its largest parts."""
+    def mb(n: int) -> str:
+        return f"{n / 1e6:.1f} MB"
+
+    parts = sorted(sizes.items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{name} {mb(n)}" for name, n in parts[:5])
+    return f"{mb(sum(sizes.values()))} ({shown})"
 
 
 def latest_run(results: str, experiment: str) -> str:

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from search.cli import experiment_parser, run, setup_logging
+from search.cli import experiment_parser, positive_int, run, setup_logging
 from spaces import get_experiment
 from trainables.cache import cache_root
 from trainables.config import parse_overrides
@@ -27,7 +27,7 @@ from trainables.reporting import LocalReporter, local_run
 def main(argv: list[str] | None = None) -> int:
     parser = experiment_parser("python -m search.train", __doc__,
                                demo_help="generated data and demo settings", data_help="dataset root")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--out", type=Path, help="output folder (default results/<exp>/train-<time>)")
     parser.add_argument("--resume", type=Path, metavar="DIR",
                         help="a checkpoint folder or an earlier --out folder to continue")

@@ -76,3 +76,25 @@ def test_bag_command_refuses_mismatched_ids(tmp_path: Path) -> None:
                            str(tmp_path / "o.csv")], capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert pd.read_csv(tmp_path / "o.csv")["ID"].tolist() == ["1.jpg", "2.jpg"]
+
+
+def test_bag_command_breaks_vote_ties(tmp_path: Path) -> None:
+    def bag_command(*files: Path) -> pd.DataFrame:
+        out = tmp_path / "out.csv"
+        result = subprocess.run([sys.executable, "-m", "search.bag", *map(str, files), "--out",
+                                 str(out), "--method", "vote"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return pd.read_csv(out)
+
+    ids = ["a.jpg", "b.jpg"]
+    # with probabilities: row a is one vote each for grades 0 and 1; the mean (0.3, 0.625,
+    # 0.075) breaks the tie for 1. Row b: both vote 2
+    x = write(tmp_path / "x.csv", ids, np.array([[0.5, 0.45, 0.05], [0.1, 0.2, 0.7]]), [0, 2])
+    y = write(tmp_path / "y.csv", ids, np.array([[0.1, 0.8, 0.1], [0.2, 0.1, 0.7]]), [1, 2])
+    assert bag_command(x, y)["TARGET"].tolist() == [1, 2]
+    # labels only: a tie goes to the lower grade (3 vs 1 -> 1; 1 vs 4 -> 1); a majority wins
+    p = write(tmp_path / "p.csv", ids, None, [3, 1])
+    q = write(tmp_path / "q.csv", ids, None, [1, 4])
+    assert bag_command(p, q)["TARGET"].tolist() == [1, 1]
+    r = write(tmp_path / "r.csv", ids, None, [3, 4])
+    assert bag_command(p, q, r)["TARGET"].tolist() == [3, 4]

@@ -128,3 +128,21 @@ def test_check_command_summarises_a_good_dataset(course_demo: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "images per split and grade" in result.stdout
     assert "OK, 44 images" in result.stdout
+
+
+def test_an_image_listed_twice_with_two_labels_is_an_error_naming_both_rows(
+        course_copy: Path) -> None:
+    header, rows = read_rows(course_copy / "train.csv")
+    exact = list(rows[0])  # CSV row 2 again, unchanged: a warning
+    conflicting = list(rows[1])  # CSV row 3 again with another grade: which is right?
+    conflicting[2] = str((int(rows[1][2]) + 1) % 5)
+    write_rows(course_copy / "train.csv", header, [*rows, exact, conflicting])
+    index = validate(read_deepdrid(course_copy))
+    csv = course_copy / "train.csv"
+    assert [str(p) for p in index.problems] == [
+        f"{csv} row {len(rows) + 3}: image {rows[1][0]} is listed twice with different labels: "
+        f"{rows[1][2]} at row 3, {conflicting[2]} here"]
+    assert index.warnings == [f"{csv} row {len(rows) + 2}: image {rows[0][0]} repeats row 2 "
+                              "exactly; the repeat is skipped"]
+    with pytest.raises(DatasetError, match="listed twice with different labels"):
+        index.raise_if_problems()

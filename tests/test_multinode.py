@@ -1,12 +1,14 @@
-"""Several Ray nodes on one machine (`ray.cluster_utils.Cluster`, logical GPUs): the search's
-trials spread over the GPU nodes, and a trial whose node is lost resumes on another node from
-its last checkpoint, as on a cluster started with `ray up cluster/gpu.yaml`."""
+"""Several Ray nodes on one machine (`ray.cluster_utils.Cluster`, logical GPUs), as on a cluster
+started with `ray up cluster/gpu.yaml`: a head without CPUs or GPUs that only drives, and two
+GPU nodes. The search's trials spread over the GPU nodes and a trial whose node is lost resumes
+on another node from its last checkpoint; the final step's members run on the GPU nodes too,
+and a member whose node is lost is trained again elsewhere, the submission complete."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +18,22 @@ import ray
 from ray import tune
 from ray.cluster_utils import Cluster
 
-from search.driver import SearchPlan, check_resources, default_concurrency, new_tuner
+from search.driver import SearchPlan, check_resources, new_tuner
+from search.run import parse_args, resolve_settings
 from search.run_folder import write_tables
+from search.search import plan_search, write_run_config
 from search.storage import RunStore
 from spaces import get_experiment
 
 EPOCHS = 6
+GPU_NODE = {"num_cpus": 1, "num_gpus": 1}
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Cluster, list[Any]]]:
     """A head without CPUs or GPUs (it only drives, like gpu.yaml's head) and two GPU nodes."""
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0})
-    workers = [nodes.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    workers = [nodes.add_node(**GPU_NODE) for _ in range(2)]
     nodes.wait_for_nodes()
     ray.init(address=nodes.address, log_to_driver=False)
     yield nodes, workers
@@ -61,46 +66,67 @@ class Heard(tune.Callback):
         return None
 
 
-@pytest.mark.slow
-def test_trials_spread_over_nodes_and_a_lost_nodes_trial_resumes_on_another(
-        cluster: tuple[Cluster, list[Any]], course_demo: Path, tmp_path: Path) -> None:
-    nodes, workers = cluster
+def lose_node_when(found: Callable[[], str | None], nodes: Cluster, busy: threading.Thread,
+                   ) -> str:
+    """Wait until `found()` names a node (its id), then remove that node and add a
+    replacement GPU node (as the autoscaler would); returns the lost node's id."""
+    deadline = time.monotonic() + 300
+    while (node_id := found()) is None:
+        assert time.monotonic() < deadline and busy.is_alive(), "nothing ran to be interrupted"
+        time.sleep(0.05)
+    lost = next(n for n in nodes.list_all_nodes() if n.node_id == node_id)
+    nodes.remove_node(lost)  # what runs there dies with it
+    nodes.add_node(**GPU_NODE)
+    return lost.node_id
+
+
+@pytest.fixture(scope="module")
+def searched(cluster: tuple[Cluster, list[Any]], course_demo: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A search of 3 trials, one GPU each, during which the node of a running trial is lost."""
+    nodes, _ = cluster
     experiment = get_experiment("deepdrid_finetune")
-    pinned = {"batch_size": 8}
-    config = experiment.config(demo=False, overrides={
-        "data": str(course_demo), "model": "resnet18", "weights": "none", "image_size": 64,
-        "max_train_batches": 4, "max_eval_batches": 2, "device": "cpu", "epochs": EPOCHS,
-        "seed": 0, **pinned}).to_dict()
-    fixed = {k: v for k, v in config.items() if k not in experiment.searched or k in pinned}
-    check_resources(1, 1)  # one GPU per trial: the cluster has it, on two nodes
-    plan = SearchPlan(experiment=experiment, store=RunStore(tmp_path / "deepdrid_finetune" / "nodes"),
-                      fixed=fixed, pinned=pinned, num_samples=3, max_epochs=EPOCHS, seed=0,
-                      cpus_per_trial=1, gpus_per_trial=1,
-                      max_concurrent=default_concurrency(1, 1), wandb=False)
-    assert plan.max_concurrent == 2  # what the two GPU nodes fit
-    plan.run_dir.mkdir(parents=True)
+    args = parse_args(["deepdrid_finetune", "--data", str(course_demo), "--num-samples", "3",
+                       "--max-epochs", str(EPOCHS), "--cpus-per-trial", "1",
+                       "--gpus-per-trial", "1", "--no-wandb", "--set", "model=resnet18",
+                       "--set", "weights=none", "--set", "image_size=64", "--set",
+                       "max_train_batches=4", "--set", "max_eval_batches=2", "--set",
+                       "device=cpu", "--set", "batch_size=8"])
+    settings = resolve_settings(args, experiment)
+    store = RunStore(tmp_path_factory.mktemp("results") / "deepdrid_finetune" / "nodes")
+    shape = check_resources(1, 1)  # one GPU per trial: the cluster has it, on two nodes
+    plan: SearchPlan = plan_search(experiment, store, settings, shape)
+    assert plan.max_concurrent == 2  # what the two GPU nodes fit (the head holds none)
+    write_run_config(plan, settings, ["test"])
     heard = Heard()
     # ASHA's grace period at the full length: no trial is stopped early, all run to the end
     tuner = new_tuner(plan, [heard], startup_trials=3, grace_period=EPOCHS, reduction_factor=2)
     outcome: dict[str, Any] = {}
     search = threading.Thread(target=lambda: outcome.update(results=tuner.fit()))
     search.start()
+    victim: list[str] = []
 
-    deadline = time.monotonic() + 300
-    while (found := heard.mid_trial()) is None:
-        assert time.monotonic() < deadline and search.is_alive(), "no trial checkpointed"
-        time.sleep(0.05)
-    victim, lost = found
-    nodes.remove_node(next(w for w in workers if w.node_id == lost))  # its trial dies with it
-    nodes.add_node(num_cpus=1, num_gpus=1)  # a replacement, as the autoscaler would start
+    def running_trial_node() -> str | None:
+        found = heard.mid_trial()
+        if found:
+            victim.append(found[0])
+        return found[1] if found else None
+
+    lost = lose_node_when(running_trial_node, nodes, search)
     search.join(timeout=600)
     assert not search.is_alive()
+    return {"plan": plan, "results": outcome["results"], "victim": victim[-1], "lost": lost,
+            "head": nodes.head_node.node_id}
 
-    trials = write_tables(plan, outcome["results"])
+
+@pytest.mark.slow
+def test_trials_spread_over_nodes_and_a_lost_nodes_trial_resumes_on_another(
+        searched: dict[str, Any]) -> None:
+    plan, victim, lost = searched["plan"], searched["victim"], searched["lost"]
+    trials = write_tables(plan, searched["results"])
     epochs = pd.read_parquet(plan.run_dir / "epochs.parquet")
     assert len(trials) == 3 and set(trials["status"]) == {"completed"}, trials[["status", "error"]]
-    head = nodes.head_node.node_id
-    assert head not in set(epochs["node_id"])  # no GPU there: no trial ran on it
+    assert searched["head"] not in set(epochs["node_id"])  # no GPU there: no trial ran on it
     assert epochs["node_id"].nunique() >= 2  # the trials spread over the GPU nodes
     # the victim resumed from its checkpoint: every epoch once; the first on the lost node, the
     # last on another one
@@ -108,3 +134,42 @@ def test_trials_spread_over_nodes_and_a_lost_nodes_trial_resumes_on_another(
     assert moved["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert moved["node_id"].iloc[0] == lost and moved["node_id"].iloc[-1] != lost
     assert trials.set_index("trial_id").loc[victim, "node_id"] != lost
+
+
+@pytest.mark.slow
+def test_final_members_train_on_the_gpu_nodes_and_survive_a_lost_node(
+        searched: dict[str, Any], cluster: tuple[Cluster, list[Any]], course_demo: Path) -> None:
+    from search.final import run_final
+
+    nodes, _ = cluster
+    plan = searched["plan"]
+    write_tables(plan, searched["results"])  # best/top_k.json, as search.run writes it
+    lines: list[str] = []
+    summary: dict[str, Any] = {}
+    final = threading.Thread(target=lambda: summary.update(
+        run_final(plan.run_dir, top_k=2, echo=lines.append)))
+    final.start()
+
+    def member_mid_training() -> str | None:
+        """The node of member 1 once it has reported an epoch."""
+        started = [ln for ln in lines if ln.startswith("member 1: started on node ")]
+        if started and any(ln.startswith("member 1: epoch 2/") for ln in lines):
+            return started[-1].split("started on node ")[1].split()[0]
+        return None
+
+    lost = lose_node_when(member_mid_training, nodes, final)
+    final.join(timeout=900)
+    assert not final.is_alive() and summary, "\n".join(lines)
+    assert [m["member"] for m in summary["members"]] == [1, 2] and not summary["failed"]
+    ran_on = {m["member"]: m["node_id"] for m in summary["members"]}
+    assert searched["head"] not in ran_on.values()  # the CPU-less head drove, never trained
+    assert ran_on[1] != lost  # member 1 was trained again on a node that lives
+    assert sum(ln.startswith("member 1: started on node ") for ln in lines) == 2, lines
+    assert all(m["device"] == "cpu" for m in summary["members"])  # logical GPUs: no CUDA here
+    submission = pd.read_csv(plan.run_dir / "submission" / "test_predictions.csv")
+    assert len(submission) == len(pd.read_csv(course_demo / "test.csv"))
+    for member in (1, 2):
+        folder = plan.run_dir / "final" / f"member_{member}"
+        assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.safetensors"]
+    page = (plan.run_dir / "report" / "index.html").read_text()
+    assert ran_on[1] in page and "trained on (device, Ray node)" in page

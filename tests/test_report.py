@@ -17,6 +17,10 @@ from trainables.config import TrainConfig
 from trainables.explain import grad_cam, localisation, target_layer
 from trainables.models import build_model
 
+# the layer the README names: a ResNet's layer4 (its last block), an EfficientNet's bn2
+NAMED_LAYER = {"resnet18": lambda b: b.layer4[-1], "resnet34": lambda b: b.layer4[-1],
+               "efficientnet_b0": lambda b: b.bn2, "efficientnet_lite0": lambda b: b.bn2}
+
 
 @pytest.mark.parametrize("model", ["resnet18", "resnet34", "efficientnet_b0", "efficientnet_lite0"])
 @pytest.mark.parametrize("attention", [False, True])
@@ -24,10 +28,27 @@ def test_grad_cam_maps_have_the_inputs_size(model: str, attention: bool) -> None
     torch.manual_seed(0)
     net = build_model(TrainConfig(model=model, weights="none", image_size=96, attention=attention))
     layer = target_layer(net)
-    assert any(layer is m for m in net.backbone.modules())  # a layer of the backbone itself
+    assert layer is NAMED_LAYER[model](net.backbone)
+    # and its output is the feature map the head reads (pooling or self-attention)
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        features = net.eval().backbone.forward_features(x)
+    hook.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], features)
     cams = grad_cam(net, torch.randn(3, 3, 96, 96), [0, 2, 4])
     assert cams.shape == (3, 96, 96)
     assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1 + 1e-6
+
+
+def test_grad_cam_works_on_a_model_trained_with_a_frozen_backbone() -> None:
+    net = build_model(TrainConfig(model="resnet18", weights="none", image_size=64,
+                                  unfreeze_depth=0))
+    assert not any(p.requires_grad for p in net.backbone.parameters())
+    cams = grad_cam(net, torch.randn(2, 3, 64, 64), [1, 3])
+    assert cams.shape == (2, 64, 64) and np.isfinite(cams).all() and cams.max() > 0
+    assert not any(p.requires_grad for p in net.backbone.parameters())  # left as it was
 
 
 def test_localisation_scores_against_a_uniform_map() -> None:

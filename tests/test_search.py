@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,15 @@ import pandas as pd
 import pytest
 import ray
 
-from search.driver import FixedSpace, check_resources, default_concurrency, make_sampler
+from search.driver import (
+    ClusterShape,
+    FixedSpace,
+    NodeShape,
+    autoscaler_node_types,
+    check_resources,
+    default_concurrency,
+    make_sampler,
+)
 from search.run import main as run_main
 from spaces import EXPERIMENTS
 from spaces.deepdrid_attention import space as attention_space
@@ -64,35 +74,74 @@ def test_every_space_names_only_config_keys_it_declares() -> None:
             assert set(p) <= set(experiment.searched), experiment.name
 
 
-def test_gpu_requests_are_checked_against_the_cluster(local_ray: None) -> None:
-    have = ray.cluster_resources()
-    assert have["GPU"] == 1  # a logical GPU: enough to test scheduling on a CPU machine
+def test_gpu_requests_are_checked_per_node(local_ray: None) -> None:
+    cluster = ClusterShape.of_cluster()
+    assert cluster.autoscaler is None  # a plain local Ray: its monitor does not autoscale
+    assert [(s.cpus, s.gpus) for s in cluster.live] == [(2.0, 1.0)]  # a logical GPU
     check_resources(1, 1)
     check_resources(1, 0.5)
-    with pytest.raises(ConfigError, match="asks for 2 GPU but the Ray cluster has 1"):
+    with pytest.raises(ConfigError, match="asks for 1 CPU and 2 GPU on one node, but no node "
+                                          r"can hold that: the live nodes are node \w+ \(2 CPU, 1 GPU\)"):
         check_resources(1, 2)
-    with pytest.raises(ConfigError, match="asks for 1 GPU but the Ray cluster has 0"):
-        check_resources(1, 1, available={"CPU": 8})
+    with pytest.raises(ConfigError, match="asks for 3 CPU and 0 GPU"):
+        check_resources(3, 0)
     assert default_concurrency(1, 0.5) == 2  # two half-GPU trials share the GPU
     assert default_concurrency(1, 1) == 1
     assert default_concurrency(1, 0) == 2
 
 
+def test_a_request_must_fit_one_node_not_the_cluster_total() -> None:
+    two = ClusterShape([NodeShape("node a", 1, 1), NodeShape("node b", 1, 1)], [])
+    with pytest.raises(ConfigError, match=r"no node can hold that: the live nodes are node a "
+                                          r"\(1 CPU, 1 GPU\), node b \(1 CPU, 1 GPU\); no autoscaler"):
+        check_resources(1, 2, two)  # two GPUs in the cluster, but never on one node
+    check_resources(1, 1, two)
+    assert default_concurrency(1, 1, two) == 2
+    assert default_concurrency(1, 0.5, two) == 2  # one CPU per node holds one trial
+
+
+def test_gpu_yaml_accepts_the_readmes_request_before_any_gpu_worker_exists() -> None:
+    """cluster/gpu.yaml starts with its CPU head alone: the README's --gpus-per-trial 0.5 must
+    pass (the autoscaler starts GPU workers for it), 2 GPUs per trial must not (g5.xlarge has 1)."""
+    types = autoscaler_node_types(Path(__file__).parents[1] / "cluster" / "gpu.yaml")
+    assert {str(t) for t in types} == {"node type head (8 CPU, 0 GPU)",
+                                       "node type gpu_worker x4 (4 CPU, 1 GPU)"}
+    head_only = ClusterShape([NodeShape("node head", 8, 0)], types, "cluster/gpu.yaml")
+    check_resources(1, 0.5, head_only)
+    assert default_concurrency(1, 0.5, head_only) == 8  # 4 workers, 2 trials each
+    assert default_concurrency(1, 0, head_only) == 24  # CPU trials: the head's 8, 4 on each worker
+    with pytest.raises(ConfigError, match=r"node type gpu_worker x4 \(4 CPU, 1 GPU\)"):
+        check_resources(1, 2, head_only)
+
+
+def test_an_autoscaler_whose_node_types_are_unknown_is_given_the_benefit_of_the_doubt(
+        caplog: pytest.LogCaptureFixture) -> None:
+    unknown = ClusterShape([NodeShape("node head", 4, 0)],
+                           [NodeShape("the autoscaler's node types", None, None)], "unknown")
+    check_resources(1, 1, unknown)  # accepted, with a warning; --placement-timeout still guards
+    assert "cannot check that one holds 1 CPU + 1 GPU" in caplog.text
+
+
 def test_cli_refuses_an_impossible_gpu_request_at_once(local_ray: None, course_demo: Path,
                                                        tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="asks for 4 GPU"):
+    with pytest.raises(ConfigError, match="asks for 1 CPU and 4 GPU on one node"):
         run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
                   "--name", "g4", "--gpus-per-trial", "4", *TINY])
     assert not (tmp_path / "deepdrid_finetune" / "g4").exists()  # the name stays free
+
+
+SMALL_RUN_WINDOW: list[float] = []  # wall clock before and after the small search
 
 
 @pytest.fixture(scope="module")
 def small_run(local_ray: None, course_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real search of 4 tiny trials (half a logical GPU each), run once for this module."""
     results = tmp_path_factory.mktemp("results")
+    SMALL_RUN_WINDOW.append(time.time())
     code = run_main(["deepdrid_attention", "--data", str(course_demo), "--results", str(results),
                      "--name", "r1", "--num-samples", "4", "--max-epochs", "2",
                      "--gpus-per-trial", "0.5", "--no-final", *TINY])
+    SMALL_RUN_WINDOW.append(time.time())
     assert code == 0
     return results / "deepdrid_attention" / "r1"
 
@@ -103,6 +152,9 @@ def test_a_small_search_writes_the_whole_run_folder(small_run: Path, course_demo
                  "epochs.parquet", "best/config.json", "best/top_k.json"):
         assert (run / name).is_file(), name
     assert (run / "tune").is_dir()
+    # every trial has ended: none keeps a checkpoint (the final step retrains from the config)
+    assert len(list((run / "tune").glob("trial_*"))) == 4
+    assert list((run / "tune").glob("trial_*/checkpoint_*")) == []
     env = json.loads((run / "environment.json").read_text())
     assert env["packages"]["ray"] == ray.__version__
     trials = pd.read_parquet(run / "trials.parquet")
@@ -110,7 +162,17 @@ def test_a_small_search_writes_the_whole_run_folder(small_run: Path, course_demo
     assert {"trial_id", "attention", "heads", "layer_norm", "residual", "lr", "augment",
             "unfreeze_depth", "status", "val/kappa", "best_epoch", "epochs", "seconds",
             "started", "finished", "error"} <= set(trials)
-    assert (trials["finished"] - trials["started"] - trials["seconds"]).abs().max() <= 0.005  # rounding
+    # times against the test's own clock (Ray's timestamps are whole seconds) and each trial's
+    # epochs: a trial starts after the search began, before its first epoch ends, and finishes
+    # with its last epoch, before the search returned
+    began, ended = SMALL_RUN_WINDOW
+    by_trial = pd.read_parquet(run / "epochs.parquet").groupby("trial_id")["timestamp"]
+    for row in trials.itertuples():
+        assert began - 1 <= row.started <= by_trial.min()[row.trial_id] <= row.finished
+        assert row.finished == by_trial.max()[row.trial_id] and row.finished <= ended + 1
+        assert row.seconds <= row.finished - row.started + 1
+    # two at a time: the last trial to start began after the first one to finish had ended
+    assert trials["started"].max() >= trials["finished"].min() - 1
     assert set(trials["status"]) <= {"completed", "stopped early"}
     assert str(trials["heads"].dtype) == "Int64"  # whole numbers, empty with attention off
     for row in trials.itertuples():  # conditional values exist only with attention on
@@ -147,6 +209,11 @@ def test_a_nan_trial_is_recorded_failed_and_the_search_goes_on(local_ray: None,
     study = optuna.load_study(study_name="nan", storage=f"sqlite:///{run / 'study.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     assert not (run / "best" / "config.json").exists()  # no fake score
+    # a failed trial keeps its latest checkpoint (what --resume would continue from), only it
+    for trial in (run / "tune").glob("trial_*"):
+        kept = [p.name for p in trial.glob("checkpoint_*")]
+        assert len(kept) == 1, kept
+        assert (trial / kept[0] / "optimizer.safetensors").is_file()
 
 
 def test_an_existing_run_is_not_overwritten(course_demo: Path, tmp_path: Path) -> None:
@@ -163,16 +230,30 @@ def test_resume_without_a_run_is_an_error(tmp_path: Path) -> None:
 
 def test_wandb_offline_without_a_key_and_off_when_asked(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
     from search.search import wandb_setup
 
+    monkeypatch.delenv("WANDB_MODE")
     callbacks, env, line = wandb_setup(True, tmp_path, "g1")
-    assert len(callbacks) == 1 and env["WANDB_MODE"] == "offline" and "offline" in line
+    assert len(callbacks) == 1 and env["WANDB_MODE"] == "offline"
+    assert "offline (no WANDB_API_KEY)" in line
     assert wandb_setup(False, tmp_path, "g1") == ([], {}, "W&B: off (--no-wandb)")
+    # a key with WANDB_MODE=offline: offline, and the key leaves this process's environment
+    # (Ray's W&B callback would pass it on in a runtime env, which Ray writes into its logs)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _, env, line = wandb_setup(True, tmp_path, "g1")
+    assert env["WANDB_MODE"] == "offline" and "offline (WANDB_MODE=offline)" in line
+    assert "WANDB_API_KEY" not in os.environ
+    # online: W&B keeps the key where `wandb login` does (~/.netrc), read by the logging actor
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.delenv("WANDB_MODE")
     callbacks, env, line = wandb_setup(True, tmp_path, "g1")
     assert env["WANDB_MODE"] == "online" and "online" in line
     assert "x" * 40 not in line and "x" * 40 not in str(env)  # the key never reaches output
+    assert "WANDB_API_KEY" not in os.environ and "x" * 40 in (tmp_path / ".netrc").read_text()
     monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # as if not installed
     assert wandb_setup(True, tmp_path, "g1")[2].startswith("W&B: off (wandb is not installed")
 
@@ -246,3 +327,59 @@ def test_report_opens_with_every_image_and_section(small_run: Path, final_run: d
     assert final_run["localisation"]["images"] > 0
     page = (small_run / "report" / "index.html").read_text()
     assert "minutes of wall time" in page and "deepdrid_attention" in page
+
+
+def test_trials_that_cannot_be_placed_stop_the_search_which_resumes_later(
+        local_ray: None, course_demo: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The one GPU is held by another job: the request fits a node, so it is accepted, but no
+    trial can start. After --placement-timeout the search stops as Ctrl-C would; once the GPU
+    is free, --resume runs the trials."""
+
+    @ray.remote(num_cpus=0, num_gpus=1)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()  # type: ignore[attr-defined]
+    assert ray.get(holder.ready.remote())
+    args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
+            "--name", "wait", "--num-samples", "2", "--max-epochs", "1", "--gpus-per-trial", "1",
+            "--placement-timeout", "0.15", "--no-final", *TINY]
+    assert run_main(args) == 1
+    out = capsys.readouterr().out
+    assert "trial(s) pending (1 CPU + 1 GPU each), waiting for a node with them free" in out
+    assert re.search(r"stopped: no trial could be placed for 0\.\d min \(each asks for 1 CPU \+ "
+                     r"1 GPU on one node; no node had them free", out), out
+    assert "--name wait --resume" in out
+    run = tmp_path / "deepdrid_finetune" / "wait"
+    assert set(pd.read_parquet(run / "trials.parquet")["status"]) == {"not run"}
+
+    ray.kill(holder)
+    assert run_main(["deepdrid_finetune", "--results", str(tmp_path), "--name", "wait",
+                     "--resume", "--placement-timeout", "5", "--no-final"]) == 0
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+
+
+def test_without_a_test_split_the_final_step_bags_on_validation_and_writes_no_submission(
+        local_ray: None, original_demo: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The original DeepDRiD release may come without regular-fundus-testing.csv."""
+    import shutil
+
+    data = Path(shutil.copytree(original_demo, tmp_path / "deepdrid"))
+    shutil.rmtree(data / "regular-fundus-testing")
+    code = run_main(["deepdrid_finetune", "--data", str(data), "--results", str(tmp_path),
+                     "--name", "notest", "--num-samples", "2", "--max-epochs", "1", *TINY])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "no test split in this dataset: no submission written" in out
+    assert "no submission (no test split)" in out and "run folder on disk: " in out
+    run = tmp_path / "deepdrid_finetune" / "notest"
+    assert not (run / "submission").exists()
+    summary = json.loads((run / "final" / "metrics.json").read_text())
+    assert summary["submission"] is None and len(summary["members"]) == 2
+    assert summary["bag"]["val"]["accuracy"] >= 0
+    page = (run / "report" / "index.html").read_text()
+    assert "no test split in this dataset: no submission was written" in page

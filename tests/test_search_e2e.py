@@ -21,33 +21,76 @@ TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size
         "--set", "max_train_batches=2", "--set", "max_eval_batches=2", "--set", "device=cpu"]
 
 
-def search(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def search(*args: str, timeout: float = 900,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "search.run", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
+
+
+def reproduce(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "search.reproduce", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+FAKE_KEY = "medtunefakekey" + "0123456789abcdef" * 2  # a W&B key is 40 characters or more
+
+
+def files_holding(folder: Path, text: str) -> list[Path]:
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if text.encode() in path.read_bytes():
+                    hits.append(path)
+            except OSError:
+                pass
+    return hits
 
 
 @pytest.mark.slow
 def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path) -> None:
+    # an API key in the environment, W&B offline: the key must not reach any file or log
+    env = {**os.environ, "WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"}
     result = search("deepdrid_attention", "--data", str(course_demo), "--results", str(tmp_path),
-                    "--name", "e2e", "--num-samples", "3", "--max-epochs", "2", *TINY)
+                    "--name", "e2e", "--num-samples", "3", "--max-epochs", "2", *TINY, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "W&B: offline" in result.stdout  # wandb is installed, no API key
+    assert "W&B: offline" in result.stdout
     assert "best val/kappa" in result.stdout and "done" in result.stdout
     run = tmp_path / "deepdrid_attention" / "e2e"
     # the final step followed the search: members, bag, submission
     assert "bag (mean)" in result.stdout
     assert len(pd.read_csv(run / "submission" / "test_predictions.csv")) == 8
     assert len(list((run / "final").glob("member_*/model.safetensors"))) == 3
+    assert {p.name for p in (run / "final" / "member_1").iterdir()} == {"model.safetensors",
+                                                                        "metadata.json"}
+    assert list((run / "tune").glob("trial_*/checkpoint_*")) == []
+    assert "run folder on disk: " in result.stdout
     # one offline W&B run per trial, and one for the final step
     assert len(list((run / "wandb").glob("offline-run-*"))) == 4
     assert "W&B: final run logged offline" in result.stdout
+    assert FAKE_KEY not in result.stdout + result.stderr
+    assert files_holding(run, FAKE_KEY) == []
+    ray_logs = Path("/tmp/ray/session_latest/logs")  # the search's Ray, the latest one here
+    assert ray_logs.is_dir() and files_holding(ray_logs, FAKE_KEY) == []
+
     best = run / "best" / "config.json"
-    reproduced = subprocess.run([sys.executable, "-m", "search.reproduce", str(best)],
-                                capture_output=True, text=True, timeout=600)
+    reproduced = reproduce(str(best))
     assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
     report = json.loads(next((run / "reproduce").glob("*/reproduce.json")).read_text())
     assert report["difference"] <= 0.01
     assert "reproduced" in reproduced.stdout and ": OK" in reproduced.stdout
+    # tiny trials score QWK 0 whatever they learn; the validation loss tells them apart
+    record = json.loads(best.read_text())
+    assert report["epoch_row"]["val/loss"] == pytest.approx(record["val_loss"], rel=1e-4)
+    assert report["loss_difference"] <= 1e-4
+
+    # a real mismatch: the same record trained with another learning rate
+    record["config"]["lr"] *= 10
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(record))
+    mismatch = reproduce(str(changed), "--out", str(tmp_path / "mismatch"))
+    assert mismatch.returncode == 1, mismatch.stdout + mismatch.stderr
+    assert "val loss" in mismatch.stdout and "DIFFERS" in mismatch.stdout
 
 
 def _completed_trials(db: Path) -> int:
@@ -68,9 +111,11 @@ def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
             "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-final",
             "--set", "batch_size=8", *TINY]
     run = tmp_path / "deepdrid_finetune" / "killed"
-    driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # its own process group, Ray included
+    printed = tmp_path / "stdout.txt"
+    with open(printed, "w") as out:
+        driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
+                                  stdout=out, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)  # its own process group, Ray included
     deadline = time.monotonic() + 600
     while _completed_trials(run / "study.db") < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the search ended before it could be killed"
@@ -83,6 +128,9 @@ def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
         os.killpg(driver.pid, signal.SIGINT)
         assert driver.wait(timeout=120) == 130
         assert len(pd.read_parquet(run / "trials.parquet")) >= 2
+        assert (f"the search was interrupted: continue it with python -m search.run "
+                f"deepdrid_finetune --results {tmp_path} --name killed --resume"
+                ) in printed.read_text()
     before = _completed_trials(run / "study.db")
     assert 2 <= before < 6
 
@@ -97,6 +145,8 @@ def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.COMPLETE) >= before
+    # the resumed search ended every trial: no checkpoint is left, the killed session's included
+    assert list((run / "tune").glob("trial_*/checkpoint_*")) == []
 
 
 @pytest.mark.slow
@@ -146,3 +196,21 @@ def test_a_run_on_an_object_store_resumes_on_another_machine(course_demo: Path,
         env=env, capture_output=True, text=True, timeout=600)
     assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
     assert list((run / "reproduce").glob("*/reproduce.json"))
+
+
+@pytest.mark.slow
+def test_the_readmes_smoke_test_runs_the_plumbing_one_trial_at_a_time(tmp_path: Path) -> None:
+    result = search("deepdrid_finetune", "--demo", "--smoke-test", "--max-concurrent", "1",
+                    "--results", str(tmp_path), "--name", "smoke")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "deepdrid_finetune: 2 trials of up to 1 epochs, 1 at a time" in result.stdout
+    run = tmp_path / "deepdrid_finetune" / "smoke"
+    fixed = json.loads((run / "config.json").read_text())["settings"]["fixed"]
+    assert (fixed["image_size"], fixed["max_train_batches"], fixed["max_eval_batches"]) == (64, 2, 2)
+    assert fixed["weights"] == "bundled"  # the demo's offline ImageNet backbone
+    trials = pd.read_parquet(run / "trials.parquet").sort_values("started")
+    assert len(trials) == 2 and trials["epochs"].tolist() == [1, 1]
+    first, second = trials.itertuples()
+    assert second.started >= first.finished - 1  # one at a time (timestamps are whole seconds)
+    assert (run / "submission" / "test_predictions.csv").is_file()
+

@@ -183,11 +183,20 @@ def _finish(index: ImageIndex) -> ImageIndex:
     index._rows = []
     frame["label"] = frame["label"].astype("int64")
     frame["row"] = frame["row"].astype("int64")
-    dupes = frame[frame.duplicated(["split", "image_id"], keep="first")]
+    key = ["split", "image_id"]
+    dupes = frame[frame.duplicated(key, keep="first")]
+    firsts = frame.drop_duplicates(key, keep="first").reset_index(drop=True)
+    first_of = firsts.set_index(key)
     for rec in dupes.itertuples():
-        index.warnings.append(f"{rec.csv} row {rec.row}: image {rec.image_id} listed twice; "
-                              "the repeat is skipped")
-    frame = frame.drop_duplicates(["split", "image_id"], keep="first").reset_index(drop=True)
+        first = first_of.loc[(rec.split, rec.image_id)]
+        if first["label"] != rec.label:  # which grade is right cannot be guessed
+            index.problems.append(Problem(
+                rec.csv, f"image {rec.image_id} is listed twice with different labels: "
+                f"{first['label']} at row {first['row']}, {rec.label} here", rec.row))
+        else:
+            index.warnings.append(f"{rec.csv} row {rec.row}: image {rec.image_id} repeats row "
+                                  f"{first['row']} exactly; the repeat is skipped")
+    frame = firsts
     index.frame = frame
     _check_splits(index)
     return index

@@ -31,8 +31,17 @@ def target_layer(model: FundusClassifier) -> nn.Module:
 def grad_cam(model: FundusClassifier, inputs: torch.Tensor, classes: list[int]) -> np.ndarray:
     """CAMs (B, H, W) in [0, 1] at the input's size, each for its class in `classes`."""
     model.eval()
-    with GradCAM(model=model, target_layers=[target_layer(model)]) as cam:
-        return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(c) for c in classes])
+    # a model trained with a frozen backbone (unfreeze_depth 0) builds no graph through it:
+    # the target layer's activations would get no gradient
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        with GradCAM(model=model, target_layers=[target_layer(model)]) as cam:
+            return cam(input_tensor=inputs, targets=[ClassifierOutputTarget(c) for c in classes])
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
 
 
 def localisation(cams: np.ndarray, masks: np.ndarray, tolerance: int = 2) -> dict[str, float]:

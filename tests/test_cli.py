@@ -1,0 +1,86 @@
+"""Every numeric flag of every CLI refuses zero, negatives and junk with one line naming the
+flag (argparse's usage error, exit 2), before anything runs; other inputs that slipped through."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search import bench, data, final, reproduce, train
+from search import run as run_cli
+from trainables.errors import ConfigError
+
+CASES = [
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--num-samples", "0"], "--num-samples", "0 must be > 0"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--num-samples", "-3"], "--num-samples", "must be > 0"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--num-samples", "two"], "--num-samples",
+     "'two' is not a whole number"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--max-epochs", "0"], "--max-epochs", "must be > 0"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--max-epochs", "1.5"], "--max-epochs",
+     "not a whole number"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--seed", "-1"], "--seed", "must be >= 0"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--cpus-per-trial", "0"], "--cpus-per-trial",
+     "must be > 0"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--cpus-per-trial", "1.5"], "--cpus-per-trial",
+     "above 1 use a whole number"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--gpus-per-trial", "-0.5"], "--gpus-per-trial",
+     "must be >= 0"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--gpus-per-trial", "nan"], "--gpus-per-trial",
+     "not a finite number"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--max-concurrent", "0"], "--max-concurrent",
+     "must be > 0"),
+    (run_cli.main, ["deepdrid_finetune", "--demo", "--placement-timeout", "0"],
+     "--placement-timeout", "must be > 0"),
+    (final.main, ["RUN", "--top-k", "0"], "--top-k", "must be > 0"),
+    (reproduce.main, ["RECORD", "--rank", "0"], "--rank", "must be > 0"),
+    (reproduce.main, ["RECORD", "--tolerance", "-0.1"], "--tolerance", "must be >= 0"),
+    (train.main, ["deepdrid_finetune", "--demo", "--epochs", "0"], "--epochs", "must be > 0"),
+    (data.main, ["demo", "deepdrid_finetune", "--out", "x", "--seed", "-2"], "--seed", ">= 0"),
+    (data.main, ["demo", "deepdrid_finetune", "--out", "x", "--patients", "4", "0", "2"],
+     "--patients", "must be > 0"),
+    (bench.main, ["--repeats", "0"], "--repeats", "must be > 0"),
+    (bench.main, ["--workers", "-1"], "--workers", "must be > 0"),
+]
+
+
+@pytest.mark.parametrize("main,argv,flag,message", CASES,
+                         ids=[f"{c[0].__module__} {' '.join(c[1][-2:])}" for c in CASES])
+def test_numeric_flags_refuse_bad_values(main: object, argv: list[str], flag: str, message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)  # type: ignore[operator]
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and message in err, err
+    assert "Traceback" not in err
+
+
+def test_a_bad_flag_through_the_real_command_is_one_line_without_traceback() -> None:
+    result = subprocess.run([sys.executable, "-m", "search.run", "deepdrid_finetune", "--demo",
+                             "--num-samples", "0"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "python -m search.run: error: argument --num-samples: 0 must be > 0")
+
+
+def test_results_pointing_at_a_file_is_one_clear_error(course_demo: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "results.txt"
+    plain.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"--results .*results.txt: .*results.txt is a file, not "
+                                          "a folder"):
+        run_cli.main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(plain)])
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "deepdrid_finetune").write_text("")  # the experiment's folder a file
+    with pytest.raises(ConfigError, match="deepdrid_finetune is a file, not a folder"):
+        run_cli.main(["deepdrid_finetune", "--data", str(course_demo), "--results",
+                      str(tmp_path / "res")])
+    with pytest.raises(ConfigError, match=r"results\.txt is a file: give a run folder"):
+        final.main([str(plain)])
+    result = subprocess.run([sys.executable, "-m", "search.run", "deepdrid_finetune", "--data",
+                             str(course_demo), "--results", str(plain)], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is a file, not a folder" in result.stderr
