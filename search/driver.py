@@ -266,9 +266,12 @@ class ClusterShape:
 
     @classmethod
     def of_cluster(cls) -> ClusterShape:
-        live = live_node_shapes()
         path = autoscaler_config_path()
         explicit = bool(os.environ.get("MEDTUNE_AUTOSCALER_CONFIG"))
+        if explicit and not path.is_file():
+            raise ConfigError(f"MEDTUNE_AUTOSCALER_CONFIG={path}: no such file (give the "
+                              "cluster's autoscaler config, or unset it)")
+        live = live_node_shapes()
         if not (explicit or autoscaler_running()):
             return cls(live, [])
         if path.is_file():

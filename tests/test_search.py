@@ -114,6 +114,22 @@ def test_gpu_yaml_accepts_the_readmes_request_before_any_gpu_worker_exists() -> 
         check_resources(1, 2, head_only)
 
 
+def test_a_named_autoscaler_config_is_read_or_refused(local_ray: None, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDTUNE_AUTOSCALER_CONFIG", str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match=r"MEDTUNE_AUTOSCALER_CONFIG=.*nope.yaml: no such file"):
+        ClusterShape.of_cluster()
+    gpu_yaml = Path(__file__).parents[1] / "cluster" / "gpu.yaml"
+    monkeypatch.setenv("MEDTUNE_AUTOSCALER_CONFIG", str(gpu_yaml))
+    cluster = ClusterShape.of_cluster()  # named: trusted even where no autoscaler reports
+    assert cluster.autoscaler == str(gpu_yaml) and len(cluster.types) == 2
+    check_resources(1, 0.5, cluster)
+    (tmp_path / "broken.yaml").write_text("provider: {type: aws}\n")
+    monkeypatch.setenv("MEDTUNE_AUTOSCALER_CONFIG", str(tmp_path / "broken.yaml"))
+    with pytest.raises(ConfigError, match="cannot read its available_node_types"):
+        ClusterShape.of_cluster()
+
+
 def test_an_autoscaler_whose_node_types_are_unknown_is_given_the_benefit_of_the_doubt(
         caplog: pytest.LogCaptureFixture) -> None:
     unknown = ClusterShape([NodeShape("node head", 4, 0)],
