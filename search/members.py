@@ -69,9 +69,10 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     data_cfg = timm.data.resolve_model_data_config(model.backbone)
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     augment = BatchAugment("none", mean, std, runtime.device, runtime.channels_last)
-    probs: dict[str, np.ndarray] = {split: predict(model, data.images[split], cfg=cfg, augment=augment,
-                            runtime=runtime, tta=tta, limit=0)
-             for split in ("val", "test") if split in data.images}
+    probs: dict[str, np.ndarray] = {
+        split: predict(model, data.images[split], cfg=cfg, augment=augment, runtime=runtime,
+                       tta=tta, limit=0)
+        for split in ("val", "test") if split in data.images}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = safetensors_bytes(tensors, metadata={"config": json.dumps(cfg.to_dict())})
     metadata = {

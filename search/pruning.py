@@ -13,7 +13,9 @@ driver killed in between would otherwise leave a state that points at a deleted 
 and that trial could not resume. Ray saves its state periodically, asks each callback for its
 state as it does (`get_state`), and saves and waits for it once more before
 `on_experiment_end`; so a trial is pruned at the second save after it ended (the first one
-that lists it as ended has been written by then), and every ended trial at the end.
+that lists it as ended has been written by then), and every ended trial at the end. Then too,
+the checkpoints of an orphan (the folder of a trial that a killed driver started but never
+recorded in a saved state, so that nothing can resume it) are deleted.
 """
 
 from __future__ import annotations
@@ -59,13 +61,35 @@ class CheckpointPruner(tune.Callback):
         return None  # nothing to restore: a resumed search prunes at its end
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Ray has saved its final state and waited for it: prune every ended trial, and the
-        ones a resumed search restored as ended (never started by this driver)."""
+        """Ray has saved its final state and waited for it: prune every ended trial, the ones a
+        resumed search restored as ended (never started by this driver), and orphans."""
         for trial, failed, _ in list(self._ended.values()):
             self._prune(trial, failed)
         for trial in trials:
             if trial.trial_id not in self._started and trial.status in ("TERMINATED", "ERROR"):
                 self._prune(trial, trial.status == "ERROR")
+        if trials:
+            self._prune_orphans(trials)
+
+    def _prune_orphans(self, trials: list) -> None:
+        """A driver killed before it saved its state can leave the folder of a trial it had
+        started and checkpointed but never recorded: no saved state knows that trial, so nothing
+        can resume it (the search ran another in its place)."""
+        import pyarrow.fs as pafs
+
+        known = {trial.path.rstrip("/").rsplit("/", 1)[-1] for trial in trials}
+        storage = trials[0].storage
+        try:
+            entries = storage.storage_filesystem.get_file_info(
+                pafs.FileSelector(storage.experiment_fs_path, allow_not_found=True))
+            for entry in entries:
+                if (entry.type == pafs.FileType.Directory and entry.base_name.startswith("trial_")
+                        and entry.base_name not in known):
+                    removed = prune_trial_folder(storage.storage_filesystem, entry.path, keep=None)
+                    log.info("%s: a trial no saved state knows; deleted its %d checkpoint(s)",
+                             entry.base_name, removed)
+        except Exception as e:  # tidying up never stops a search
+            log.warning("could not look for orphaned trial folders: %s", e)
 
     def _prune(self, trial: Any, failed: bool) -> None:
         if trial.trial_id in self._pruned:

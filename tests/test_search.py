@@ -361,7 +361,7 @@ def test_trials_that_cannot_be_placed_stop_the_search_which_resumes_later(
     assert ray.get(holder.ready.remote())
     args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
             "--name", "wait", "--num-samples", "2", "--max-epochs", "1", "--gpus-per-trial", "1",
-            "--placement-timeout", "0.15", "--no-final", *TINY]
+            "--placement-timeout", "0.1", "--no-final", *TINY]
     assert run_main(args) == 1
     out = capsys.readouterr().out
     assert "trial(s) pending (1 CPU + 1 GPU each), waiting for a node with them free" in out
@@ -371,11 +371,17 @@ def test_trials_that_cannot_be_placed_stop_the_search_which_resumes_later(
     run = tmp_path / "deepdrid_finetune" / "wait"
     assert set(pd.read_parquet(run / "trials.parquet")["status"]) == {"not run"}
 
+    # what a driver killed before it saved its state leaves: a trial folder no state knows
+    orphan = run / "tune" / "trial_0rphan00" / "checkpoint_000000"
+    orphan.mkdir(parents=True)
+    (orphan / "model.safetensors").write_bytes(b"weights nothing can resume")
     ray.kill(holder)
     assert run_main(["deepdrid_finetune", "--results", str(tmp_path), "--name", "wait",
                      "--resume", "--placement-timeout", "5", "--no-final"]) == 0
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+    assert list((run / "tune").glob("trial_*/checkpoint_*")) == []  # the orphan's included
+    assert len(list((run / "tune").glob("trial_*/result.json"))) == 2  # the rest stays
 
 
 def test_without_a_test_split_the_final_step_bags_on_validation_and_writes_no_submission(

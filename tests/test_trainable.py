@@ -212,17 +212,24 @@ def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
 
 def test_cli_resume_continues_a_stopped_run_as_if_it_never_stopped(course_demo: Path,
                                                                    tmp_path: Path) -> None:
-    common = ["deepdrid_finetune", "--data", str(course_demo), "--set", "model=resnet18",
-              "--set", "weights=none", "--set", "image_size=64", "--set", "max_train_batches=2",
-              "--set", "batch_size=8", "--set", "augment=flip+rotate"]
-    straight = cli(*common, "--epochs", "2", "--out", str(tmp_path / "straight"))
+    from spaces import get_experiment
+    from trainables.config import parse_overrides
+
+    sets = ["model=resnet18", "weights=none", "image_size=64", "max_train_batches=2",
+            "batch_size=8", "augment=flip+rotate"]
+    common = ["deepdrid_finetune", "--data", str(course_demo)]
+    for pair in sets:
+        common += ["--set", pair]
     stopped = cli(*common, "--epochs", "1", "--out", str(tmp_path / "stopped"))  # epoch 1 alike
     resumed = cli(*common, "--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume",
                   str(tmp_path / "stopped"))
-    for result in (straight, stopped, resumed):
+    for result in (stopped, resumed):
         assert result.returncode == 0, result.stderr
     assert "epoch 2/2" in resumed.stdout and "epoch 1/2" not in resumed.stdout  # not redone
-    want = without_timing(json.loads((tmp_path / "straight" / "metrics.json").read_text()))
+    # the same config the CLI builds, trained straight through in this process
+    straight = get_experiment("deepdrid_finetune").config(demo=False, overrides={
+        **parse_overrides(sets), "data": str(course_demo), "epochs": 2})
+    want = without_timing(run(straight))
     got = without_timing(json.loads((tmp_path / "resumed" / "metrics.json").read_text()))
     assert [h["epoch"] for h in got] == [1, 2]  # the stopped run's epoch carried over
     for a, b in zip(want, got, strict=True):
