@@ -24,6 +24,7 @@ from search.run_folder import write_tables
 from search.search import plan_search, write_run_config
 from search.storage import RunStore
 from spaces import get_experiment
+from trainables.errors import ConfigError
 
 EPOCHS = 6
 GPU_NODE = {"num_cpus": 1, "num_gpus": 1}
@@ -117,6 +118,15 @@ def searched(cluster: tuple[Cluster, list[Any]], course_demo: Path,
     assert not search.is_alive()
     return {"plan": plan, "results": outcome["results"], "victim": victim[-1], "lost": lost,
             "head": nodes.head_node.node_id}
+
+
+@pytest.mark.slow
+def test_two_gpus_per_trial_on_one_gpu_nodes_is_refused_at_once(
+        cluster: tuple[Cluster, list[Any]]) -> None:
+    assert ray.cluster_resources()["GPU"] >= 2  # two GPUs in the cluster, one per node
+    with pytest.raises(ConfigError, match="asks for 1 CPU and 2 GPU on one node, but no node "
+                                          "can hold that"):
+        check_resources(1, 2)
 
 
 @pytest.mark.slow
