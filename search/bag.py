@@ -3,8 +3,9 @@
     python -m search.bag a.csv b.csv c.csv --out bag.csv
     python -m search.bag RUN/submission/member_*.csv --out bag.csv --method vote
 
-Each CSV has `ID,TARGET` and optionally `p0..pK` probability columns; files whose IDs
-disagree are refused.
+Each CSV has `ID,TARGET` and optionally `p0..pK` probability columns (grades, classes), or
+`ID` and one probability column per label (multi-label, averaged); files whose IDs disagree
+are refused.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     bagged = bag_csvs(args.csvs, args.method)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     bagged.to_csv(args.out, index=False)
-    how = "averaged probabilities" if "p0" in bagged else "majority vote"
+    how = ("majority vote" if "TARGET" in bagged and "p0" not in bagged
+           else "averaged probabilities")
     print(f"bagged {len(args.csvs)} files ({how}), {len(bagged)} rows -> {args.out}")
     return 0
 

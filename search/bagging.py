@@ -1,4 +1,9 @@
-"""Bagging predictions: averaged class probabilities or a majority vote; Kaggle CSVs."""
+"""Bagging predictions: averaged probabilities or a majority vote; submission CSVs per task.
+
+Single-label tasks (grades, classes) write `ID,TARGET` (the Kaggle form; class names in a
+`class` column for class folders) and members add `p0..pK`; a multi-label task writes `ID` and
+one probability column per label, in the dataset's order.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.errors import ConfigError
+from trainables.tasks import Task
 
 METHODS = ("mean", "vote")
 
@@ -42,6 +48,20 @@ def prob_columns(num_classes: int) -> list[str]:
     return [f"p{c}" for c in range(num_classes)]
 
 
+def submission_frame(task: Task, ids: list[str], probs: np.ndarray, names: list[str], *,
+                     with_probs: bool = False) -> pd.DataFrame:
+    """The submission of `probs` (N, C) in the task's format."""
+    if task.multilabel:
+        return pd.DataFrame({"ID": ids, **{name: probs[:, j] for j, name in enumerate(names)}})
+    frame = pd.DataFrame({"ID": ids, "TARGET": task.decide(probs).astype(int)})
+    if task.kind == "classes":
+        frame["class"] = [names[c] for c in frame["TARGET"]]
+    if with_probs:
+        for c, name in enumerate(prob_columns(probs.shape[1])):
+            frame[name] = probs[:, c]
+    return frame
+
+
 def write_predictions(path: Path, ids: list[str], probs: np.ndarray | None,
                       targets: np.ndarray) -> None:
     """`ID,TARGET` (the Kaggle submission), plus `p0..pK` probability columns when given."""
@@ -61,6 +81,8 @@ def read_predictions(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise ConfigError(f"{path} is not a readable CSV ({e})") from e
     missing = [c for c in ("ID", "TARGET") if c not in frame]
+    if missing == ["TARGET"] and _probability_columns(frame):
+        missing = []  # a multi-label file: ID and one probability column per label
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; found "
                           f"{', '.join(frame.columns)}")
@@ -85,6 +107,8 @@ def bag_csvs(paths: list[Path], method: str = "mean") -> pd.DataFrame:
             raise ConfigError(f"{path}: its IDs disagree with {paths[0]} ({len(missing)} missing,"
                               f" {len(extra)} extra, e.g. {', '.join(sample)})")
     aligned = [f.set_index("ID").loc[ids] for f in frames]
+    if all("TARGET" not in f for f in aligned):
+        return _bag_labels(paths, aligned, ids, method)
     cols = [c for c in aligned[0].columns if c.startswith("p") and c[1:].isdigit()]
     if cols and all(all(c in f for c in cols) for f in aligned):
         probs = bag([f[cols].to_numpy(float) for f in aligned], method)
@@ -95,3 +119,23 @@ def bag_csvs(paths: list[Path], method: str = "mean") -> pd.DataFrame:
     num_classes = int(max(f["TARGET"].max() for f in aligned)) + 1
     targets = vote_labels([f["TARGET"].to_numpy(int) for f in aligned], num_classes)
     return pd.DataFrame({"ID": ids, "TARGET": targets})
+
+
+def _probability_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns besides ID, when every one holds probabilities (a multi-label file)."""
+    cols = [c for c in frame.columns if c != "ID"]
+    numeric = cols and all(pd.api.types.is_numeric_dtype(frame[c]) for c in cols)
+    return cols if numeric and bool(((frame[cols] >= 0) & (frame[cols] <= 1)).all().all()) else []
+
+
+def _bag_labels(paths: list[Path], aligned: list[pd.DataFrame], ids: list[str],
+                method: str) -> pd.DataFrame:
+    """Multi-label files: the mean probability per label; the files must name the same labels."""
+    labels = list(aligned[0].columns)
+    for path, frame in zip(paths[1:], aligned[1:], strict=True):
+        if list(frame.columns) != labels:
+            raise ConfigError(f"{path}: its label columns differ from {paths[0]}'s")
+    if method != "mean":
+        raise ConfigError("multi-label files are bagged by averaging (--method mean)")
+    probs = bag([f[labels].to_numpy(float) for f in aligned], "mean")
+    return pd.DataFrame({"ID": ids, **{name: probs[:, j] for j, name in enumerate(labels)}})

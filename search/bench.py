@@ -9,7 +9,7 @@ Sections:
             read memory-mapped, then augmentation on batched tensors) against the usual one
             (PIL decodes the full-size JPEG, torchvision transforms each image, a DataLoader
             with as many workers as CPUs); same images, output size, augmentation ops, batch
-  train     training images/s of the trainable (`trainables.grading.fit`) against a plain timm +
+  train     training images/s of the trainable (`trainables.trainable.fit`) against a plain timm +
             PyTorch loop over the usual input pipeline; same model, data, batch, threads
   overhead  the same short trials as plain calls and inside Ray Tune (one at a time): the
             seconds Ray Tune adds per trial, and its start-up
@@ -157,8 +157,8 @@ def measure_input_baseline(p: dict[str, Any]) -> dict[str, Any]:
 
 def measure_train_ours(p: dict[str, Any]) -> dict[str, Any]:
     from trainables.config import TrainConfig
-    from trainables.grading import fit
     from trainables.reporting import LocalReporter
+    from trainables.trainable import fit
 
     cfg = TrainConfig.from_dict({
         "data": p["data"], "model": p["model"], "weights": "none", "image_size": p["image_size"],
@@ -208,8 +208,8 @@ def _tiny_trial(p: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def measure_overhead_plain(p: dict[str, Any]) -> dict[str, Any]:
     from trainables.config import TrainConfig
-    from trainables.grading import fit
     from trainables.reporting import LocalReporter
+    from trainables.trainable import fit
 
     fit(TrainConfig.from_dict(_tiny_trial(p, 99)), LocalReporter(None))  # imports, cache
     started = time.perf_counter()
@@ -224,8 +224,8 @@ def measure_overhead_tune(p: dict[str, Any]) -> dict[str, Any]:
 
     from search.driver import TUNE_OPTIONS  # what the search runs trials with
     from trainables.config import TrainConfig
-    from trainables.grading import fit, train_grading
     from trainables.reporting import LocalReporter
+    from trainables.trainable import fit, train
 
     fit(TrainConfig.from_dict(_tiny_trial(p, 99)), LocalReporter(None))  # the same warm-up
     started = time.perf_counter()
@@ -234,7 +234,7 @@ def measure_overhead_tune(p: dict[str, Any]) -> dict[str, Any]:
     ray_start = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as storage:
         tuner = tune.Tuner(
-            tune.with_resources(train_grading, {"cpu": 1}),
+            tune.with_resources(train, {"cpu": 1}),
             param_space={**_tiny_trial(p, 0), "seed": tune.grid_search(list(range(p["trials"])))},
             run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0),
             tune_config=tune.TuneConfig(max_concurrent_trials=1, **TUNE_OPTIONS))

@@ -1,12 +1,17 @@
 """Dataset commands: generate the demo set, check a dataset before spending GPU time.
 
     python -m search.data demo deepdrid_finetune --out DIR [--layout course|original] [--seed N]
+    python -m search.data demo medmnist --out DIR [--layout split|raw|npz]
+    python -m search.data demo rfmid_multilabel --out DIR
+    python -m search.data demo idrid|aptos|kaggle_dr --out DIR     # a dataset kind works too
     python -m search.data check deepdrid_finetune --data DIR
+    python -m search.data check medmnist --data ~/.medmnist/pathmnist_64.npz   # or: --data pathmnist
 
 `check` reads the layout it finds, validates every row (the columns are there, the label is in
 range, the image exists and decodes completely, no patient sits in two splits, no split is
 empty) and prints a summary. Every problem is listed with its file and CSV row; the exit code
-is 1 when there are problems.
+is 1 when there are problems. The first argument is an experiment (python -m search.list) or a
+dataset kind (deepdrid, imagefolder, medmnist, medmnist_npz, rfmid, idrid, aptos, kaggle_dr).
 """
 
 from __future__ import annotations
@@ -15,10 +20,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from search.cli import EXIT_PROBLEMS, nonnegative_int, positive_int, run, setup_logging
+from search.cli import (
+    EXIT_PROBLEMS,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    run,
+    setup_logging,
+)
 from spaces import get_experiment
-from trainables.datasets import read_dataset, summarize, validate
-from trainables.demo import DEMO_WRITERS, DemoSpec
+from trainables.datasets import ReadOptions, read_dataset, summarize, validate
+from trainables.demo import DemoSpec, demo_writers
+from trainables.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,18 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="write the seeded synthetic demo set of an experiment")
     demo.add_argument("experiment")
     demo.add_argument("--out", required=True, type=Path, help="folder to write")
-    demo.add_argument("--layout", default="course", choices=["course", "original"],
-                      help="DeepDRiD course layout (default) or the original release")
+    demo.add_argument("--layout", help="DeepDRiD: course (default) or original; class folders: "
+                      "split (default) or raw; medmnist: npz too")
     demo.add_argument("--seed", type=nonnegative_int, default=0)
     demo.add_argument("--patients", type=positive_int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                       help="patients per split (default 60 16 10)")
     check = sub.add_parser("check", help="validate a dataset and print a summary")
     check.add_argument("experiment")
-    check.add_argument("--data", required=True, type=Path)
+    check.add_argument("--data", required=True, help="the dataset root, or a file (.npz)")
+    check.add_argument("--val-fraction", type=positive_float, default=0.15,
+                       help="share drawn for validation where the data has no val split")
+    check.add_argument("--test-fraction", type=nonnegative_float, default=0.15,
+                       help="share drawn for test from a raw class-folder tree")
+    check.add_argument("--split-seed", type=nonnegative_int, default=0)
     check.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
-    experiment = get_experiment(args.experiment)
+    dataset = dataset_kind(args.experiment)
 
     if args.command == "demo":
         spec = DemoSpec(seed=args.seed)
@@ -47,12 +66,17 @@ def main(argv: list[str] | None = None) -> int:
             train, val, test = args.patients
             spec = DemoSpec(train_patients=train, val_patients=val, test_patients=test,
                             seed=args.seed)
-        writer = DEMO_WRITERS[experiment.dataset]
-        writer(args.out, layout=args.layout, spec=spec)
-        print(f"wrote a {args.layout}-layout demo set for {experiment.name} to {args.out}")
+        writers = demo_writers()
+        if dataset not in writers:
+            raise ConfigError(f"no demo set for {dataset!r}; have: {', '.join(writers)}")
+        data = writers[dataset](args.out, layout=args.layout, spec=spec)
+        print(f"wrote the {dataset} demo set ({args.layout or 'default'} layout) to {args.out}; "
+              f"pass --data {data}")
         return 0
 
-    index = read_dataset(experiment.dataset, args.data)
+    options = ReadOptions(val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                          split_seed=args.split_seed)
+    index = read_dataset(dataset, args.data, options=options)
     validate(index, progress=_progress if sys.stderr.isatty() else None)
     if len(index.frame):
         print(summarize(index))
@@ -65,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PROBLEMS
     print(f"\n{args.data}: OK, {len(index.frame)} images")
     return 0
+
+
+def dataset_kind(name: str) -> str:
+    """The dataset kind of an experiment name, or `name` itself when it is a dataset kind."""
+    from trainables.datasets import readers
+
+    if name in readers():
+        return name
+    return get_experiment(name).dataset
 
 
 def _progress(done: int, total: int) -> None:

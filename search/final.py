@@ -7,10 +7,12 @@
 Each of the top k configurations (best/top_k.json) is retrained at full length on its own
 bootstrap resample of the training set with its own seed, as a Ray task with the search's
 per-trial resources (on a cluster: on the GPU workers, several at a time; a member whose node
-is lost is retrained elsewhere). Their class probabilities are bagged (mean or vote) and the
-bag is reported against each member on validation. The test split is predicted (flip TTA by
-default) into submission/test_predictions.csv (ID,TARGET in test.csv order) and a CSV of
-probabilities per member; a dataset without a test split gets no submission.
+is lost is retrained elsewhere). Their probabilities are bagged (mean, or a vote for
+single-label tasks) and the bag is reported against each member on validation, in the task's
+metrics. The test split is predicted (flip TTA by default) into
+submission/test_predictions.csv in the task's format (ID,TARGET for grades and classes; ID and
+one probability column per label for multi-label data) and a CSV per member; a dataset without
+a test split gets no submission.
 """
 
 from __future__ import annotations
@@ -25,15 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from search.bagging import METHODS, bag, write_predictions
+from search.bagging import METHODS, bag, submission_frame
 from search.cli import positive_int, run, setup_logging
 from search.members import MemberFailure, TrainedMember, train_members
 from search.storage import RunStore
 from spaces import get_experiment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError, MedtuneError
-
-METRIC_KEYS = ("kappa", "accuracy", "f1_macro")
+from trainables.tasks import Task
 
 
 def member_config(record: dict[str, Any], index: int, epochs: int) -> TrainConfig:
@@ -109,14 +110,18 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
               tta: bool = True, echo: Any = print) -> dict[str, Any]:
     """Retrain, bag and predict for the run in `run_dir`; returns the final metrics."""
     from search.driver import check_resources
-    from trainables.grading import load_data
-    from trainables.metrics import grading_metrics
+    from search.run_folder import check_split
+    from trainables.trainable import load_data
 
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     run_config = json.loads((run_dir / "config.json").read_text())
     settings = run_config["settings"]
     experiment = get_experiment(run_config["experiment"])
+    task = experiment.task
+    if task.multilabel and method == "vote":
+        raise ConfigError("--method vote is for single-label tasks: a multi-label bag averages "
+                          "probabilities (--method mean)")
     records, configs = choose_members(run_dir, top_k, echo)
     cpus, gpus = float(settings["cpus_per_trial"]), float(settings["gpus_per_trial"])
     started = time.monotonic()
@@ -129,26 +134,39 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     kept, failed = keep_members(run_dir, records, outcomes)
 
     data = load_data(configs[0])  # the driver's copy: labels, ids and images for the report
-    val_labels = data.index.split("val")["label"].to_numpy()
-    metrics = [grading_metrics(val_labels, m.probs["val"]) for _, _, m in kept]
+    check_split(run_dir, data.index)
+    val_labels = data.labels["val"]
+    metrics = [task.scores(val_labels, m.probs["val"]) for _, _, m in kept]
     bag_val = bag([m.probs["val"] for _, _, m in kept], method)
     summary: dict[str, Any] = {
-        "experiment": experiment.name, "run_id": run_dir.name, "method": method, "tta": tta,
+        "experiment": experiment.name, "run_id": run_dir.name, "task": task.kind,
+        "metric": task.metric, "method": method, "tta": tta,
+        "class_names": data.index.class_names,
         "members": [{"member": n, "trial_id": r["trial_id"], "seed": configs[n - 1].seed,
                      "model": configs[n - 1].model, "node_id": m.node_id, "device": m.device,
                      "val": v} for (n, r, m), v in zip(kept, metrics, strict=True)],
-        "failed": failed, "bag": {"val": grading_metrics(val_labels, bag_val)},
-        "spread": {k: float(np.std([m[k] for m in metrics])) for k in METRIC_KEYS},
+        "failed": failed, "bag": {"val": task.scores(val_labels, bag_val)},
+        "spread": {k: float(np.std([m[k] for m in metrics])) for k, _ in task.columns},
         "minutes": round((time.monotonic() - started) / 60, 2),
-        "submission": _write_submission(run_dir / "submission", data.index, kept, method),
     }
+    if task.multilabel:  # per label, the F1-best cut on validation decides "positive"
+        from trainables.metrics import f1_thresholds, per_label_table
+
+        cuts = f1_thresholds(val_labels, bag_val)
+        summary["thresholds"] = dict(zip(data.index.class_names, cuts.tolist(), strict=True))
+        summary["per_label"] = per_label_table(val_labels, bag_val, data.index.class_names, cuts)
+    if data.index.labelled("test") and all("test" in m.probs for _, _, m in kept):
+        bag_test = bag([m.probs["test"] for _, _, m in kept], method)
+        summary["bag"]["test"] = task.scores(data.labels["test"], bag_test)
+    summary["submission"] = _write_submission(run_dir / "submission", task, data.index, kept,
+                                              method)
     np.save(run_dir / "final" / "val_bag_probs.npy", bag_val)
-    echo(_table(summary))
+    echo(_table(summary, task))
     if summary["submission"] is None:
         echo("no test split in this dataset: no submission written (the bag is scored on "
              "validation only)")
     report, localisation = _report(run_dir, experiment, summary, data.index,
-                                   data.images["val"], bag_val)
+                                   data.images["val"], bag_val, val_labels)
     summary["localisation"] = localisation
     (run_dir / "final" / "metrics.json").write_text(json.dumps(summary, indent=1))
     if localisation and localisation.get("images"):
@@ -186,10 +204,15 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
     logged: dict[str, Any] = {
         "final/members": wandb.Table(dataframe=members),
         **{f"final/bag_{k}": v for k, v in summary["bag"]["val"].items()},
-        "final/confusion_matrix": wandb.Image(str(report / "confusion.png")),
+        **{f"final/test_bag_{k}": v for k, v in summary["bag"].get("test", {}).items()},
         "final/gradcam": [wandb.Image(str(p), caption=p.stem)
                           for p in sorted((report / "gradcam").glob("*.png"))],
     }
+    for name, figure in (("confusion_matrix", "confusion.png"), ("roc_curves", "roc.png")):
+        if (report / figure).is_file():  # single-label: a confusion matrix; multi-label: ROC
+            logged[f"final/{name}"] = wandb.Image(str(report / figure))
+    if summary.get("per_label"):
+        logged["final/per_label"] = wandb.Table(dataframe=pd.DataFrame(summary["per_label"]))
     if summary["submission"]:
         logged["final/submission"] = wandb.Table(dataframe=pd.read_csv(
             run_dir / summary["submission"]))
@@ -201,14 +224,16 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
 
 
 def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
-            val_images: np.ndarray, bag_val: np.ndarray) -> tuple[Path, dict[str, Any] | None]:
+            val_images: np.ndarray, bag_val: np.ndarray,
+            val_labels: np.ndarray) -> tuple[Path, dict[str, Any] | None]:
     import optuna
 
     from search.driver import study_url
     from search.final_report import final_sections
     from search.report import write_report
 
-    sections, localisation = final_sections(run_dir, summary, index, val_images, bag_val)
+    sections, localisation = final_sections(run_dir, summary, experiment.task, index,
+                                            val_images, bag_val, val_labels)
     sections.append(("Disk", disk_section(run_dir)))
     study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
     path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
@@ -245,32 +270,37 @@ def disk_section(run_dir: Path) -> str:
             f"<p>{html.escape(str(run_dir))}</p>")
 
 
-def _write_submission(folder: Path, index: Any, kept: list[tuple[int, Any, TrainedMember]],
-                      method: str) -> str | None:
-    """The Kaggle CSV and a CSV of probabilities per member; None without a test split."""
-    test = index.split("test")
-    if not len(test) or any("test" not in m.probs for _, _, m in kept):
+def _write_submission(folder: Path, task: Task, index: Any,
+                      kept: list[tuple[int, Any, TrainedMember]], method: str) -> str | None:
+    """The submission CSV in the task's format and a CSV per member (with probabilities);
+    None without a test split."""
+    if not len(index.split("test")) or any("test" not in m.probs for _, _, m in kept):
         return None
-    ids = [Path(p).name for p in test["path"]]  # Kaggle's ID is the image file name
+    ids = index.submission_ids("test")  # the image file name (Kaggle), or the dataset's ID
+    folder.mkdir(parents=True, exist_ok=True)
     for number, _, member in kept:
-        probs = member.probs["test"]
-        write_predictions(folder / f"member_{number}.csv", ids, probs, probs.argmax(axis=1))
+        submission_frame(task, ids, member.probs["test"], index.class_names,
+                         with_probs=True).to_csv(folder / f"member_{number}.csv", index=False)
     bagged = bag([m.probs["test"] for _, _, m in kept], method)
-    write_predictions(folder / "test_predictions.csv", ids, None, bagged.argmax(axis=1))
+    submission_frame(task, ids, bagged, index.class_names).to_csv(
+        folder / "test_predictions.csv", index=False)
     return "submission/test_predictions.csv"
 
 
-def _table(summary: dict[str, Any]) -> str:
-    rows = [f"{'':14}{'QWK':>8}{'accuracy':>10}{'macro F1':>10}  trained on"]
+def _table(summary: dict[str, Any], task: Task) -> str:
+    width = max(10, *(len(name) + 2 for _, name in task.columns))
+    head = "".join(f"{name:>{width}}" for _, name in task.columns)
+    rows = [f"{'':14}{head}  trained on"]
+
+    def cells(values: dict[str, float]) -> str:
+        return "".join(f"{values[k]:{width}.4f}" for k, _ in task.columns)
+
     for m in summary["members"]:
-        v = m["val"]
-        rows.append(f"member {m['member']:<7}{v['kappa']:8.4f}{v['accuracy']:10.4f}"
-                    f"{v['f1_macro']:10.4f}  {m['device']}, node {m['node_id']}")
-    b = summary["bag"]["val"]
-    rows.append(f"{'bag (' + summary['method'] + ')':14}{b['kappa']:8.4f}{b['accuracy']:10.4f}"
-                f"{b['f1_macro']:10.4f}")
-    s = summary["spread"]
-    rows.append(f"{'member spread':14}{s['kappa']:8.4f}{s['accuracy']:10.4f}{s['f1_macro']:10.4f}")
+        rows.append(f"member {m['member']:<7}{cells(m['val'])}  {m['device']}, node {m['node_id']}")
+    rows.append(f"{'bag (' + summary['method'] + ')':14}{cells(summary['bag']['val'])}")
+    rows.append(f"{'member spread':14}{cells(summary['spread'])}")
+    if "test" in summary["bag"]:
+        rows.append(f"{'bag on test':14}{cells(summary['bag']['test'])}  (the test split's labels)")
     for f in summary["failed"]:
         rows.append(f"member {f['member']} (trial {f['trial_id']}) failed: {f['error']}")
     return "validation (bag against members):\n  " + "\n  ".join(rows)

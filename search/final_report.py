@@ -1,5 +1,7 @@
-"""The final step's part of the report: the bag's confusion matrix and per-class table, the
-Grad-CAM gallery per grade (right and wrong predictions), and lesion localisation."""
+"""The final step's part of the report, as the task asks: for grades and classes the bag's
+confusion matrix, per-class table, a Grad-CAM gallery per class (right and wrong predictions)
+and lesion localisation; for multi-label data a per-label table, ROC curves and a Grad-CAM
+gallery per label."""
 
 from __future__ import annotations
 
@@ -9,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from search.report import confusion_figure, img, per_class_table, table
+from search.report import confusion_figure, img, per_class_table, roc_figure, table
 from trainables.datasets import ImageIndex
 from trainables.explain import normalise
+from trainables.tasks import Task
 
-PER_CELL = 2  # images per grade and outcome in the gallery
+PER_CELL = 2  # images per class (or label) and outcome in the gallery
 
 
 def load_member(folder: Path) -> tuple[Any, dict[str, Any]]:
@@ -37,41 +41,51 @@ def _normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
     return normalise(images, tuple(meta["input"]["mean"]), tuple(meta["input"]["std"]))
 
 
+def _gallery_images(out: Path, val: Any, val_images: np.ndarray, model: Any,
+                    meta: dict[str, Any], picks: list[tuple[int, int, str]]) -> list[str]:
+    """Grad-CAM overlays of (row, class, caption) picks, saved; a <figure> each."""
+    from trainables.explain import grad_cam
+
+    if not picks:
+        return []
+    cams = grad_cam(model, _normalise(val_images[[i for i, _, _ in picks]], meta),
+                    [c for _, c, _ in picks])
+    figures = []
+    for (i, target, caption), cam in zip(picks, cams, strict=True):
+        rgb = val_images[i].astype(np.float32) / 255
+        rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
+        name = f"val_{i}_cam{target}.png"
+        Image.fromarray(show_cam_on_image(rgb, cam, use_rgb=True)).save(out / name)
+        figures.append(f"<figure>{img('gradcam/' + name, name)}<figcaption>"
+                       f"{html.escape(str(val['image_id'][i]))}: {html.escape(caption)}"
+                       "</figcaption></figure>")
+    return figures
+
+
 def gallery_and_localisation(run_dir: Path, member: int, index: ImageIndex,
                              val_images: np.ndarray,
                              bag_probs: np.ndarray) -> tuple[str, dict[str, Any] | None]:
-    """Grad-CAM of one member for right and wrong bag predictions per grade; localisation
-    scores over every validation image with a lesion mask (the demo writes them)."""
-    from trainables.explain import grad_cam, localise_split
+    """Grad-CAM of one member for right and wrong bag predictions per class; localisation
+    scores over every validation image with a lesion mask (the DeepDRiD demo writes them)."""
+    from trainables.explain import localise_split
 
     model, meta = load_member(run_dir / "final" / f"member_{member}")
     out = run_dir / "report" / "gradcam"
     out.mkdir(parents=True, exist_ok=True)
     val = index.split("val")
     labels, preds = val["label"].to_numpy(), bag_probs.argmax(axis=1)
-    picked: list[tuple[int, str]] = []
-    for grade in range(meta["num_classes"]):
-        for outcome, chosen in (("right", labels == preds), ("wrong", labels != preds)):
-            rows = np.flatnonzero((labels == grade) & chosen)[:PER_CELL]
-            picked += [(int(i), outcome) for i in rows]
-    cams = grad_cam(model, _normalise(val_images[[i for i, _ in picked]], meta),
-                    [int(preds[i]) for i, _ in picked]) if picked else np.zeros((0, 1, 1))
-    cells: dict[tuple[int, str], list[str]] = {}
-    for (i, outcome), cam in zip(picked, cams, strict=True):
-        overlay = show_cam_on_image(val_images[i].astype(np.float32) / 255, cam, use_rgb=True)
-        name = f"val_{i}_grade{labels[i]}_pred{preds[i]}.png"
-        Image.fromarray(overlay).save(out / name)
-        cells.setdefault((int(labels[i]), outcome), []).append(
-            f"<figure>{img('gradcam/' + name, name)}<figcaption>{html.escape(val['image_id'][i])}"
-            f": true {labels[i]}, predicted {preds[i]}</figcaption></figure>")
-    grid = "".join(
-        f"<tr><th>grade {g}</th><td>{''.join(cells.get((g, 'right'), [])) or '-'}</td>"
-        f"<td>{''.join(cells.get((g, 'wrong'), [])) or '-'}</td></tr>"
-        for g in range(meta["num_classes"]))
+    names = index.class_names
+    rows = []
+    for c in range(meta["num_classes"]):
+        cells = []
+        for chosen in (labels == preds, labels != preds):
+            picks = [(int(i), int(preds[i]), f"true {names[labels[i]]}, predicted "
+                      f"{names[preds[i]]}") for i in np.flatnonzero((labels == c) & chosen)[:PER_CELL]]
+            cells.append("".join(_gallery_images(out, val, val_images, model, meta, picks)) or "-")
+        rows.append(f"<tr><th>{html.escape(names[c])}</th><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
     gallery = (f"<p>Grad-CAM of member {member} ({html.escape(meta['model'])}) for the bag's "
-               f"predicted "
-               f"grade, on the validation split.</p><table class='grid'><tr><th></th>"
-               f"<th>right</th><th>wrong</th></tr>{grid}</table>")
+               f"predicted class, on the validation split.</p><table class='grid'><tr><th></th>"
+               f"<th>right</th><th>wrong</th></tr>{''.join(rows)}</table>")
     scores = localise_split(model, index, val_images, split="val", size=meta["input"]["size"],
                             preprocess=meta["input"]["preprocess"],
                             mean=tuple(meta["input"]["mean"]), std=tuple(meta["input"]["std"]),
@@ -79,40 +93,82 @@ def gallery_and_localisation(run_dir: Path, member: int, index: ImageIndex,
     return gallery, scores
 
 
-def final_sections(run_dir: Path, summary: dict[str, Any], index: ImageIndex,
-                   val_images: np.ndarray, bag_probs: np.ndarray) -> tuple[list[tuple[str, str]],
-                                                                           dict[str, Any] | None]:
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    labels = index.split("val")["label"].to_numpy()
-    preds = bag_probs.argmax(axis=1)
-    names = index.class_names
+def label_gallery(run_dir: Path, member: int, index: ImageIndex, val_images: np.ndarray,
+                  bag_probs: np.ndarray, thresholds: np.ndarray) -> str:
+    """Per label, Grad-CAM of that label on validation images the bag calls positive."""
+    model, meta = load_member(run_dir / "final" / f"member_{member}")
+    out = run_dir / "report" / "gradcam"
+    out.mkdir(parents=True, exist_ok=True)
+    val = index.split("val")
+    truth = index.targets("val")
+    positive = bag_probs >= thresholds
+    rows = []
+    for j, name in enumerate(index.class_names):
+        order = np.argsort(-bag_probs[:, j])
+        chosen = [int(i) for i in order if positive[i, j]][:PER_CELL]
+        picks = [(i, j, f"{name} p={bag_probs[i, j]:.2f} ({'true' if truth[i, j] else 'false'}"
+                  " positive)") for i in chosen]
+        figures = _gallery_images(out, val, val_images, model, meta, picks)
+        if figures:
+            rows.append(f"<tr><th>{html.escape(name)}</th><td>{''.join(figures)}</td></tr>")
+    return (f"<p>Grad-CAM of member {member} ({html.escape(meta['model'])}) for each label, on "
+            f"the validation images the bag predicts positive for it (at the label's threshold)"
+            f"; labels with none are left out.</p><table class='grid'>{''.join(rows)}</table>")
+
+
+def _metrics_table(summary: dict[str, Any], task: Task) -> str:
+    head = "".join(f"<th>{html.escape(name)}</th>" for _, name in task.columns)
+
+    def cells(values: dict[str, float], tag: str = "td") -> str:
+        return "".join(f"<{tag}>{values[k]:.4f}</{tag}>" for k, _ in task.columns)
+
     members = "".join(
         f"<tr><td>member {m['member']} (trial {html.escape(m['trial_id'])}, seed {m['seed']})"
-        "</td>" + "".join(f"<td>{m['val'][k]:.4f}</td>" for k in ("kappa", "accuracy", "f1_macro"))
-        + f"<td>{html.escape(m['device'])}, <code>{html.escape(m['node_id'])}</code></td></tr>"
-        for m in summary["members"])
-    b, s = summary["bag"]["val"], summary["spread"]
+        f"</td>{cells(m['val'])}<td>{html.escape(m['device'])}, "
+        f"<code>{html.escape(m['node_id'])}</code></td></tr>" for m in summary["members"])
+    test = (f"<tr><td>bag on the test split (its labels)</td>{cells(summary['bag']['test'])}"
+            "<td></td></tr>" if "test" in summary["bag"] else "")
     failed = "".join(f"<p class='flag'>member {f['member']} (trial {html.escape(f['trial_id'])}) "
                      f"failed: {html.escape(f['error'])}</p>" for f in summary["failed"])
     submission = ("<p>test predictions: <code>submission/test_predictions.csv</code></p>"
                   if summary["submission"] else
                   "<p class='flag'>no test split in this dataset: no submission was written</p>")
-    metrics = (f"<table><tr><th></th><th>QWK</th><th>accuracy</th><th>macro F1</th>"
-               f"<th>trained on (device, Ray node)</th></tr>{members}"
-               f"<tr><th>bag ({html.escape(summary['method'])})</th><th>{b['kappa']:.4f}</th>"
-               f"<th>{b['accuracy']:.4f}</th><th>{b['f1_macro']:.4f}</th><th></th></tr>"
-               f"<tr><td>spread (std)</td><td>{s['kappa']:.4f}</td><td>{s['accuracy']:.4f}</td>"
-               f"<td>{s['f1_macro']:.4f}</td><td></td></tr></table><p>validation split</p>"
-               f"{failed}{submission}")
-    gallery, scores = gallery_and_localisation(run_dir, summary["members"][0]["member"], index,
-                                               val_images, bag_probs)
-    sections = [("Final: the bag against its members", metrics),
-                ("Confusion matrix of the bag (validation)",
-                 img(confusion_figure(labels, preds, names, out), "confusion matrix")),
-                ("Per-class table of the bag (validation)",
-                 table(per_class_table(labels, preds, names))),
-                ("Grad-CAM gallery", gallery)]
+    return (f"<table><tr><th></th>{head}<th>trained on (device, Ray node)</th></tr>{members}"
+            f"<tr><th>bag ({html.escape(summary['method'])})</th>"
+            f"{cells(summary['bag']['val'], 'th')}<th></th></tr>"
+            f"<tr><td>spread (std)</td>{cells(summary['spread'])}<td></td></tr>{test}</table>"
+            f"<p>validation split unless said otherwise</p>{failed}{submission}")
+
+
+def final_sections(run_dir: Path, summary: dict[str, Any], task: Task, index: ImageIndex,
+                   val_images: np.ndarray, bag_probs: np.ndarray,
+                   val_labels: np.ndarray) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    names = index.class_names
+    member = summary["members"][0]["member"]
+    sections = [("Final: the bag against its members", _metrics_table(summary, task))]
+    if task.multilabel:
+        thresholds = np.array([summary["thresholds"][n] for n in names])
+        per_label = pd.DataFrame(summary["per_label"]).set_index("label")
+        sections += [
+            ("Per-label table of the bag (validation)",
+             "<p>AUROC and AP are left out (blank) for a label without a positive or without a "
+             "negative in validation: " + html.escape(", ".join(
+                 per_label.index[per_label["auroc"].isna()]) or "none") + ". Thresholds maximise"
+             " each label's F1 on validation, so F1 there is optimistic.</p>" + table(per_label)),
+            ("ROC curves of the most frequent labels (validation)",
+             img(roc_figure(val_labels, bag_probs, names, out), "ROC curves")),
+            ("Grad-CAM gallery per label",
+             label_gallery(run_dir, member, index, val_images, bag_probs, thresholds))]
+        return sections, None
+    labels, preds = val_labels, bag_probs.argmax(axis=1)
+    gallery, scores = gallery_and_localisation(run_dir, member, index, val_images, bag_probs)
+    sections += [("Confusion matrix of the bag (validation)",
+                  img(confusion_figure(labels, preds, names, out), "confusion matrix")),
+                 ("Per-class table of the bag (validation)",
+                  table(per_class_table(labels, preds, names))),
+                 ("Grad-CAM gallery", gallery)]
     if scores and scores.get("images"):
         sections.append(("Lesion localisation (Grad-CAM against the lesion masks)", (
             f"<table><tr><th></th><th>Grad-CAM</th><th>uniform map</th></tr>"

@@ -48,9 +48,9 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     from search.environment import package_versions
     from trainables.augment import BatchAugment
     from trainables.cache import fingerprint
-    from trainables.grading import fit, load_data
     from trainables.loop import plan_runtime, predict
     from trainables.reporting import LocalReporter
+    from trainables.trainable import fit, load_data
 
     cfg = TrainConfig.from_dict(config)
     runtime = plan_runtime(cfg)
@@ -77,10 +77,11 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     weights = safetensors_bytes(tensors, metadata={"config": json.dumps(cfg.to_dict())})
     metadata = {
         "format_version": 1, "versions": package_versions(),
-        "class_names": data.index.class_names, "num_classes": cfg.num_classes,
-        "input": {"size": cfg.image_size, "channels": 3, "mean": mean, "std": std,
-                  "preprocess": cfg.preprocess, "layout": "RGB, channels first, [0,1] then "
-                  "normalised"},
+        "task": cfg.task, "class_names": data.index.class_names, "num_classes": cfg.num_classes,
+        "output": "a sigmoid per label" if cfg.task == "multilabel" else "softmax over classes",
+        "input": {"size": cfg.image_size, "channels": 3, "source_channels": data.index.channels,
+                  "mean": mean, "std": std, "preprocess": cfg.preprocess,
+                  "layout": "RGB (grayscale repeated), channels first, [0,1] then normalised"},
         "model": cfg.model, "seed": cfg.seed, "bootstrap": cfg.bootstrap,
         "data_fingerprint": fingerprint(data.index), "config": cfg.to_dict(),
         "trained_on": {"node_id": node_id, "device": device,

@@ -105,10 +105,12 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
         fig, axes = plt.subplots(1, 2, figsize=(8, 3))
         for trial_id in top["trial_id"]:
             rows = epochs[epochs["trial_id"] == trial_id]
-            axes[0].plot(rows["epoch"], rows[metric], "o-", label=trial_id)
-            axes[1].plot(rows["epoch"], rows["train/loss"], "o-", label=trial_id)
+            line = axes[0].plot(rows["epoch"], rows[metric], "o-", label=trial_id)[0]
+            axes[1].plot(rows["epoch"], rows["train/loss"], "o-", color=line.get_color())
+            if "val/loss" in rows:
+                axes[1].plot(rows["epoch"], rows["val/loss"], "s--", color=line.get_color())
         axes[0].set_ylabel(metric)
-        axes[1].set_ylabel("train loss")
+        axes[1].set_ylabel("loss (train solid, validation dashed)")
         for ax in axes:
             ax.set_xlabel("epoch")
         axes[0].legend(fontsize=7)
@@ -122,11 +124,30 @@ def confusion_figure(labels: np.ndarray, preds: np.ndarray, names: list[str], ou
     ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(names)), [n.split()[0] for n in names])
-    ax.set_yticks(range(len(names)), [n.split()[0] for n in names])
-    ax.set_xlabel("predicted grade")
-    ax.set_ylabel("true grade")
+    ticks = [n.split()[0][:12] for n in names]
+    ax.set_xticks(range(len(names)), ticks, rotation=45 if len(names) > 5 else 0, fontsize=7)
+    ax.set_yticks(range(len(names)), ticks, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
     return _save(fig, out / "confusion.png")
+
+
+def roc_figure(labels: np.ndarray, probs: np.ndarray, names: list[str], out: Path,
+               most: int = 6) -> str:
+    """ROC curves (scikit-learn) of the `most` labels with the most positives in `labels`."""
+    from sklearn.metrics import RocCurveDisplay
+
+    from trainables.metrics import scorable_labels
+
+    scorable = scorable_labels(labels)
+    order = sorted(scorable, key=lambda j: -labels[:, j].sum())[:most]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for j in order:
+        RocCurveDisplay.from_predictions(labels[:, j], probs[:, j], ax=ax,
+                                         name=f"{names[j]} ({int(labels[:, j].sum())})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "roc.png")
 
 
 def per_class_table(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> pd.DataFrame:

@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from search.run_folder import check_split
+    from trainables.trainable import resolve_data
+
+    check_split(path.parent.parent, resolve_data(cfg)[1])  # the search's split, if it drew one
     # Ray gives a trial as many threads as CPUs; the same count gives the same float sums
     torch.set_num_threads(max(1, int(record.get("cpus_per_trial", 1))))
     metric, epoch = record["metric"], int(record["epoch"])

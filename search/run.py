@@ -127,8 +127,9 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
     if args.smoke_test:
         max_epochs, num_samples = 1, min(num_samples, 2)
         overrides = {"max_train_batches": 2, "max_eval_batches": 2, "image_size": 64, **overrides}
-    if args.data:
-        overrides["data"] = str(Path(args.data).resolve())
+    if args.data:  # absolute for the workers; a name (a MedMNIST flag) stays a name
+        given = Path(args.data).expanduser()
+        overrides["data"] = str(given.resolve()) if given.exists() else args.data
     cfg = experiment.config(demo=args.demo, overrides={**overrides, "epochs": max_epochs,
                                                        "seed": args.seed})
     fixed = {k: v for k, v in cfg.to_dict().items()

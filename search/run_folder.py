@@ -135,3 +135,41 @@ def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame,
     best.mkdir(exist_ok=True)
     (best / "config.json").write_text(json.dumps(top[0], indent=1))
     (best / "top_k.json").write_text(json.dumps(top, indent=1))
+
+
+SPLIT_FILE = "split.csv"
+
+
+def write_split(run_dir: Path, index: Any) -> None:
+    """`split.csv`: the split medtune drew for data without one (image, split, label), so the
+    final step and reproduce can check that they train on the same one."""
+    frame = index.frame.assign(image=_image_keys(index))
+    frame[["image", "split", "label"]].to_csv(run_dir / SPLIT_FILE, index=False)
+
+
+def _image_keys(index: Any) -> Any:
+    """A unique name per row: the image file relative to the data root (an item of an array
+    file is `file#item`)."""
+    root = str(index.root)
+    return [(p[len(root) + 1:] if p.startswith(root + "/") else p) + (f"#{i}" if i >= 0 else "")
+            for p, i in zip(index.frame["path"], index.frame["item"], strict=True)]
+
+
+def check_split(run_dir: Path, index: Any) -> None:
+    """Refuse to go on when the split drawn now differs from the search's (the data changed)."""
+    from trainables.errors import ConfigError
+
+    path = run_dir / SPLIT_FILE
+    if not path.is_file() or not index.drawn_split:
+        return
+    saved = pd.read_csv(path, dtype={"image": str, "split": str})
+    now = pd.DataFrame({"image": _image_keys(index), "split": index.frame["split"].astype(str)})
+    merged = saved.merge(now, on="image", how="outer", suffixes=("_search", "_now"),
+                         indicator=True)
+    moved = merged[(merged["_merge"] != "both") | (merged["split_search"] != merged["split_now"])]
+    if len(moved):
+        first = moved.iloc[0]
+        raise ConfigError(
+            f"{index.root}: the data changed since the search: {len(moved)} image(s) are not in "
+            f"the split the search drew ({path}), e.g. {first['image']}; train on the data "
+            "the search used")

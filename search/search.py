@@ -69,16 +69,18 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
     return [callback], env, f"W&B: {where}"
 
 
-def _check_data(fixed: dict[str, Any]) -> None:
-    """Read, validate and cache the data once, before any trial: a bad dataset costs no trial."""
-    from trainables.grading import load_data
+def _check_data(fixed: dict[str, Any]) -> Any:
+    """Read, validate and cache the data once, before any trial: a bad dataset costs no trial.
+    Returns the data's index (its class count goes into every trial's config)."""
+    from trainables.trainable import load_data, resolve_data
 
-    cfg = TrainConfig.from_dict(fixed)
-    load_data(cfg)  # raises DatasetError listing every problem
+    cfg, _ = resolve_data(TrainConfig.from_dict(fixed))
+    return load_data(cfg).index  # raises DatasetError listing every problem
 
 
-def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings with the demo set's path filled in, once the data is checked and cached."""
+def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The settings with the demo set's path and the data's class count filled in, once the
+    data is checked and cached, and the data's index."""
     fixed = dict(settings["fixed"])
     if settings["demo"] and not fixed.get("data"):
         fixed["data"] = str(ensure_demo(experiment.dataset, Path(settings["cache_dir"])))
@@ -86,8 +88,9 @@ def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> dict[str, 
     if not fixed.get("data"):
         raise ConfigError("no dataset: pass --data DIR or --demo")
     os.environ["MEDTUNE_CACHE"] = settings["cache_dir"]
-    _check_data(fixed)
-    return settings
+    index = _check_data(fixed)
+    fixed = {**fixed, "num_classes": index.num_classes}
+    return {**settings, "fixed": fixed, "classes": list(index.class_names)}, index
 
 
 def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any],
@@ -102,10 +105,16 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         wandb=settings["wandb"], top_k=settings["top_k"])
 
 
-def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[str]) -> None:
-    """config.json (what fixes the run; the final step and --resume read it) and
-    environment.json, copied to an object store before any trial starts."""
+def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[str],
+                     index: Any = None) -> None:
+    """config.json (what fixes the run; the final step and --resume read it),
+    environment.json and, where medtune drew the data's splits, split.csv; copied to an object
+    store before any trial starts."""
+    from search.run_folder import write_split
+
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if index is not None and index.drawn_split:
+        write_split(plan.run_dir, index)
     (plan.run_dir / CONFIG_FILE).write_text(json.dumps({
         "experiment": plan.experiment.name, "run_id": plan.run_id, "command": command,
         "results": plan.store.results, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -118,7 +127,7 @@ def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[s
 def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], *, resume: bool,
                command: list[str]) -> int:
     """Run (or resume) the search into `store`'s run folder; 0 when every trial ran."""
-    settings = prepare_data(experiment, settings)
+    settings, index = prepare_data(experiment, settings)
     callbacks, env, wandb_line = wandb_setup(settings["wandb"], store.local, store.run_id)
     env = {"MEDTUNE_CACHE": settings["cache_dir"], **env}
     os.environ.update(env)
@@ -126,7 +135,7 @@ def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any]
     cluster = check_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
     plan = plan_search(experiment, store, settings, cluster)
     if not resume:  # only now: a refused request leaves the run's name free
-        write_run_config(plan, settings, command)
+        write_run_config(plan, settings, command, index)
     _describe(plan, cluster, wandb_line)
     progress = Progress(experiment.metric, experiment.mode, plan.num_samples,
                         cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial,

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cfg.replace(data=str(demo))
     if not cfg.data:
         raise ConfigError("no dataset: pass --data DIR or --demo")
+    from trainables.trainable import resolve_data
+
+    cfg, _ = resolve_data(cfg)  # the class count comes from the data
     out = args.out or Path("results") / experiment.name / time.strftime("train-%Y%m%d-%H%M%S")
     reporter = LocalReporter(out, metric=experiment.metric, mode=experiment.mode,
                              resume=args.resume, echo=lambda line: print(line, flush=True))

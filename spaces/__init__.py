@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from spaces import deepdrid_attention, deepdrid_finetune
+from spaces import deepdrid_attention, deepdrid_finetune, imagefolder, medmnist, rfmid_multilabel
 from spaces.base import Experiment
 from trainables.errors import ConfigError
 
 EXPERIMENTS: dict[str, Experiment] = {
     "deepdrid_finetune": deepdrid_finetune.EXPERIMENT,
     "deepdrid_attention": deepdrid_attention.EXPERIMENT,
+    "rfmid_multilabel": rfmid_multilabel.EXPERIMENT,
+    "medmnist": medmnist.EXPERIMENT,
+    "imagefolder": imagefolder.EXPERIMENT,
 }
 
 

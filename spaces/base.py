@@ -31,7 +31,7 @@ class Experiment:
     summary: str  # one line for `search.list`
     dataset: str  # reader kind, see trainables.datasets.READERS
     data_format: str  # what --data must point at
-    task: Task  # metric, mode and trainable
+    task: Task  # the kind of labels, the metric the search optimises, and the trainable
     defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     demo: dict[str, Any] = field(default_factory=dict)  # further overrides under --demo
     searched: tuple[str, ...] = ()  # the config keys its search space sets
@@ -41,7 +41,7 @@ class Experiment:
 
     def __post_init__(self) -> None:
         # a typo in an experiment module fails at import, not in the middle of a search
-        TrainConfig.from_dict({**self.defaults, **self.demo})
+        TrainConfig.from_dict({"task": self.task.kind, **self.defaults, **self.demo})
         unknown = set(self.searched) - set(TrainConfig.keys())
         assert not unknown, f"{self.name} searches unknown keys {unknown}"
 
@@ -63,8 +63,8 @@ class Experiment:
 
     def config(self, *, demo: bool, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The resolved trial config: defaults, then demo settings, then `overrides`."""
-        values = {"dataset": self.dataset, **self.defaults, **(self.demo if demo else {}),
-                  **(overrides or {})}
+        values = {"dataset": self.dataset, "task": self.task.kind, **self.defaults,
+                  **(self.demo if demo else {}), **(overrides or {})}
         return TrainConfig.from_dict(values)
 
 

@@ -32,8 +32,8 @@ def test_demo_training_beats_chance_and_its_grad_cam_finds_lesions(tmp_path: Pat
 
     from trainables.config import TrainConfig
     from trainables.explain import localise_split, normalise
-    from trainables.grading import load_data
     from trainables.models import build_model
+    from trainables.trainable import load_data
 
     cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     model = build_model(cfg.replace(weights="none"))

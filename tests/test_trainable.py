@@ -16,9 +16,9 @@ from tests.helpers import tiny_config
 from trainables.checkpoint import is_checkpoint
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError, DatasetError, NonFiniteLossError
-from trainables.grading import fit, train_grading
 from trainables.loop import lr_factor, plan_runtime
 from trainables.reporting import LocalReporter, local_run
+from trainables.trainable import fit, train
 
 METRIC_KEYS = {"epoch", "lr", "train/loss", "train/images_per_s", "train/seconds", "val/loss",
                "val/kappa", "val/accuracy", "val/f1_macro"}
@@ -27,7 +27,7 @@ METRIC_KEYS = {"epoch", "lr", "train/loss", "train/images_per_s", "train/seconds
 def run(cfg: TrainConfig, out: Path | None = None, resume: Path | None = None) -> list[dict]:
     reporter = LocalReporter(out, resume=resume)
     with local_run(reporter):
-        train_grading(cfg.to_dict())  # the same entry point Ray Tune calls
+        train(cfg.to_dict())  # the same entry point Ray Tune calls
     return reporter.history
 
 
@@ -85,7 +85,7 @@ def test_nan_loss_ends_the_trial_with_a_clear_error(course_demo: Path, tmp_path:
     reporter = LocalReporter(tmp_path)
     with (pytest.raises(NonFiniteLossError, match=r"train loss is (nan|inf) at epoch 2, step 1"),
           local_run(reporter)):
-        train_grading(cfg.to_dict())
+        train(cfg.to_dict())
     # the epoch finished before the NaN is kept on disk, with its checkpoint
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert [h["epoch"] for h in saved] == [1]
@@ -100,7 +100,7 @@ def test_training_refuses_a_dataset_that_fails_the_check(course_copy: Path) -> N
 
 def test_unknown_config_key_is_an_error_listing_valid_keys(course_demo: Path) -> None:
     with pytest.raises(ConfigError, match="valid keys: data, dataset"):
-        train_grading({**tiny_config(course_demo).to_dict(), "learning_rate": 0.1})
+        train({**tiny_config(course_demo).to_dict(), "learning_rate": 0.1})
 
 
 @pytest.mark.parametrize("cuda", [False, True])
@@ -185,9 +185,10 @@ def test_cli_bad_dataset_exits_before_training(course_copy: Path, tmp_path: Path
 def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
     """The CUDA path (float16 autocast, GradScaler, channels_last), run on the CPU for its logic."""
     from trainables.augment import BatchAugment
-    from trainables.grading import load_data
     from trainables.loop import Runtime, evaluate, train_one_epoch
     from trainables.models import build_model
+    from trainables.objectives import make_objective
+    from trainables.trainable import load_data
 
     cfg = tiny_config(course_demo)
     runtime = Runtime(torch.device("cpu"), amp=True, channels_last=True)
@@ -200,7 +201,8 @@ def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
     train = train_one_epoch(
         model, data.images["train"], data.labels["train"], cfg=cfg, epoch=0, optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), scaler=scaler,
-        augment=augment, runtime=runtime)
+        augment=augment, runtime=runtime,
+        objective=make_objective(cfg, data.labels["train"], runtime.device))
     assert np.isfinite(train["train/loss"])
     assert scaler.get_scale() > 1  # the loss was scaled
     assert not torch.equal(before, model.classifier.weight)  # and the steps were taken

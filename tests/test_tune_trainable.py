@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from tests.helpers import tiny_config  # noqa: E402
-from trainables.grading import train_grading  # noqa: E402
+from trainables.trainable import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,13 @@ def local_ray() -> Iterator[None]:
 def crash_after_first_epoch(config: dict[str, Any]) -> None:
     """The first attempt trains one epoch for real, then dies; Ray retries from its checkpoint."""
     if tune.get_checkpoint() is None:
-        train_grading({**config, "epochs": 1})
+        train({**config, "epochs": 1})
         # a moment later, as a real crash would be: one that raises within microseconds of
         # its report can beat Ray to processing that report (seen once in 5 runs: the epoch's
         # row was missing from progress.csv, though its checkpoint was kept)
         time.sleep(1)
         raise RuntimeError("simulated crash after epoch 1")
-    train_grading(config)
+    train(config)
 
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_on_a_gpu_slot(

@@ -16,7 +16,10 @@ from trainables.config import augment_ops
 
 
 class BatchAugment:
-    """uint8 (B, H, W, 3) batches to normalised float (B, 3, H, W), augmented when training."""
+    """uint8 (B, H, W, C) batches to normalised float (B, 3, H, W), augmented when training.
+
+    Grayscale batches (C = 1, as the cache stores them) are repeated to three channels for the
+    ImageNet weights; colour augmentation on them changes brightness and contrast only."""
 
     def __init__(self, policy: str, mean: tuple[float, ...], std: tuple[float, ...],
                  device: torch.device, channels_last: bool = False) -> None:
@@ -28,6 +31,8 @@ class BatchAugment:
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
         if generator is not None and self.ops:
             x = self.augment(x, generator)
         x = (x - self.mean) / self.std
@@ -44,8 +49,9 @@ class BatchAugment:
             v = (torch.rand(b, generator=g) < 0.5).to(self.device).view(b, 1, 1, 1)
             x = torch.where(h, x.flip(3), x)
             x = torch.where(v, x.flip(2), x)
-        if "rotate" in self.ops or "scale" in self.ops:
-            angle = uniform(-math.pi, math.pi) if "rotate" in self.ops else torch.zeros(b, device=self.device)
+        if {"rotate", "tilt", "scale"} & set(self.ops):
+            turn = math.pi if "rotate" in self.ops else math.pi / 12 if "tilt" in self.ops else 0.0
+            angle = uniform(-turn, turn) if turn else torch.zeros(b, device=self.device)
             zoom = uniform(0.9, 1.15) if "scale" in self.ops else torch.ones(b, device=self.device)
             shift = (uniform(-0.05, 0.05), uniform(-0.05, 0.05)) if "scale" in self.ops else (
                 torch.zeros(b, device=self.device), torch.zeros(b, device=self.device))

@@ -1,11 +1,11 @@
 """The node-local image cache: each (dataset, preprocessing, size) decoded once per machine.
 
 Layout: `<cache root>/<dataset>-<preprocess>-<size>-<key>/{train,val,test}.npy` (uint8,
-N x S x S x 3, CSV order) and `manifest.json`, written last. A `FileLock` beside the folder
-makes concurrent trials on a node build it once: the first builds, the others wait and then
-read. Trials read the arrays memory-mapped, so N trials share one copy in the page cache.
-The manifest holds a fingerprint of the CSVs (content) and images (size, mtime): a changed
-source image or CSV rebuilds the cache.
+N x S x S x C in CSV order; C = 1 for grayscale data, else 3) and `manifest.json`, written
+last. A `FileLock` beside the folder makes concurrent trials on a node build it once: the
+first builds, the others wait and then read. Trials read the arrays memory-mapped, so N
+trials share one copy in the page cache. The manifest holds a fingerprint of the CSVs
+(content) and images (size, mtime): a changed source image or CSV rebuilds the cache.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
 from trainables.datasets import ImageIndex
 from trainables.errors import DatasetError, Problem
-from trainables.images import load_fundus
+from trainables.images import load_fundus, load_gray, resize_square
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def fingerprint(index: ImageIndex) -> str:
     for split, csv_path in sorted(index.sources.items()):
         h.update(f"{split}:{csv_path}".encode())
         h.update(csv_path.read_bytes())
-    for path in index.frame["path"]:
+    for path in dict.fromkeys(index.frame["path"]):  # an array file's rows share one path
         st = os.stat(path)
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
@@ -110,13 +111,15 @@ def _write_split(folder: Path, index: ImageIndex, split: str, size: int, preproc
                  workers: int | None) -> list[Problem]:
     rows = index.split(split)
     out = np.lib.format.open_memmap(folder / f"{split}.partial.npy", mode="w+", dtype=np.uint8,
-                                    shape=(len(rows), size, size, 3))
+                                    shape=(len(rows), size, size, index.channels))
     problems: list[Problem] = []
+    load = _loader(index, split, size, preprocess)
+    paths, items = rows["path"].tolist(), rows["item"].tolist()
 
     def work(i: int) -> None:
         rec = rows.iloc[i]
         try:
-            out[i] = load_fundus(rec["path"], size, preprocess)
+            out[i] = load(paths[i], items[i])
         except (OSError, ValueError, SyntaxError) as e:
             problems.append(Problem(rec["csv"], f"image {rec['path']} cannot be decoded "
                                                 f"({type(e).__name__}: {e})", int(rec["row"])))
@@ -126,6 +129,21 @@ def _write_split(folder: Path, index: ImageIndex, split: str, size: int, preproc
         list(pool.map(work, range(len(rows))))
     out.flush()
     return sorted(problems, key=lambda p: (p.file, p.row or 0))
+
+
+def _loader(index: ImageIndex, split: str, size: int, preprocess: str) -> Any:
+    """fn(path, item) -> uint8 (size, size, C) for one row of `index`."""
+    if index.source == "npz":  # MedMNIST: every image of the split in one array
+        from PIL import Image
+
+        arrays = np.load(index.sources["npz"], allow_pickle=False)[f"{split}_images"]
+        mode = "RGB" if index.channels == 3 else "L"
+        return lambda path, item: resize_square(
+            Image.fromarray(np.asarray(arrays[item]).reshape(arrays.shape[1:3] + (
+                (3,) if mode == "RGB" else ())), mode), size)
+    if index.channels == 1:
+        return lambda path, item: load_gray(path, size)
+    return lambda path, item: load_fundus(path, size, preprocess)
 
 
 def _is_fresh(folder: Path, wanted: str) -> bool:

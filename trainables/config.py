@@ -18,7 +18,9 @@ from trainables.errors import ConfigError
 PREPROCESSING = ("none", "circle", "ben")
 SCHEDULERS = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-AUGMENT_OPS = ("flip", "rotate", "scale", "color")
+TASKS = ("grading", "classes", "multilabel")
+LOSSES = ("ce", "bce", "focal")
+AUGMENT_OPS = ("flip", "rotate", "tilt", "scale", "color")  # tilt: a small rotation, +-15 deg
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,11 @@ class TrainConfig:
     # data
     data: str = ""  # dataset root; `--demo` fills it with generated data
     dataset: str = "deepdrid"  # reader for `data` (see trainables.datasets.READERS)
-    num_classes: int = 5  # DR grades 0-4
+    task: str = "grading"  # grading | classes | multilabel (see trainables.tasks)
+    num_classes: int = 5  # classes or labels; set from the data by the CLIs (DR grades: 5)
+    val_fraction: float = 0.15  # share held out for validation where the data has no val split
+    test_fraction: float = 0.15  # share held out for test from a raw class-folder tree
+    split_seed: int = 0  # seeds those splits (stratified; a patient's images stay together)
     image_size: int = 224  # side of the square network input, in pixels
     preprocess: str = "circle"  # none | circle (crop to the fundus) | ben (circle + Ben Graham's)
     cache_dir: str = ""  # "" = $MEDTUNE_CACHE or ~/.cache/medtune
@@ -48,8 +54,11 @@ class TrainConfig:
     epochs: int = 10
     scheduler: str = "cosine"  # cosine | step (x0.1 at 2/3 of the run) | constant; 1 epoch warm-up
     warmup_epochs: float = 1.0  # linear warm-up length (0 = none)
-    label_smoothing: float = 0.0
-    augment: str = "flip+rotate"  # none, or ops joined by '+': flip, rotate, scale, color
+    label_smoothing: float = 0.0  # cross-entropy only
+    loss: str = "ce"  # ce (single-label) | bce (multi-label, pos_weight from train) | focal
+    focal_gamma: float = 2.0  # focusing exponent of the focal loss
+    class_weights: bool = False  # ce: weight classes by inverse frequency in train
+    augment: str = "flip+rotate"  # none, or ops joined by '+': flip, rotate, tilt, scale, color
     seed: int = 0  # seeds weights of new layers, data order, augmentation and dropout
     bootstrap: int = -1  # >= 0: train on a bootstrap resample of the training set drawn with this seed
     # runtime (do not change the result on a given device)
@@ -63,6 +72,16 @@ class TrainConfig:
         _check_choice("preprocess", self.preprocess, PREPROCESSING)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("task", self.task, TASKS)
+        _check_choice("loss", self.loss, LOSSES)
+        if (self.task == "multilabel") != (self.loss in ("bce", "focal")):
+            raise ConfigError(f"loss={self.loss!r} does not fit task={self.task!r}: use ce for "
+                              "grading and classes, bce or focal for multilabel")
+        if not (0.0 < self.val_fraction < 1.0 and 0.0 <= self.test_fraction < 1.0
+                and self.val_fraction + self.test_fraction < 1.0):
+            raise ConfigError(f"val_fraction={self.val_fraction}, test_fraction="
+                              f"{self.test_fraction}: each in [0, 1), val above 0, together "
+                              "below 1")
         augment_ops(self.augment)
         if not (self.unfreeze_depth == "all" or (isinstance(self.unfreeze_depth, int)
                                                  and self.unfreeze_depth >= 0)):
@@ -74,7 +93,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
         if self.bootstrap < -1:
             raise ConfigError(f"bootstrap={self.bootstrap}: use -1 (off) or a seed >= 0")
-        for name in ("weight_decay", "warmup_epochs", "max_train_batches", "max_eval_batches"):
+        for name in ("weight_decay", "warmup_epochs", "max_train_batches", "max_eval_batches",
+                     "focal_gamma", "split_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -129,10 +149,10 @@ def augment_ops(policy: str) -> tuple[str, ...]:
         return ()
     ops = tuple(op.strip() for op in policy.split("+"))
     bad = [op for op in ops if op not in AUGMENT_OPS]
-    if bad or len(set(ops)) != len(ops):
+    if bad or len(set(ops)) != len(ops) or {"rotate", "tilt"} <= set(ops):
         raise ConfigError(
             f"augment={policy!r}: use 'none' or ops joined by '+' from {', '.join(AUGMENT_OPS)}"
-            " (e.g. 'flip+rotate+color'), each at most once"
+            " (e.g. 'flip+rotate+color'), each at most once, rotate or tilt"
         )
     return ops
 

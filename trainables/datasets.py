@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from trainables.errors import DatasetError, Problem
@@ -23,7 +24,18 @@ from trainables.images import probe_image
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-COLUMNS = ["split", "image_id", "path", "label", "patient", "csv", "row"]  # label -1 = unlabelled
+# label -1 = unlabelled; labels: a tuple of 0/1 per label (multi-label data), else None;
+# item: the image's index in an array file (MedMNIST .npz), else -1
+COLUMNS = ["split", "image_id", "path", "label", "patient", "csv", "row", "labels", "item"]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a reader draws the splits a dataset lacks (seeded, stratified, patients together)."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
 
 
 @dataclass
@@ -33,8 +45,13 @@ class ImageIndex:
     root: Path
     layout: str
     frame: pd.DataFrame  # COLUMNS
-    num_classes: int
+    num_classes: int  # classes, or labels of multi-label data
     class_names: list[str]
+    task: str = "grading"  # the kind of labels: grading | classes | multilabel
+    channels: int = 3  # 1: every image is grayscale (the cache stores one channel)
+    source: str = "files"  # files (one image file per row) | npz (rows are items of `path`)
+    drawn_split: bool = False  # medtune drew the splits (ReadOptions): a run folder keeps them
+    ids: str = "file"  # a submission's ID: the image's file name (file) or its image_id
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, Path] = field(default_factory=dict)  # split -> the CSV file read
@@ -43,6 +60,25 @@ class ImageIndex:
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name].reset_index(drop=True)
+
+    def targets(self, name: str) -> np.ndarray:
+        """Labels of a split: int64 (N,) classes, or float32 (N, L) 0/1 for multi-label data."""
+        rows = self.split(name)
+        if self.task == "multilabel":
+            return np.array(rows["labels"].tolist(), dtype=np.float32).reshape(
+                len(rows), self.num_classes)
+        return rows["label"].to_numpy(np.int64)
+
+    def labelled(self, name: str) -> bool:
+        """Whether a split carries labels (a Kaggle-style test split does not)."""
+        rows = self.split(name)
+        return bool(len(rows)) and bool((rows["label"] >= 0).all())
+
+    def submission_ids(self, name: str) -> list[str]:
+        rows = self.split(name)
+        if self.ids == "file":
+            return [Path(p).name for p in rows["path"]]
+        return [str(i) for i in rows["image_id"]]
 
     def raise_if_problems(self) -> None:
         if self.problems:
@@ -168,44 +204,52 @@ def _grade(index: ImageIndex, path: Path, row: int, value: str | None) -> int | 
 
 
 def _add(index: ImageIndex, split: str, image_id: str, image: Path, label: int | None,
-         patient: str, csv_path: Path, row: int) -> None:
+         patient: str, csv_path: Path, row: int, labels: tuple[int, ...] | None = None) -> None:
     if label is None:
         return
     if not image.is_file():
         index.problems.append(Problem(str(csv_path), f"image {image} not found", row))
         return
     index._rows.append({"split": split, "image_id": image_id, "path": str(image), "label": label,
-                 "patient": patient, "csv": str(csv_path), "row": row})
+                        "patient": patient, "csv": str(csv_path), "row": row, "labels": labels,
+                        "item": -1})
 
 
-def _finish(index: ImageIndex) -> ImageIndex:
+def _finish(index: ImageIndex, *, check_splits: bool = True) -> ImageIndex:
     frame = pd.DataFrame(index._rows, columns=COLUMNS)
     index._rows = []
     frame["label"] = frame["label"].astype("int64")
     frame["row"] = frame["row"].astype("int64")
+    frame["item"] = frame["item"].astype("int64")
     key = ["split", "image_id"]
     dupes = frame[frame.duplicated(key, keep="first")]
     firsts = frame.drop_duplicates(key, keep="first").reset_index(drop=True)
     first_of = firsts.set_index(key)
     for rec in dupes.itertuples():
         first = first_of.loc[(rec.split, rec.image_id)]
-        if first["label"] != rec.label:  # which grade is right cannot be guessed
+        if first["label"] != rec.label or first["labels"] != rec.labels:  # cannot be guessed
             index.problems.append(Problem(
                 rec.csv, f"image {rec.image_id} is listed twice with different labels: "
-                f"{first['label']} at row {first['row']}, {rec.label} here", rec.row))
+                f"{_shown(first['label'], first['labels'])} at row {first['row']}, "
+                f"{_shown(rec.label, rec.labels)} here", rec.row))
         else:
             index.warnings.append(f"{rec.csv} row {rec.row}: image {rec.image_id} repeats row "
                                   f"{first['row']} exactly; the repeat is skipped")
     frame = firsts
     index.frame = frame
-    _check_splits(index)
+    if check_splits:  # a reader that draws splits checks them once they are drawn
+        _check_splits(index)
     return index
 
 
-def _check_splits(index: ImageIndex) -> None:
+def _shown(label: int, labels: tuple[int, ...] | None) -> str:
+    return str(label) if labels is None else "".join(map(str, labels))
+
+
+def _check_splits(index: ImageIndex, needed: tuple[str, ...] | None = None) -> None:
     # the course layout needs all three splits; the original release's test split is optional
-    needed = SPLITS if index.layout == "course" else ("train", "val", *(
-        ("test",) if "test" in index.sources else ()))
+    needed = needed or (SPLITS if index.layout == "course" else ("train", "val", *(
+        ("test",) if "test" in index.sources else ())))
     for split in needed:
         if not (index.frame["split"] == split).any():
             where = str(index.sources.get(split, index.root))
@@ -222,7 +266,7 @@ def _check_splits(index: ImageIndex) -> None:
 def validate(index: ImageIndex, *, decode: bool = True, workers: int = 4,
              progress: Callable[[int, int], None] | None = None) -> ImageIndex:
     """Decode every image completely (in threads: PIL releases the GIL) and record failures."""
-    if decode and len(index.frame):
+    if decode and len(index.frame) and index.source == "files":
         paths = index.frame["path"].tolist()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = pool.map(probe_image, paths)
@@ -238,12 +282,23 @@ def validate(index: ImageIndex, *, decode: bool = True, workers: int = 4,
 
 
 def summarize(index: ImageIndex) -> str:
-    """Images per split and grade, and image sizes, as a short text table."""
+    """Images per split and class (positives per label for multi-label data), and image
+    sizes, as a short text table."""
     f = index.frame
-    lines = [f"{index.root} ({index.layout} layout)", ""]
-    table = pd.crosstab(f["split"], f["label"].map(lambda v: "unlabelled" if v < 0 else str(v)),
-                        margins=True, margins_name="total")
-    lines.append("images per split and grade:")
+    lines = [f"{index.root} ({index.layout} layout, {index.task}, "
+             f"{'grayscale' if index.channels == 1 else 'RGB'})", ""]
+    if index.task == "multilabel":
+        table = pd.DataFrame({s: index.targets(s).sum(axis=0).astype(int)
+                              for s in SPLITS if index.labelled(s)},
+                             index=index.class_names).T
+        table.insert(0, "images", [int((f["split"] == s).sum()) for s in table.index])
+        lines.append("images and positives per label, per split:")
+    else:
+        names = dict(enumerate(index.class_names)) if index.task == "classes" else {}
+        table = pd.crosstab(f["split"], f["label"].map(
+            lambda v: "unlabelled" if v < 0 else names.get(v, str(v))), margins=True,
+            margins_name="total")
+        lines.append(f"images per split and {'grade' if index.task == 'grading' else 'class'}:")
     lines.append(table.to_string())
     lines.append("")
     lines.append("patients per split: " + ", ".join(
@@ -255,11 +310,17 @@ def summarize(index: ImageIndex) -> str:
     return "\n".join(lines)
 
 
-READERS: dict[str, Callable[[str | Path], ImageIndex]] = {"deepdrid": read_deepdrid}
+def readers() -> dict[str, Callable[[str | Path, ReadOptions], ImageIndex]]:
+    """Every dataset kind (trainables.formats holds the readers of the other formats)."""
+    from trainables import formats
+
+    return {"deepdrid": lambda root, options: read_deepdrid(root), **formats.READERS}
 
 
-def read_dataset(kind: str, root: str | Path) -> ImageIndex:
-    if kind not in READERS:
+def read_dataset(kind: str, root: str | Path, *,
+                 options: ReadOptions | None = None) -> ImageIndex:
+    known = readers()
+    if kind not in known:
         raise DatasetError(str(root), [Problem(
-            str(root), f"unknown dataset kind {kind!r}; known: {', '.join(READERS)}")])
-    return READERS[kind](root)
+            str(root), f"unknown dataset kind {kind!r}; known: {', '.join(known)}")])
+    return known[kind](root, options or ReadOptions())

@@ -13,11 +13,14 @@ import csv
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from trainables.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -273,14 +276,16 @@ def _patient_grades(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
     return out
 
 
-def write_deepdrid_demo(out: Path, *, layout: str = "course", spec: DemoSpec | None = None) -> Path:
+def write_deepdrid_demo(out: Path, *, layout: str | None = "course",
+                        spec: DemoSpec | None = None) -> Path:
     """Write the demo set under `out` in the DeepDRiD `course` or `original` layout.
 
     Four images per patient (two per eye, macula- and disc-centred); lesion masks under
     `out/masks/<image_id>.png`. Returns `out`.
     """
+    layout = layout or "course"
     if layout not in ("course", "original"):
-        raise ValueError(f"layout={layout!r}: use 'course' or 'original'")
+        raise ConfigError(f"--layout {layout!r}: the DeepDRiD demo has course, original")
     spec = spec or DemoSpec()
     rng = np.random.default_rng([spec.seed, DEMO_VERSION])
     out.mkdir(parents=True, exist_ok=True)
@@ -342,21 +347,28 @@ def _write_csv(out: Path, layout: str, split: str, rows: list[dict[str, object]]
                         1, 1, 0])
 
 
-DEMO_WRITERS = {"deepdrid": write_deepdrid_demo}
+def demo_writers() -> dict[str, Callable[..., Path]]:
+    """A demo writer per dataset kind: fn(out, *, layout=None, spec=None) -> the --data path."""
+    from trainables.demo_sets import WRITERS
+
+    return {"deepdrid": write_deepdrid_demo, **WRITERS}
 
 
 def ensure_demo(dataset: str, root: Path, *, seed: int = 0) -> Path:
-    """The demo set of `dataset` under `root/demo/`, generated once per machine (file-locked)."""
+    """The demo set of `dataset` under `root/demo/`, generated once per machine (file-locked);
+    returns what --data takes (the folder, or the file of a one-file format)."""
     from filelock import FileLock
 
-    if dataset not in DEMO_WRITERS:
-        raise ValueError(f"no demo data for dataset {dataset!r}; have: {', '.join(DEMO_WRITERS)}")
+    writers = demo_writers()
+    if dataset not in writers:
+        raise ConfigError(f"no demo data for dataset {dataset!r}; have: {', '.join(writers)}")
     folder = root / "demo" / f"{dataset}-seed{seed}-v{DEMO_VERSION}"
     folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder / ".complete"
     with FileLock(str(folder) + ".lock"):
-        if not (folder / ".complete").is_file():
+        if not done.is_file():
             log.info("generating the %s demo set in %s (once per machine)", dataset, folder)
             shutil.rmtree(folder, ignore_errors=True)
-            DEMO_WRITERS[dataset](folder, spec=DemoSpec(seed=seed))
-            (folder / ".complete").touch()
-    return folder
+            data = writers[dataset](folder, spec=DemoSpec(seed=seed))
+            done.write_text(str(Path(data).relative_to(folder)))
+    return folder / (done.read_text().strip() or ".")

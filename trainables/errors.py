@@ -31,10 +31,10 @@ class Problem:
 
     file: str
     message: str
-    row: int | None = None  # line number in the CSV file (the header is line 1)
+    row: int | None = None  # line number in the CSV file (the header is line 1); 0 = no CSV
 
     def __str__(self) -> str:
-        where = f"{self.file} row {self.row}" if self.row is not None else self.file
+        where = f"{self.file} row {self.row}" if self.row else self.file
         return f"{where}: {self.message}"
 
 

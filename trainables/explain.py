@@ -67,8 +67,10 @@ def localisation(cams: np.ndarray, masks: np.ndarray, tolerance: int = 2) -> dic
 
 
 def normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (B, H, W, 3) cache images to the model's normalised (B, 3, H, W) input."""
+    """uint8 (B, H, W, C) cache images to the model's normalised (B, 3, H, W) input (one
+    grayscale channel repeated to three)."""
     x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 

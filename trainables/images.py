@@ -31,11 +31,12 @@ def probe_image(path: str) -> tuple[tuple[int, int] | None, str | None]:
         return None, f"cannot be decoded ({type(e).__name__}: {e})"
 
 
-def decode(path: str, size: int) -> Image.Image:
-    """Decode to RGB at no less than `2 * size` on the short side (JPEG DCT scaling)."""
+def decode(path: str, size: int, mode: str = "RGB") -> Image.Image:
+    """Decode to `mode` (RGB or L) at no less than `2 * size` on the short side (JPEG DCT
+    scaling)."""
     with Image.open(path) as im:
-        im.draft("RGB", (2 * size, 2 * size))
-        return im.convert("RGB")
+        im.draft(mode, (2 * size, 2 * size))
+        return im.convert(mode)
 
 
 def fundus_mask(rgb: np.ndarray, threshold: int = 12) -> np.ndarray:
@@ -93,6 +94,18 @@ def load_mask(mask_path: str, image_path: str, size: int, preprocess: str) -> np
         mask = m.convert("L").resize(im.size, Image.Resampling.NEAREST)
     mask = pad_square(mask) if preprocess == "none" else pad_square(mask.crop(fundus_box(im)))
     return np.asarray(mask.resize((size, size), Image.Resampling.NEAREST)) > 127
+
+
+def load_gray(path: str, size: int) -> np.ndarray:
+    """One grayscale image as uint8 (size, size, 1), padded to a square and resized."""
+    return resize_square(decode(path, size, "L"), size)
+
+
+def resize_square(im: Image.Image, size: int) -> np.ndarray:
+    """Pad to a centred square and resize to (size, size, C) uint8 (C = 1 for L, 3 for RGB)."""
+    out = np.asarray(pad_square(im).resize((size, size), Image.Resampling.BICUBIC,
+                                           reducing_gap=2.0), dtype=np.uint8)
+    return np.ascontiguousarray(out[..., None] if out.ndim == 2 else out)
 
 
 def load_fundus(path: str, size: int, preprocess: str) -> np.ndarray:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainables.augment import BatchAugment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError, NonFiniteLossError
-from trainables.metrics import grading_metrics
+from trainables.objectives import Objective, eval_loss
+from trainables.tasks import epoch_scores
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
 def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.ndarray,
             *, limit: int = 0, drop_last: bool = False,
             pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of (uint8 images, labels) read from the (memory-mapped) cache in `order`.
+    """Batches of (uint8 images, labels) read from the (memory-mapped) cache in `order`;
+    labels keep their dtype (int64 classes, float32 multi-label rows).
 
     A thread reads the next batch while the current one computes: the reads and the
     tensor ops both release the GIL.
@@ -67,7 +68,7 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.n
     def read(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.sort(order[i * batch_size: (i + 1) * batch_size])  # sorted reads are sequential
         x = torch.from_numpy(np.ascontiguousarray(images[idx]))
-        y = torch.from_numpy(labels[idx].astype(np.int64))
+        y = torch.from_numpy(np.ascontiguousarray(labels[idx]))
         return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
     ready: queue.Queue = queue.Queue(maxsize=2)
@@ -91,7 +92,8 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
                     cfg: TrainConfig, epoch: int, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler,
                     scaler: torch.amp.GradScaler, augment: BatchAugment,
-                    runtime: Runtime, sample: np.ndarray | None = None) -> dict[str, float]:
+                    runtime: Runtime, objective: Objective,
+                    sample: np.ndarray | None = None) -> dict[str, float]:
     """One pass over the training images (or over `sample`, indices into them: a bootstrap
     resample); data order, augmentation and dropout are seeded by (seed, epoch), so a resumed
     run repeats an uninterrupted one."""
@@ -110,7 +112,7 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
         targets = y.to(runtime.device, non_blocking=True)
         with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
             logits = model(inputs)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+        loss = objective.loss(logits.float(), targets)
         if not torch.isfinite(loss):  # a CPU-GPU sync point, once per step: cheap next to a step
             raise NonFiniteLossError(
                 f"train loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
@@ -131,9 +133,11 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: BatchAugment,
             runtime: Runtime, tta: bool = False, limit: int | None = None) -> np.ndarray:
-    """Class probabilities for `images`, in order; `tta` averages in the mirror image.
-    `limit` caps the batches (default: the config's max_eval_batches; 0 = every image)."""
+    """Probabilities for `images`, in order (softmax over classes, or a sigmoid per label for
+    a multi-label task); `tta` averages in the mirror image. `limit` caps the batches
+    (default: the config's max_eval_batches; 0 = every image)."""
     model.eval()
+    activate = (lambda t: t.sigmoid()) if cfg.task == "multilabel" else (lambda t: t.softmax(1))
     out = []
     dummy = np.zeros(len(images), dtype=np.int64)
     cap = cfg.max_eval_batches if limit is None else limit
@@ -141,9 +145,9 @@ def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: 
                         limit=cap, pin=runtime.device.type == "cuda"):
         inputs = augment(x)
         with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
-            probs = model(inputs).float().softmax(dim=1)
+            probs = activate(model(inputs).float())
             if tta:
-                probs = (probs + model(inputs.flip(3)).float().softmax(dim=1)) / 2
+                probs = (probs + activate(model(inputs.flip(3)).float())) / 2
         out.append(probs.cpu())
     return torch.cat(out).numpy()
 
@@ -151,10 +155,8 @@ def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, cfg: TrainConfig,
              augment: BatchAugment, runtime: Runtime,
              prefix: str = "val") -> tuple[dict[str, float], np.ndarray]:
-    """Loss, QWK, accuracy and macro F1 on `images`; also returns the probabilities."""
+    """The loss and the task's metrics on `images`; also returns the probabilities."""
     probs = predict(model, images, cfg=cfg, augment=augment, runtime=runtime)
     labels = labels[: len(probs)]
-    loss = F.nll_loss(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))),
-                      torch.from_numpy(labels.astype(np.int64))).item()
-    metrics = {"loss": loss, **grading_metrics(labels, probs)}
+    metrics = {"loss": eval_loss(cfg.task, labels, probs), **epoch_scores(cfg.task, labels, probs)}
     return {f"{prefix}/{k}": v for k, v in metrics.items()}, probs

@@ -62,7 +62,7 @@ class LocalReporter:
     """Writes `config.json`, `metrics.json` (one dict per epoch) and `checkpoints/{last,best}/`
     under `out` (or keeps only the history when `out` is None); prints a line per epoch."""
 
-    def __init__(self, out: Path | None = None, *, metric: str = "val/kappa", mode: str = "max",
+    def __init__(self, out: Path | None = None, *, metric: str | None = None, mode: str = "max",
                  resume: Path | None = None, echo: Callable[[str], None] | None = None) -> None:
         self.out, self.metric, self.mode, self.resume, self.echo = out, metric, mode, resume, echo
         self.history: list[dict[str, float]] = []
@@ -70,6 +70,11 @@ class LocalReporter:
 
     def start(self, config: dict[str, Any]) -> None:
         self.config = config
+        if self.metric is None:  # the usual metric of the config's task
+            from trainables.tasks import task_of
+
+            task = task_of(config.get("task", "grading"))
+            self.metric, self.mode = task.metric, task.mode
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(config, indent=1))
@@ -109,16 +114,21 @@ class LocalReporter:
             shutil.copytree(checkpoints / "last", checkpoints / "best")
 
     def _is_best(self, metrics: dict[str, float]) -> bool:
-        values = [h[self.metric] for h in self.history if self.metric in h]
+        metric = self.metric or ""
+        values = [h[metric] for h in self.history if metric in h]
+        if not values:
+            return False
         best = max(values) if self.mode == "max" else min(values)
-        return metrics.get(self.metric) == best
+        return metrics.get(metric) == best
 
 
 def format_epoch(m: dict[str, float], epochs: int | None = None) -> str:
+    """One line per epoch: losses, the task's metrics (whatever the task reported), speed."""
+    from trainables.tasks import describe_metrics
+
     of = f"/{epochs}" if epochs else ""
     return (f"epoch {int(m['epoch'])}{of}  train loss {m['train/loss']:.4f}  "
-            f"val loss {m['val/loss']:.4f}  QWK {m['val/kappa']:.4f}  "
-            f"acc {m['val/accuracy']:.4f}  F1 {m['val/f1_macro']:.4f}  "
+            f"val loss {m['val/loss']:.4f}  {describe_metrics(m)}  "
             f"{m['train/images_per_s']:.1f} img/s  lr {m['lr']:.2e}")
 
 

@@ -1,17 +1,98 @@
-"""What each task optimises; a light module, so the CLI can know it without importing torch."""
+"""What a label is and how it is scored: the seam every part outside the trainer asks.
+
+Three kinds of task share one trainable (`trainables.trainable`):
+- grading: ordinal classes (DR grades); cross-entropy with label smoothing; QWK.
+- classes: single-label, n classes; cross-entropy with label smoothing and optional class
+  weights; accuracy and macro F1 (the experiment picks which one the search optimises).
+- multilabel: n independent labels; BCE-with-logits with pos_weight, or a focal loss; macro
+  AUROC over the labels with a positive and a negative in validation, mAP, macro F1.
+
+This module stays light (numpy; scikit-learn on first use) so the CLI can know a task without
+importing torch. A trial's config names its task kind (`task`), so a checkpoint, a member's
+metadata and `search.reproduce` know it too.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+KINDS = ("grading", "classes", "multilabel")
+TRAINABLE = "trainables.trainable:train"
+FIT = "trainables.trainable:fit"
+
+# the metrics every epoch reports (under val/), per kind, with their short names
+EPOCH_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "grading": (("kappa", "QWK"), ("accuracy", "accuracy"), ("f1_macro", "macro F1")),
+    "classes": (("accuracy", "accuracy"), ("f1_macro", "macro F1"),
+                ("balanced_accuracy", "balanced acc")),
+    "multilabel": (("auroc_macro", "macro AUROC"), ("map", "mAP"), ("f1_macro", "macro F1")),
+}
 
 
 @dataclass(frozen=True)
 class Task:
-    metric: str  # the key a search and a trial's best checkpoint optimise
-    mode: str  # "max" or "min"
-    trainable: str  # "module:function" of the Ray Tune function trainable
-    fit: str  # "module:function" fit(cfg, reporter, until_epoch=...) the trainable calls
+    """A task kind and the validation metric its searches optimise (`val/<name>`)."""
+
+    kind: str
+    metric: str
+    mode: str = "max"
+    trainable: str = TRAINABLE  # "module:function" of the Ray Tune function trainable
+    fit: str = FIT  # "module:function" fit(cfg, reporter, until_epoch=...) the trainable calls
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, f"task kind {self.kind!r} not in {KINDS}"
+        keys = [f"val/{k}" for k, _ in EPOCH_METRICS[self.kind]]
+        assert self.metric in keys, f"{self.kind} task cannot optimise {self.metric}: {keys}"
+
+    @property
+    def multilabel(self) -> bool:
+        return self.kind == "multilabel"
+
+    @property
+    def columns(self) -> tuple[tuple[str, str], ...]:
+        """(metric key, short name) of what the final step and the report tabulate."""
+        return EPOCH_METRICS[self.kind]
+
+    def scores(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """The epoch metrics of `probs` against `labels` (unprefixed keys)."""
+        return epoch_scores(self.kind, labels, probs)
+
+    def decide(self, probs: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+        """Predictions: the class (argmax), or 0/1 per label at `thresholds` (default 0.5)."""
+        if self.multilabel:
+            cut = 0.5 if thresholds is None else thresholds
+            return (probs >= cut).astype(np.int64)
+        return probs.argmax(axis=1)
 
 
-GRADING = Task(metric="val/kappa", mode="max", trainable="trainables.grading:train_grading",
-               fit="trainables.grading:fit")
+GRADING = Task("grading", "val/kappa")
+MULTILABEL = Task("multilabel", "val/auroc_macro")
+
+
+def classes_task(metric: str = "val/f1_macro") -> Task:
+    return Task("classes", metric)
+
+
+def task_of(kind: str) -> Task:
+    """The task of a kind with its usual metric (for records that name only the kind)."""
+    return {"grading": GRADING, "classes": classes_task(), "multilabel": MULTILABEL}[kind]
+
+
+def epoch_scores(kind: str, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    from trainables import metrics
+
+    if kind == "multilabel":
+        return metrics.multilabel_metrics(labels, probs)
+    if kind == "classes":
+        return metrics.class_metrics(labels, probs)
+    return metrics.grading_metrics(labels, probs)
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """`QWK 0.4120  accuracy 0.5000 ...` for the val/ metrics present in `metrics`."""
+    names = {k: n for table in EPOCH_METRICS.values() for k, n in table}
+    return "  ".join(f"{names[k[4:]]} {v:.4f}" for k, v in metrics.items()
+                     if k.startswith("val/") and k[4:] in names)

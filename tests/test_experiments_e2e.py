@@ -1,0 +1,97 @@
+"""The class-folder, MedMNIST and multi-label experiments end to end through the README's
+commands (slow): a smoke run of each, and runs of `medmnist --demo` and `rfmid_multilabel --demo`
+that learn clearly, end with a submission and a report, and reproduce their best trial."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trainables.demo_sets import FINDINGS
+
+
+def cli(module: str, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def final_metrics(run: Path) -> dict:
+    return json.loads((run / "final" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_imagefolder_on_a_raw_tree_draws_keeps_and_reuses_its_split(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    cli("search.data", "demo", "imagefolder", "--out", str(tree))
+    cli("search.run", "imagefolder", "--data", str(tree), "--smoke-test", "--no-wandb",
+        "--set", "weights=none", "--set", "model=resnet18", "--results", str(tmp_path),
+        "--name", "smoke")
+    run = tmp_path / "imagefolder" / "smoke"
+    split = pd.read_csv(run / "split.csv")
+    assert set(split["split"]) == {"train", "val", "test"} and len(split) == 720
+    submission = pd.read_csv(run / "submission" / "test_predictions.csv")
+    assert list(submission.columns) == ["ID", "TARGET", "class"]
+    assert len(submission) == (split["split"] == "test").sum()
+    assert final_metrics(run)["task"] == "classes"
+    cli("search.reproduce", str(run / "best" / "config.json"))
+    # the data changed since the search: one image more moves the drawn split
+    extra = next((tree / "round_striped").glob("*.jpeg"))
+    (tree / "round_striped" / "extra.jpeg").write_bytes(extra.read_bytes())
+    changed = subprocess.run([sys.executable, "-m", "search.reproduce",
+                              str(run / "best" / "config.json")], capture_output=True, text=True,
+                             timeout=600)
+    assert changed.returncode != 0 and "the data changed since the search" in changed.stderr
+    assert "Traceback" not in changed.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["medmnist", "rfmid_multilabel"])
+def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
+    result = cli("search.run", experiment, "--demo", "--smoke-test", "--no-wandb",
+                 "--results", str(tmp_path), "--name", "smoke")
+    assert f"{experiment}: 2 trials of up to 1 epochs" in result.stdout
+    assert (tmp_path / experiment / "smoke" / "submission" / "test_predictions.csv").is_file()
+
+
+@pytest.mark.slow
+def test_medmnist_demo_learns_the_six_classes_and_reproduces(tmp_path: Path) -> None:
+    cli("search.run", "medmnist", "--demo", "--num-samples", "4", "--max-epochs", "4",
+        "--results", str(tmp_path), "--name", "demo")
+    run = tmp_path / "medmnist" / "demo"
+    metrics = final_metrics(run)
+    assert metrics["bag"]["val"]["accuracy"] > 0.6  # chance is 1/6
+    assert metrics["bag"]["test"]["accuracy"] > 0.6  # the test folder's labels
+    submission = pd.read_csv(run / "submission" / "test_predictions.csv")
+    assert submission["TARGET"].nunique() >= 4  # not one class for every image
+    html = (run / "report" / "index.html").read_text()
+    assert "Confusion matrix" in html and "Per-class table" in html
+    assert (run / "report" / "curves.png").is_file()
+    reproduced = cli("search.reproduce", str(run / "best" / "config.json"))
+    assert "OK" in reproduced.stdout
+
+
+@pytest.mark.slow
+def test_rfmid_demo_learns_each_finding(tmp_path: Path) -> None:
+    cli("search.run", "rfmid_multilabel", "--demo", "--num-samples", "3", "--max-epochs", "3",
+        "--results", str(tmp_path), "--name", "demo")
+    run = tmp_path / "rfmid_multilabel" / "demo"
+    metrics = final_metrics(run)
+    assert metrics["bag"]["val"]["auroc_macro"] > 0.75
+    per_label = {row["label"]: row for row in metrics["per_label"]}
+    assert list(per_label) == ["Disease_Risk", *FINDINGS]
+    assert all(per_label[name]["auroc"] > 0.6 for name in FINDINGS)  # each one, not an average
+    submission = pd.read_csv(run / "submission" / "test_predictions.csv")
+    assert list(submission.columns) == ["ID", "Disease_Risk", *FINDINGS]
+    assert submission["ID"].tolist()[:3] == [1, 2, 3]  # RFMiD's own IDs, in its order
+    html = (run / "report" / "index.html").read_text()
+    assert "Per-label table" in html and "roc.png" in html
+    assert list((run / "report" / "gradcam").glob("val_*_cam*.png"))
+    reproduced = cli("search.reproduce", str(run / "best" / "config.json"))
+    assert "OK" in reproduced.stdout

@@ -1,0 +1,146 @@
+"""The task layer: metrics against numbers worked out by hand, losses against their definitions,
+the grayscale path, and bagging and submissions in each task's format."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from search.bagging import bag_csvs, submission_frame
+from trainables.config import TrainConfig
+from trainables.errors import ConfigError
+from trainables.metrics import f1_thresholds, multilabel_metrics, per_label_table
+from trainables.objectives import eval_loss, make_objective
+from trainables.tasks import GRADING, MULTILABEL, classes_task
+
+
+def test_macro_auroc_counts_ordered_pairs_and_leaves_out_a_label_without_positives() -> None:
+    labels = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=np.float32)
+    probs = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.2], [0.4, 0.1, 0.3], [0.6, 0.3, 0.4]])
+    # label 0: positives 0.9, 0.4 against negatives 0.3, 0.6 -> pairs won: (0.9>0.3, 0.9>0.6,
+    # 0.4>0.3) = 3 of 4; label 1: positives 0.8, 0.1 against 0.2, 0.3 -> 2 of 4; label 2 has
+    # no positive and is left out
+    m = multilabel_metrics(labels, probs)
+    assert m["auroc_macro"] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    # AP of label 0: ranks 0.9 (pos), 0.6, 0.4 (pos) -> (1/1 + 2/3) / 2; label 1: 0.8 (pos),
+    # 0.3, 0.2, 0.1 (pos) -> (1 + 2/4) / 2
+    assert m["map"] == pytest.approx(((1 + 2 / 3) / 2 + (1 + 2 / 4) / 2) / 2)
+    rows = per_label_table(labels, probs, ["a", "b", "c"], np.full(3, 0.5))
+    assert rows[2]["auroc"] is None and rows[2]["positives"] == 0
+    assert rows[0]["f1"] == pytest.approx(0.5)  # 0.9 hit, 0.4 missed, 0.6 a false alarm
+
+
+def test_thresholds_are_chosen_for_f1_on_validation() -> None:
+    labels = np.array([[1], [1], [0], [0], [1]], dtype=np.float32)
+    probs = np.array([[0.35], [0.30], [0.20], [0.10], [0.9]])  # separable at any cut in (0.2, 0.3]
+    cut = f1_thresholds(labels, probs)[0]
+    assert 0.2 < cut <= 0.30
+    assert MULTILABEL.decide(probs, np.array([cut]))[:, 0].tolist() == [1, 1, 0, 0, 1]
+
+
+def test_single_label_metrics_and_decisions() -> None:
+    labels = np.array([0, 1, 2, 2])
+    probs = np.eye(3)[[0, 2, 2, 2]]  # one class-1 image called 2
+    m = classes_task().scores(labels, probs)
+    assert m["accuracy"] == 0.75
+    # per-class recall 1, 0, 1 -> balanced 2/3; F1 per class 1, 0, 0.8 -> macro 0.6
+    assert m["balanced_accuracy"] == pytest.approx(2 / 3)
+    assert m["f1_macro"] == pytest.approx(0.6)
+    assert "kappa" in GRADING.scores(labels, probs)
+
+
+def test_bce_pos_weight_is_negatives_over_positives_and_focal_gamma_0_is_bce() -> None:
+    labels = np.array([[1, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32)
+    cfg = TrainConfig(task="multilabel", loss="bce", num_classes=2)
+    objective = make_objective(cfg, labels, torch.device("cpu"))
+    assert objective.weight is not None
+    assert objective.weight.tolist() == [3.0, 1.0]  # 3 negatives / 1 positive; 2 / 2
+    logits, targets = torch.tensor([[0.3, -1.0]]), torch.tensor([[1.0, 0.0]])
+    # by hand: -3 * log(sigmoid(0.3)) and -log(1 - sigmoid(-1.0)), averaged
+    by_hand = (-3 * math.log(1 / (1 + math.exp(-0.3))) - math.log(1 - 1 / (1 + math.exp(1.0)))) / 2
+    assert objective.loss(logits, targets).item() == pytest.approx(by_hand, rel=1e-5)
+    focal = make_objective(cfg.replace(loss="focal", focal_gamma=0.0), labels, torch.device("cpu"))
+    plain = F.binary_cross_entropy_with_logits(logits, targets).item()
+    assert focal.loss(logits, targets).item() == pytest.approx(plain, rel=1e-5)
+    assert focal.probs(logits).tolist()[0] == pytest.approx([1 / (1 + math.exp(-0.3)),
+                                                            1 / (1 + math.exp(1.0))])
+
+
+def test_class_weights_are_inverse_frequencies() -> None:
+    labels = np.array([0, 0, 0, 1])
+    cfg = TrainConfig(task="classes", num_classes=3, class_weights=True)
+    weight = make_objective(cfg, labels, torch.device("cpu")).weight
+    assert weight is not None
+    # n / (classes present * count): 4 / (2 * 3), 4 / (2 * 1); an absent class keeps 1
+    assert weight.tolist() == pytest.approx([4 / 6, 2.0, 1.0])
+
+
+def test_a_loss_that_does_not_fit_the_task_is_refused() -> None:
+    with pytest.raises(ConfigError, match="loss='ce' does not fit task='multilabel'"):
+        TrainConfig(task="multilabel")
+    with pytest.raises(ConfigError, match="loss='focal' does not fit task='classes'"):
+        TrainConfig(task="classes", loss="focal")
+
+
+def test_eval_loss_of_each_kind() -> None:
+    assert eval_loss("classes", np.array([1]), np.array([[0.25, 0.75]])) == pytest.approx(
+        -math.log(0.75))
+    assert eval_loss("multilabel", np.array([[1, 0]]), np.array([[0.8, 0.4]])) == pytest.approx(
+        (-math.log(0.8) - math.log(0.6)) / 2)
+
+
+def test_grayscale_images_are_cached_with_one_channel_and_fed_as_three(tmp_path: Path) -> None:
+    from trainables.augment import BatchAugment
+    from trainables.cache import build_cache
+    from trainables.datasets import read_dataset
+    from trainables.demo_sets import write_shapes_demo
+
+    root = write_shapes_demo(tmp_path / "shapes")
+    index = read_dataset("medmnist", root)
+    cached = build_cache(index, size=32, preprocess="none", root=tmp_path / "cache",
+                         dataset="medmnist")
+    assert cached.images["train"].shape[1:] == (32, 32, 1)
+    batch = torch.from_numpy(np.array(cached.images["val"][:4]))
+    x = BatchAugment("flip+tilt", (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), torch.device("cpu"))(
+        batch, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 3, 32, 32)
+    # one gray value per pixel, normalised by each channel's ImageNet mean and std
+    gray = x * torch.tensor([0.2, 0.2, 0.2]).view(1, 3, 1, 1) + torch.tensor(
+        [0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    assert torch.allclose(gray[:, 0], gray[:, 1], atol=1e-6)
+    assert torch.allclose(gray[:, 1], gray[:, 2], atol=1e-6)
+
+
+def test_submissions_in_each_tasks_format() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    grades = submission_frame(GRADING, ["a.jpg", "b.jpg"], probs, ["0", "1", "2"])
+    assert list(grades.columns) == ["ID", "TARGET"] and grades["TARGET"].tolist() == [0, 2]
+    classes = submission_frame(classes_task(), ["a", "b"], probs, ["cat", "dog", "owl"],
+                               with_probs=True)
+    assert list(classes.columns) == ["ID", "TARGET", "class", "p0", "p1", "p2"]
+    assert classes["class"].tolist() == ["cat", "owl"]
+    labels = submission_frame(MULTILABEL, ["1", "2"], probs, ["Disease_Risk", "DR", "ARMD"])
+    assert list(labels.columns) == ["ID", "Disease_Risk", "DR", "ARMD"]
+    assert labels["ARMD"].tolist() == [0.1, 0.6]
+
+
+def test_search_bag_averages_multi_label_files_and_refuses_a_vote(tmp_path: Path) -> None:
+    one = pd.DataFrame({"ID": [1, 2], "A": [0.2, 0.9], "B": [0.4, 0.0]})
+    two = pd.DataFrame({"ID": [2, 1], "A": [0.5, 0.6], "B": [1.0, 0.2]})
+    one.to_csv(tmp_path / "one.csv", index=False)
+    two.to_csv(tmp_path / "two.csv", index=False)
+    bagged = bag_csvs([tmp_path / "one.csv", tmp_path / "two.csv"])
+    assert bagged["ID"].tolist() == [1, 2]
+    assert bagged["A"].tolist() == pytest.approx([0.4, 0.7])  # matched by ID, not by row
+    assert bagged["B"].tolist() == pytest.approx([0.3, 0.5])
+    with pytest.raises(ConfigError, match="averaging"):
+        bag_csvs([tmp_path / "one.csv", tmp_path / "two.csv"], "vote")
+    two.rename(columns={"B": "C"}).to_csv(tmp_path / "three.csv", index=False)
+    with pytest.raises(ConfigError, match="label columns differ"):
+        bag_csvs([tmp_path / "one.csv", tmp_path / "three.csv"])

@@ -1,0 +1,273 @@
+"""Demo sets of the other formats, generated and written in each format's real layout.
+
+- `shapes`: a Medical MNIST-style set, 6 classes of 64 px grayscale images whose class is
+  visible only in shape and texture (brightness, contrast, size, position and rotation are
+  nuisance), as class folders (`split`: train/val/test, `raw`: one folder per class) or as a
+  MedMNIST `.npz`.
+- `rfmid`: fundus photographs from the DeepDRiD demo's renderer in which each label is its own
+  independent finding (haemorrhages, hard exudates, cotton-wool spots, new vessels), in
+  RFMiD's layout; `Disease_Risk` is any finding present.
+- `idrid`, `aptos`, `kaggle_dr`: graded fundus photographs in those releases' layouts.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from trainables.demo import (
+    DEMO_VERSION,
+    LESION_SIZE,
+    LESIONS_BY_GRADE,
+    DemoSpec,
+    EyeScene,
+    Lesion,
+    _lesion_site,
+    _patient_grades,
+    _vessel_tree,
+    make_eye,
+    make_view,
+    render,
+)
+from trainables.errors import ConfigError
+
+SHAPES = ("round", "long", "angular")
+TEXTURES = ("striped", "speckled")
+SHAPE_CLASSES = [f"{s}_{t}" for s in SHAPES for t in TEXTURES]
+SHAPES_PER_CLASS = {"train": 80, "val": 24, "test": 16}
+SHAPE_SIZE = 64
+
+
+def _check_layout(layout: str | None, allowed: tuple[str, ...]) -> str:
+    chosen = layout or allowed[0]
+    if chosen not in allowed:
+        raise ConfigError(f"--layout {chosen!r}: this demo set has {', '.join(allowed)}")
+    return chosen
+
+
+# ---- Medical MNIST-style shapes -----------------------------------------------------------
+
+def shape_image(rng: np.random.Generator, shape: str, texture: str) -> np.ndarray:
+    """One 64 x 64 uint8 image of a textured body on a noisy background."""
+    n = SHAPE_SIZE
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    background = float(rng.uniform(0.05, 0.35))
+    body = Image.new("L", (n, n), 0)
+    draw = ImageDraw.Draw(body)
+    cx, cy = rng.uniform(24, 40, size=2)
+    r = float(rng.uniform(11, 17))
+    angle = float(rng.uniform(0, math.pi))
+    if shape == "round":
+        a, b = r, r * float(rng.uniform(0.85, 1.0))
+    elif shape == "long":
+        a, b = r * 1.25, r * float(rng.uniform(0.35, 0.5))
+    else:
+        a = b = r
+    if shape == "angular":  # a square or a triangle
+        corners = int(rng.choice([3, 4]))
+        pts = [(cx + a * math.cos(angle + 2 * math.pi * k / corners),
+                cy + a * math.sin(angle + 2 * math.pi * k / corners)) for k in range(corners)]
+    else:
+        pts = [(cx + a * math.cos(t) * math.cos(angle) - b * math.sin(t) * math.sin(angle),
+                cy + a * math.cos(t) * math.sin(angle) + b * math.sin(t) * math.cos(angle))
+               for t in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
+    draw.polygon(pts, fill=255)
+    inside = np.asarray(body.filter(ImageFilter.GaussianBlur(0.8)), np.float32) / 255
+    if texture == "striped":
+        period, theta = float(rng.uniform(4.5, 7.0)), float(rng.uniform(0, math.pi))
+        pattern = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta))
+                                     / period + rng.uniform(0, 2 * math.pi))
+    else:
+        dots = rng.uniform(size=(n, n)) < 0.12
+        pattern = np.asarray(Image.fromarray((dots * 255).astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(0.7)), np.float32) / 255
+        pattern = pattern / max(float(pattern.max()), 1e-6)
+    level, contrast = float(rng.uniform(0.4, 0.85)), float(rng.uniform(0.25, 0.5))
+    tone = level * (1 - contrast / 2 + contrast * pattern)
+    noise = rng.normal(0, 0.04, size=(n, n)).astype(np.float32)
+    image = background * (1 - inside) + tone * inside + noise
+    return np.clip(image * 255, 0, 255).astype(np.uint8)
+
+
+def _shape_rows(seed: int, per_class: dict[str, int]) -> dict[str, list[tuple[np.ndarray, int]]]:
+    rng = np.random.default_rng([seed, DEMO_VERSION, 7])
+    out: dict[str, list[tuple[np.ndarray, int]]] = {}
+    for split, count in per_class.items():
+        rows = [(shape_image(rng, *name.split("_")), c)
+                for c, name in enumerate(SHAPE_CLASSES) for _ in range(count)]
+        out[split] = [rows[i] for i in rng.permutation(len(rows))]
+    return out
+
+
+def write_shapes_demo(out: Path, *, layout: str | None = None,
+                      spec: DemoSpec | None = None) -> Path:
+    """Class folders `out/{train,val,test}/<class>/<n>.jpeg` (layout `split`), one folder per
+    class (`raw`: medtune draws the splits), or `out/shapesmnist_64.npz` (`npz`)."""
+    layout = _check_layout(layout, ("split", "raw", "npz"))
+    spec = spec or DemoSpec()
+    rows = _shape_rows(spec.seed, SHAPES_PER_CLASS)
+    out.mkdir(parents=True, exist_ok=True)
+    if layout == "npz":
+        arrays: dict[str, np.ndarray] = {}
+        for split, items in rows.items():
+            arrays[f"{split}_images"] = np.stack([im for im, _ in items])
+            arrays[f"{split}_labels"] = np.array([[c] for _, c in items], dtype=np.uint8)
+        np.savez_compressed(out / "shapesmnist_64.npz", **arrays)  # type: ignore[arg-type]
+        return out / "shapesmnist_64.npz"
+    number = 0
+    for split, items in rows.items():
+        for image, c in items:
+            number += 1
+            folder = out / SHAPE_CLASSES[c] if layout == "raw" else out / split / SHAPE_CLASSES[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image, "L").save(folder / f"{number:05d}.jpeg", quality=92)
+    (out / "README.txt").write_text("medtune demo: generated shapes, not medical images\n")
+    return out
+
+
+def write_raw_shapes_demo(out: Path, *, layout: str | None = None,
+                          spec: DemoSpec | None = None) -> Path:
+    """The shapes as one raw class-folder tree (the `imagefolder` demo)."""
+    return write_shapes_demo(out, layout=layout or "raw", spec=spec)
+
+
+# ---- RFMiD-style multi-label fundus set ----------------------------------------------------
+
+FINDINGS = {"HEM": "haemorrhage", "EX": "exudate", "CWS": "cotton_wool", "NV": "new_vessels"}
+FINDING_SHARE = 0.35  # each finding independently present in this share of eyes
+RFMID_COUNTS = {"train": 240, "val": 80, "test": 48}
+RFMID_DIRS = {"train": ("Training_Set", "Training", "RFMiD_Training_Labels.csv"),
+              "val": ("Evaluation_Set", "Validation", "RFMiD_Validation_Labels.csv"),
+              "test": ("Test_Set", "Test", "RFMiD_Testing_Labels.csv")}
+
+
+def findings_eye(rng: np.random.Generator, eye: str, present: list[str]) -> EyeScene:
+    """An eye with exactly the lesion kinds in `present`, each at its grade-4 count."""
+    side = 1.0 if eye == "r" else -1.0
+    lesions: list[Lesion] = []
+    for kind in present:
+        lo, hi = LESIONS_BY_GRADE[4][kind]
+        for _ in range(int(rng.integers(lo, hi + 1))):
+            x, y = _lesion_site(rng, side, kind)
+            size = float(rng.uniform(*LESION_SIZE[kind]))
+            if kind == "exudate":
+                for _ in range(int(rng.integers(2, 6))):
+                    lesions.append(Lesion(kind, x + rng.normal(0, 0.03), y + rng.normal(0, 0.03),
+                                          size * float(rng.uniform(0.6, 1.1))))
+                continue
+            lesions.append(Lesion(kind, x, y, size, float(rng.uniform(0, math.pi)),
+                                  int(rng.integers(1 << 30))))
+    return EyeScene(eye, 0, _vessel_tree(rng, side), lesions)
+
+
+def write_rfmid_demo(out: Path, *, layout: str | None = None,
+                     spec: DemoSpec | None = None) -> Path:
+    """RFMiD's layout: per split a labels CSV (ID, Disease_Risk, one column per finding) and
+    `<ID>.png` images, 272 x 256 px."""
+    _check_layout(layout, ("release",))
+    spec = spec or DemoSpec()
+    rng = np.random.default_rng([spec.seed, DEMO_VERSION, 29])
+    for split, count in RFMID_COUNTS.items():
+        base, images, name = RFMID_DIRS[split]
+        (out / base / images).mkdir(parents=True, exist_ok=True)
+        with open(out / base / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ID", "Disease_Risk", *FINDINGS])
+            for i in range(1, count + 1):
+                flags = [int(rng.uniform() < FINDING_SHARE) for _ in FINDINGS]
+                present = [kind for kind, on in zip(FINDINGS.values(), flags, strict=True) if on]
+                scene = findings_eye(rng, "r" if rng.uniform() < 0.5 else "l", present)
+                image, _ = render(scene, make_view(rng, scene, "macula"), 272, 256, rng)
+                image.save(out / base / images / f"{i}.png")
+                w.writerow([i, int(any(flags)), *flags])
+    return out
+
+
+# ---- graded fundus sets in other releases' layouts ---------------------------------------
+
+GRADED_COUNTS = {"train": 150, "test": 40}  # images; val is drawn by the reader
+
+
+def _graded_images(rng: np.random.Generator, count: int,
+                   size: tuple[int, int]) -> list[tuple[Image.Image, int, str]]:
+    """`count` eyes as (image, grade, eye) pairs, two eyes per patient."""
+    out: list[tuple[Image.Image, int, str]] = []
+    for left, right in _patient_grades(rng, (count + 1) // 2):
+        for eye, grade in (("l", left), ("r", right)):
+            scene = make_eye(rng, eye, grade)
+            image, _ = render(scene, make_view(rng, scene, "macula"), *size, rng)
+            out.append((image, grade, eye))
+    return out[:count]
+
+
+def write_graded_demo(out: Path, kind: str, *, spec: DemoSpec | None = None) -> Path:
+    """IDRiD grading, APTOS 2019 or Kaggle DR Resized, each in its release's layout."""
+    spec = spec or DemoSpec()
+    rng = np.random.default_rng([spec.seed, DEMO_VERSION, {"idrid": 1, "aptos": 2,
+                                                            "kaggle_dr": 3}[kind]])
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "idrid":
+        labels = out / "B. Disease Grading" / "2. Groundtruths"
+        labels.mkdir(parents=True, exist_ok=True)
+        for split, folder, csv_name in (
+                ("train", "a. Training Set", "a. IDRiD_Disease Grading_Training Labels.csv"),
+                ("test", "b. Testing Set", "b. IDRiD_Disease Grading_Testing Labels.csv")):
+            images = out / "B. Disease Grading" / "1. Original Images" / folder
+            images.mkdir(parents=True, exist_ok=True)
+            with open(labels / csv_name, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["Image name", "Retinopathy grade", "Risk of macular edema "])
+                for i, (image, grade, _) in enumerate(
+                        _graded_images(rng, GRADED_COUNTS[split], (288, 256)), start=1):
+                    name = f"IDRiD_{i:03d}"
+                    image.save(images / f"{name}.jpg", quality=92)
+                    w.writerow([name, grade, min(2, grade // 2)])
+    elif kind == "aptos":
+        for split, header in (("train", ["id_code", "diagnosis"]), ("test", ["id_code"])):
+            (out / f"{split}_images").mkdir(exist_ok=True)
+            with open(out / f"{split}.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(header)
+                for image, grade, _ in _graded_images(rng, GRADED_COUNTS[split], (256, 256)):
+                    code = f"{int(rng.integers(1 << 40)):012x}"
+                    image.save(out / f"{split}_images" / f"{code}.png")
+                    w.writerow([code, grade][: len(header)])
+    else:
+        (out / "resized_train").mkdir(exist_ok=True)
+        with open(out / "trainLabels.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "level"])
+            items = _graded_images(rng, sum(GRADED_COUNTS.values()), (256, 256))
+            for n, (image, grade, eye) in enumerate(items):
+                name = f"{10 + n // 2}_{'left' if eye == 'l' else 'right'}"
+                image.save(out / "resized_train" / f"{name}.jpeg", quality=92)
+                w.writerow([name, grade])
+    return out
+
+
+def graded_writer(kind: str) -> Callable[..., Path]:
+    def write(out: Path, *, layout: str | None = None, spec: DemoSpec | None = None) -> Path:
+        _check_layout(layout, ("release",))
+        return write_graded_demo(out, kind, spec=spec)
+    return write
+
+
+def write_npz_shapes_demo(out: Path, *, layout: str | None = None,
+                          spec: DemoSpec | None = None) -> Path:
+    return write_shapes_demo(out, layout=layout or "npz", spec=spec)
+
+
+WRITERS: dict[str, Callable[..., Path]] = {
+    "medmnist": write_shapes_demo,
+    "imagefolder": write_raw_shapes_demo,
+    "medmnist_npz": write_npz_shapes_demo,
+    "rfmid": write_rfmid_demo,
+    "idrid": graded_writer("idrid"),
+    "aptos": graded_writer("aptos"),
+    "kaggle_dr": graded_writer("kaggle_dr"),
+}
