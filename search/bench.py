@@ -15,10 +15,12 @@ Sections:
             seconds Ray Tune adds per trial, and its start-up
 
 The images are full-size synthetic fundus JPEGs (2048x1944 like a fundus camera; 512 px with
---quick), generated once into the cache folder. Each measurement runs in a fresh process (its
-own CPU time and peak memory), the two sides alternating `--repeats` times; the table gives
-medians and the ratio ours/baseline, and the whole record is written as JSON
-(default results/bench/bench-<time>.json).
+--quick), generated once into the cache folder; with `--experiment NAME` the sections run on
+that experiment's demo set and task instead (e.g. `rfmid_multilabel`: multi-label fundus PNGs
+and BCE; `medmnist`: 64 px grayscale class folders), the baseline with the task's loss. Each
+measurement runs in a fresh process (its own CPU time and peak memory), the two sides
+alternating `--repeats` times; the table gives medians and the ratio ours/baseline, and the
+whole record is written as JSON (default results/bench/bench-<time>.json).
 """
 
 from __future__ import annotations
@@ -72,21 +74,36 @@ def _usage() -> dict[str, float]:
             "rss_mb": me.ru_maxrss / 1024, "worker_rss_mb": kids.ru_maxrss / 1024}
 
 
-def _train_frame(data: Path) -> Any:
+def _train_frame(p: dict[str, Any]) -> Any:
     from trainables.datasets import read_dataset
 
-    index = read_dataset("deepdrid", data)
+    index = read_dataset(p["dataset"], p["data"])
     index.raise_if_problems()
     return index, index.split("train")
+
+
+def experiment_params(name: str, sizes: dict[str, Any]) -> dict[str, Any]:
+    """The data, dataset kind, task and preprocessing the sections run on."""
+    from spaces import get_experiment
+    from trainables.demo import ensure_demo
+
+    experiment = get_experiment(name)
+    if experiment.dataset == "deepdrid":
+        data = bench_data(sizes)
+    else:
+        data = ensure_demo(experiment.dataset, cache_root())
+    preprocess = experiment.config(demo=True).preprocess
+    return {"experiment": name, "dataset": experiment.dataset, "task": experiment.task.kind,
+            "preprocess": preprocess, "data": str(data)}
 
 
 class _PilDataset:
     """The usual input pipeline: PIL decodes each full-size JPEG, torchvision transforms it."""
 
-    def __init__(self, frame: Any, size: int) -> None:
+    def __init__(self, frame: Any, labels: Any, size: int) -> None:
         from torchvision import transforms as T
 
-        self.paths, self.labels = list(frame["path"]), list(frame["label"])
+        self.paths, self.labels = list(frame["path"]), list(labels)
         self.transform = T.Compose([
             T.Resize((size, size)), T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
             T.RandomRotation(180), T.ColorJitter(0.2, 0.2, 0.2), T.ToTensor(),
@@ -99,13 +116,14 @@ class _PilDataset:
         from PIL import Image
 
         with Image.open(self.paths[i]) as image:
-            return self.transform(image.convert("RGB")), int(self.labels[i])
+            return self.transform(image.convert("RGB")), self.labels[i]
 
 
-def _loader(frame: Any, size: int, batch: int, workers: int) -> Any:
+def _loader(index: Any, frame: Any, size: int, batch: int, workers: int) -> Any:
     import torch
 
-    dataset: Any = _PilDataset(frame, size)  # a map-style dataset: __len__ and __getitem__
+    # a map-style dataset: __len__ and __getitem__
+    dataset: Any = _PilDataset(frame, index.targets("train"), size)
     return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
                                        num_workers=workers, drop_last=True)
 
@@ -118,11 +136,12 @@ def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
     from trainables.cache import build_cache
     from trainables.loop import batches
 
-    index, frame = _train_frame(Path(p["data"]))
+    index, _ = _train_frame(p)
     started = time.perf_counter()
-    cached = build_cache(index, size=p["image_size"], preprocess="circle")
+    cached = build_cache(index, size=p["image_size"], preprocess=p["preprocess"],
+                         dataset=p["dataset"])
     build_seconds = time.perf_counter() - started
-    images, labels = cached.images["train"], frame["label"].to_numpy()
+    images, labels = cached.images["train"], index.targets("train")
     augment = BatchAugment(AUGMENT, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                            torch.device("cpu"))
     n = 0
@@ -142,8 +161,8 @@ def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_input_baseline(p: dict[str, Any]) -> dict[str, Any]:
-    _, frame = _train_frame(Path(p["data"]))
-    loader = _loader(frame, p["image_size"], p["batch"], p["workers"])
+    index, frame = _train_frame(p)
+    loader = _loader(index, frame, p["image_size"], p["batch"], p["workers"])
     n = 0
     for epoch in range(p["epochs"] + 1):
         if epoch == 1:
@@ -161,7 +180,7 @@ def measure_train_ours(p: dict[str, Any]) -> dict[str, Any]:
     from trainables.trainable import fit
 
     cfg = TrainConfig.from_dict({
-        "data": p["data"], "model": p["model"], "weights": "none", "image_size": p["image_size"],
+        **_data_keys(p), "model": p["model"], "weights": "none", "image_size": p["image_size"],
         "batch_size": p["batch"], "epochs": p["epochs"] + 1, "augment": AUGMENT,
         "max_train_batches": p["train_batches"], "max_eval_batches": 1, "device": "cpu"})
     reporter = LocalReporter(None)
@@ -178,10 +197,12 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    _, frame = _train_frame(Path(p["data"]))
-    model = timm.create_model(p["model"], pretrained=False, num_classes=5)
+    index, frame = _train_frame(p)
+    model = timm.create_model(p["model"], pretrained=False, num_classes=index.num_classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loader = _loader(frame, p["image_size"], p["batch"], p["workers"])
+    loader = _loader(index, frame, p["image_size"], p["batch"], p["workers"])
+    criterion = (F.binary_cross_entropy_with_logits if index.task == "multilabel"
+                 else F.cross_entropy)
     n, seconds = 0, 0.0
     for epoch in range(p["epochs"] + 1):
         model.train()
@@ -189,7 +210,7 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
         for step, (x, y) in enumerate(loader):
             if step == p["train_batches"]:
                 break
-            loss = F.cross_entropy(model(x), y)
+            loss = criterion(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -200,8 +221,17 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
     return {"images": n, "seconds": seconds, "rss_mb": _usage()["rss_mb"]}
 
 
+def _data_keys(p: dict[str, Any]) -> dict[str, Any]:
+    """The trial config's data keys, the class count taken from the data."""
+    from trainables.datasets import read_dataset
+
+    index = read_dataset(p["dataset"], p["data"])
+    return {"data": p["data"], "dataset": p["dataset"], "task": p["task"],
+            "preprocess": p["preprocess"], "num_classes": index.num_classes}
+
+
 def _tiny_trial(p: dict[str, Any], seed: int) -> dict[str, Any]:
-    return {"data": p["data"], "model": "resnet18", "weights": "none", "image_size": 64,
+    return {**_data_keys(p), "model": "resnet18", "weights": "none", "image_size": 64,
             "batch_size": 8, "epochs": 2, "max_train_batches": 2, "max_eval_batches": 1,
             "device": "cpu", "seed": seed}
 
@@ -350,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=positive_int, help="runs of each side (default 3; 1 with --quick)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="DataLoader workers of the baseline (default: the CPUs)")
+    p.add_argument("--experiment", default="deepdrid_finetune",
+                   help="whose demo data and task the sections run on (default "
+                        "deepdrid_finetune: full-size fundus JPEGs)")
     p.add_argument("--out", type=Path, help="the JSON record (default results/bench/bench-<time>.json)")
     p.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)
     p.add_argument("--params", help=argparse.SUPPRESS)
@@ -363,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = args.sections or list(SECTIONS)
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
-    params = {**sizes, "data": str(bench_data(sizes)), "workers": args.workers}
+    params = {**sizes, **experiment_params(args.experiment, sizes), "workers": args.workers}
     echo = lambda line: print(line, flush=True)  # noqa: E731
     rows: list[dict[str, Any]] = []
     for section in sections:

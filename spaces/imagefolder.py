@@ -19,7 +19,7 @@ from trainables.tasks import classes_task
 
 DEFAULTS = {
     "model": "resnet18", "weights": "imagenet", "image_size": 224, "preprocess": "none",
-    "epochs": 12, "batch_size": 32, "lr": 3e-4, "augment": "flip+tilt", "loss": "ce",
+    "epochs": 12, "batch_size": 32, "lr": 3e-4, "augment": "flip+tilt",
 }
 DEMO = {  # the bundled ImageNet EfficientNet-Lite0 on the generated shapes, on a CPU
     "model": "efficientnet_lite0", "weights": "bundled", "image_size": 64, "epochs": 5,

@@ -20,7 +20,7 @@ from trainables.tasks import classes_task
 
 DEFAULTS = {  # Medical MNIST is 64 px grayscale
     "model": "resnet18", "weights": "imagenet", "image_size": 64, "preprocess": "none",
-    "epochs": 10, "batch_size": 64, "lr": 1e-3, "augment": "flip+tilt", "loss": "ce",
+    "epochs": 10, "batch_size": 64, "lr": 1e-3, "augment": "flip+tilt",
 }
 DEMO = {  # the bundled ImageNet EfficientNet-Lite0 on generated shapes, on a CPU
     "model": "efficientnet_lite0", "weights": "bundled", "epochs": 5, "batch_size": 32,

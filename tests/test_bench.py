@@ -45,3 +45,14 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     assert record["environment"]["python"] and record["params"]["image_size"] == 96
     printed = capsys.readouterr().out
     assert "x better" in printed and f"written to {out}" in printed
+
+
+@pytest.mark.slow
+def test_the_train_section_runs_on_a_multi_label_experiments_data(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["train", "--quick", "--experiment", "rfmid_multilabel", "--out",
+                 str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert (record["params"]["task"], record["params"]["dataset"]) == ("multilabel", "rfmid")
+    row = next(r for r in record["rows"] if r["measure"] == "resnet18 images/s")
+    assert row["ours"] > 0 and row["baseline"] > 0

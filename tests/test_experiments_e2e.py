@@ -62,7 +62,7 @@ def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_medmnist_demo_learns_the_six_classes_and_reproduces(tmp_path: Path) -> None:
-    cli("search.run", "medmnist", "--demo", "--num-samples", "4", "--max-epochs", "4",
+    cli("search.run", "medmnist", "--demo", "--num-samples", "3", "--max-epochs", "4",
         "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "medmnist" / "demo"
     metrics = final_metrics(run)
@@ -79,7 +79,7 @@ def test_medmnist_demo_learns_the_six_classes_and_reproduces(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_rfmid_demo_learns_each_finding(tmp_path: Path) -> None:
-    cli("search.run", "rfmid_multilabel", "--demo", "--num-samples", "3", "--max-epochs", "3",
+    cli("search.run", "rfmid_multilabel", "--demo", "--num-samples", "2", "--max-epochs", "3",
         "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "rfmid_multilabel" / "demo"
     metrics = final_metrics(run)

@@ -83,7 +83,9 @@ def test_class_weights_are_inverse_frequencies() -> None:
 
 def test_a_loss_that_does_not_fit_the_task_is_refused() -> None:
     with pytest.raises(ConfigError, match="loss='ce' does not fit task='multilabel'"):
-        TrainConfig(task="multilabel")
+        TrainConfig(task="multilabel", loss="ce")
+    assert make_objective(TrainConfig(task="multilabel", num_classes=2), np.eye(2),
+                          torch.device("cpu")).loss_name == "bce"  # auto
     with pytest.raises(ConfigError, match="loss='focal' does not fit task='classes'"):
         TrainConfig(task="classes", loss="focal")
 

@@ -19,7 +19,7 @@ PREPROCESSING = ("none", "circle", "ben")
 SCHEDULERS = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("grading", "classes", "multilabel")
-LOSSES = ("ce", "bce", "focal")
+LOSSES = ("auto", "ce", "bce", "focal")
 AUGMENT_OPS = ("flip", "rotate", "tilt", "scale", "color")  # tilt: a small rotation, +-15 deg
 
 
@@ -55,7 +55,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # cosine | step (x0.1 at 2/3 of the run) | constant; 1 epoch warm-up
     warmup_epochs: float = 1.0  # linear warm-up length (0 = none)
     label_smoothing: float = 0.0  # cross-entropy only
-    loss: str = "ce"  # ce (single-label) | bce (multi-label, pos_weight from train) | focal
+    loss: str = "auto"  # auto (ce, or bce for multilabel) | ce | bce (pos_weight from train) | focal
     focal_gamma: float = 2.0  # focusing exponent of the focal loss
     class_weights: bool = False  # ce: weight classes by inverse frequency in train
     augment: str = "flip+rotate"  # none, or ops joined by '+': flip, rotate, tilt, scale, color
@@ -74,9 +74,9 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("task", self.task, TASKS)
         _check_choice("loss", self.loss, LOSSES)
-        if (self.task == "multilabel") != (self.loss in ("bce", "focal")):
+        if self.loss != "auto" and (self.task == "multilabel") != (self.loss in ("bce", "focal")):
             raise ConfigError(f"loss={self.loss!r} does not fit task={self.task!r}: use ce for "
-                              "grading and classes, bce or focal for multilabel")
+                              "grading and classes, bce or focal for multilabel (or auto)")
         if not (0.0 < self.val_fraction < 1.0 and 0.0 <= self.test_fraction < 1.0
                 and self.val_fraction + self.test_fraction < 1.0):
             raise ConfigError(f"val_fraction={self.val_fraction}, test_fraction="

@@ -42,11 +42,12 @@ def make_objective(cfg: TrainConfig, train_labels: np.ndarray,
                    device: torch.device) -> Objective:
     """The config's loss, its weights computed from the training labels."""
     weight = None
-    if cfg.loss == "bce":
+    name = cfg.loss if cfg.loss != "auto" else "bce" if cfg.task == "multilabel" else "ce"
+    if name == "bce":
         positives = train_labels.sum(axis=0)
         ratio = (len(train_labels) - positives) / np.maximum(positives, 1)
         weight = torch.tensor(np.clip(ratio, 1.0, MAX_POS_WEIGHT), dtype=torch.float32)
-    elif cfg.loss == "ce" and cfg.class_weights:
+    elif name == "ce" and cfg.class_weights:
         from sklearn.utils.class_weight import compute_class_weight
 
         present = np.unique(train_labels)
@@ -54,7 +55,7 @@ def make_objective(cfg: TrainConfig, train_labels: np.ndarray,
         full = np.ones(cfg.num_classes)
         full[present] = balanced
         weight = torch.tensor(full, dtype=torch.float32)
-    return Objective(cfg.task, cfg.loss, cfg.label_smoothing, cfg.focal_gamma,
+    return Objective(cfg.task, name, cfg.label_smoothing, cfg.focal_gamma,
                      None if weight is None else weight.to(device))
 
 
