@@ -146,3 +146,35 @@ def test_search_bag_averages_multi_label_files_and_refuses_a_vote(tmp_path: Path
     two.rename(columns={"B": "C"}).to_csv(tmp_path / "three.csv", index=False)
     with pytest.raises(ConfigError, match="label columns differ"):
         bag_csvs([tmp_path / "one.csv", tmp_path / "three.csv"])
+
+
+def test_a_grayscale_multi_label_npz_trains_under_the_multi_label_task(tmp_path: Path) -> None:
+    from trainables.reporting import LocalReporter
+    from trainables.trainable import fit
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 16), ("val", 8), ("test", 4)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n * 3).reshape(n, 3) % 2).astype(np.uint8)
+    np.savez(tmp_path / "chest.npz", **arrays)  # type: ignore[arg-type]
+    values = {"data": str(tmp_path / "chest.npz"), "dataset": "medmnist_npz", "model": "resnet18",
+              "weights": "none", "image_size": 32, "batch_size": 8, "epochs": 1,
+              "preprocess": "none", "device": "cpu", "cache_dir": str(tmp_path / "cache")}
+    reporter = LocalReporter(None)
+    fit(TrainConfig.from_dict({**values, "task": "multilabel", "num_classes": 3}), reporter)
+    assert reporter.metric == "val/auroc_macro" and 0 <= reporter.history[0]["val/auroc_macro"] <= 1
+    with pytest.raises(ConfigError, match=r"holds multi-label data \(3 labels\), but the config's "
+                                          r"task is classes.*--set dataset=medmnist_npz"):
+        fit(TrainConfig.from_dict({**values, "task": "classes", "num_classes": 3}), reporter)
+
+
+def test_the_final_step_refuses_a_vote_over_labels(tmp_path: Path) -> None:
+    import json
+
+    from search.final import run_final
+
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "rfmid_multilabel",
+                                                      "settings": {}}))
+    with pytest.raises(ConfigError, match="--method vote is for single-label tasks"):
+        run_final(tmp_path, method="vote")

@@ -63,8 +63,10 @@ def check_task(cfg: TrainConfig, index: ImageIndex) -> None:
     if multilabel != (cfg.task == "multilabel"):
         what = f"multi-label data ({index.num_classes} labels)" if multilabel else \
             f"single-label data ({index.num_classes} classes)"
+        hint = ("rfmid_multilabel, with --set dataset=medmnist_npz --set preprocess=none"
+                if multilabel and index.source == "npz" else "python -m search.list")
         raise ConfigError(f"{cfg.data} holds {what}, but the config's task is {cfg.task}: use "
-                          f"an experiment for {index.task} data (python -m search.list)")
+                          f"an experiment for {index.task} data ({hint})")
     if index.channels == 1 and cfg.preprocess != "none":
         raise ConfigError(f"preprocess={cfg.preprocess!r} is for colour fundus photos; "
                           f"{cfg.data} is grayscale: use preprocess=none")
