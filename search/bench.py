@@ -91,7 +91,7 @@ def experiment_params(name: str, sizes: dict[str, Any]) -> dict[str, Any]:
     if experiment.dataset == "deepdrid":
         data = bench_data(sizes)
     else:
-        data = ensure_demo(experiment.dataset, cache_root())
+        data = ensure_demo(experiment.demo_kind, cache_root())
     preprocess = experiment.config(demo=True).preprocess
     return {"experiment": name, "dataset": experiment.dataset, "task": experiment.task.kind,
             "preprocess": preprocess, "data": str(data)}

@@ -58,22 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
-    dataset = dataset_kind(args.experiment)
-
     if args.command == "demo":
+        kind = demo_kind(args.experiment)
         spec = DemoSpec(seed=args.seed)
         if args.patients:
             train, val, test = args.patients
             spec = DemoSpec(train_patients=train, val_patients=val, test_patients=test,
                             seed=args.seed)
         writers = demo_writers()
-        if dataset not in writers:
-            raise ConfigError(f"no demo set for {dataset!r}; have: {', '.join(writers)}")
-        data = writers[dataset](args.out, layout=args.layout, spec=spec)
-        print(f"wrote the {dataset} demo set ({args.layout or 'default'} layout) to {args.out}; "
+        if kind not in writers:
+            raise ConfigError(f"no demo set for {kind!r}; have: {', '.join(writers)}")
+        data = writers[kind](args.out, layout=args.layout, spec=spec)
+        print(f"wrote the {kind} demo set ({args.layout or 'default'} layout) to {args.out}; "
               f"pass --data {data}")
         return 0
 
+    dataset = dataset_kind(args.experiment)
     options = ReadOptions(val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                           split_seed=args.split_seed)
     index = read_dataset(dataset, args.data, options=options)
@@ -98,6 +98,13 @@ def dataset_kind(name: str) -> str:
     if name in readers():
         return name
     return get_experiment(name).dataset
+
+
+def demo_kind(name: str) -> str:
+    """The demo set of an experiment name, or `name` itself when it names a demo set."""
+    if name in demo_writers():
+        return name
+    return get_experiment(name).demo_kind
 
 
 def _progress(done: int, total: int) -> None:

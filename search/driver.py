@@ -123,6 +123,7 @@ class SearchPlan:
     max_concurrent: int
     wandb: bool
     top_k: int = 3
+    demo: bool = False  # the experiment's demo space (shorter phases), where it has one
 
     @property
     def run_dir(self) -> Path:
@@ -326,10 +327,10 @@ def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
 
 
 def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
-    assert plan.experiment.space is not None, f"{plan.experiment.name} has no search space"
     storage = optuna.storages.RDBStorage(plan.storage_url)
     searcher = StudySearch(
-        space=FixedSpace(plan.experiment.space, plan.pinned), metric=plan.experiment.metric,
+        space=FixedSpace(plan.experiment.search_space(plan.demo), plan.pinned),
+        metric=plan.experiment.metric,
         mode=plan.experiment.mode,
         sampler=make_sampler(plan.seed, startup_trials), storage=storage,
         study_name=plan.run_id)

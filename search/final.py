@@ -38,7 +38,8 @@ from trainables.tasks import Task
 
 
 def member_config(record: dict[str, Any], index: int, epochs: int) -> TrainConfig:
-    """The i-th member: the trial's config at full length, its own seed and bootstrap sample."""
+    """The i-th member: the trial's config at full length (a phased trial whose phases set
+    their own epochs keeps them), its own seed and bootstrap sample."""
     base = TrainConfig.from_dict(record["config"])
     return base.replace(epochs=epochs, seed=base.seed + 1 + index, bootstrap=base.seed + index,
                         max_eval_batches=0)
@@ -80,7 +81,7 @@ def choose_members(run_dir: Path, top_k: int | None,
     configs = [member_config(r, i, epochs) for i, r in enumerate(records)]
     for i, (record, cfg) in enumerate(zip(records, configs, strict=True)):
         echo(f"member {i + 1}/{len(records)}: trial {record['trial_id']} ({cfg.model}), "
-             f"{epochs} epochs, seed {cfg.seed}, bootstrap sample {cfg.bootstrap}")
+             f"{cfg.epochs} epochs, seed {cfg.seed}, bootstrap sample {cfg.bootstrap}")
     return records, configs
 
 

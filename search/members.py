@@ -65,7 +65,8 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     started = time.monotonic()
     reporter = LocalReporter(None, metric=metric, mode=mode, echo=echo)  # no checkpoints
     data = load_data(cfg)
-    model = fit(cfg, reporter, data=data)
+    # a phased trial keeps its best epoch (not always its last: the IDRiD seed's lesson)
+    model = fit(cfg, reporter, data=data, keep="best" if cfg.phases else "last")
     data_cfg = timm.data.resolve_model_data_config(model.backbone)
     mean, std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     augment = BatchAugment("none", mean, std, runtime.device, runtime.channels_last)

@@ -102,20 +102,37 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
         figs["params"].append(_save(fig, out / f"param_{name}.png"))
     top = trials.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min")).head(3)
     if len(top) and len(epochs):
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-        for trial_id in top["trial_id"]:
-            rows = epochs[epochs["trial_id"] == trial_id]
-            line = axes[0].plot(rows["epoch"], rows[metric], "o-", label=trial_id)[0]
-            axes[1].plot(rows["epoch"], rows["train/loss"], "o-", color=line.get_color())
-            if "val/loss" in rows:
-                axes[1].plot(rows["epoch"], rows["val/loss"], "s--", color=line.get_color())
-        axes[0].set_ylabel(metric)
-        axes[1].set_ylabel("loss (train solid, validation dashed)")
-        for ax in axes:
-            ax.set_xlabel("epoch")
-        axes[0].legend(fontsize=7)
-        figs["curves"] = _save(fig, out / "curves.png")
+        figs["curves"] = curves_figure(top, epochs, metric, out / "curves.png")
     return figs
+
+
+def curves_figure(top: pd.DataFrame, epochs: pd.DataFrame, metric: str, out: Path) -> str:
+    """The metric and the losses by epoch of the best trials; each trial's selected epoch is
+    starred, and a phased trial's phases are shaded (those of the best trial)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for trial_id, best_epoch in zip(top["trial_id"], top["best_epoch"], strict=True):
+        rows = epochs[epochs["trial_id"] == trial_id]
+        line = axes[0].plot(rows["epoch"], rows[metric], "o-", label=trial_id)[0]
+        axes[1].plot(rows["epoch"], rows["train/loss"], "o-", color=line.get_color())
+        if "val/loss" in rows:
+            axes[1].plot(rows["epoch"], rows["val/loss"], "s--", color=line.get_color())
+        chosen = rows[rows["epoch"] == best_epoch]
+        axes[0].plot(chosen["epoch"], chosen[metric], "*", ms=14, color=line.get_color(),
+                     markeredgecolor="black")
+    first = epochs[epochs["trial_id"] == top["trial_id"].iloc[0]]
+    if "phase" in first and first["phase"].notna().any():
+        for number, rows in first.groupby("phase"):
+            for ax in axes:  # epoch e covers (e-1, e]: a phase spans its epochs' intervals
+                ax.axvspan(rows["epoch"].min() - 1, rows["epoch"].max(), alpha=0.12,
+                           color=("tab:blue", "tab:orange", "tab:green")[(int(number) - 1) % 3])
+            axes[0].text(rows["epoch"].min() - 0.9, 1.01, f"phase {int(number)}", fontsize=7,
+                         transform=axes[0].get_xaxis_transform())
+    axes[0].set_ylabel(f"{metric} (star: selected epoch)")
+    axes[1].set_ylabel("loss (train solid, validation dashed)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out)
 
 
 def confusion_figure(labels: np.ndarray, preds: np.ndarray, names: list[str], out: Path) -> str:

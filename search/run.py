@@ -119,14 +119,16 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
     """Everything that fixes the search, from the experiment and the command line."""
     budget = experiment.demo_budget if args.demo else experiment.budget
     overrides = parse_overrides(args.overrides)
-    pinned = sorted(set(overrides) & set(experiment.searched))
-    if pinned:
-        log.info("--set fixes %s for every trial: the search will not vary it", ", ".join(pinned))
     max_epochs = args.max_epochs or budget.max_epochs
     num_samples = args.num_samples or budget.num_samples
-    if args.smoke_test:
-        max_epochs, num_samples = 1, min(num_samples, 2)
-        overrides = {"max_train_batches": 2, "max_eval_batches": 2, "image_size": 64, **overrides}
+    if args.smoke_test:  # one epoch of each phase
+        phases = experiment.config(demo=args.demo).phases
+        max_epochs, num_samples = max(1, len(phases)), min(num_samples, 2)
+        overrides = {"max_train_batches": 2, "max_eval_batches": 2, "image_size": 64,
+                     **{f"phase_{p['name']}_epochs": 1 for p in phases}, **overrides}
+    pinned = sorted(set(overrides) & set(experiment.searched))
+    if pinned and not args.smoke_test:
+        log.info("--set fixes %s for every trial: the search will not vary it", ", ".join(pinned))
     if args.data:  # absolute for the workers; a name (a MedMNIST flag) stays a name
         given = Path(args.data).expanduser()
         overrides["data"] = str(given.resolve()) if given.exists() else args.data

@@ -40,7 +40,8 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         trial_id = _trial_id(result)
         frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         keep = [c for c in frame.columns
-                if c.startswith(METRIC_PREFIXES) or c in ("epoch", "lr", "node_id", "timestamp")]
+                if c.startswith(METRIC_PREFIXES)
+                or c in ("epoch", "phase", "lr", "node_id", "timestamp")]
         epochs = frame[keep].copy()
         if len(epochs):
             epochs.insert(0, "trial_id", trial_id)
@@ -52,7 +53,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         n_epochs = int(epochs["epoch"].max()) if len(epochs) else 0
         if result.error is not None:
             status = "failed"
-        elif n_epochs >= plan.max_epochs:
+        elif n_epochs >= min(plan.max_epochs, _trial_epochs(config, plan.max_epochs)):
             status = "completed"
         elif n_epochs:
             status = "stopped early"  # by ASHA
@@ -62,7 +63,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         started, finished = _started_finished(frame)
         row: dict[str, Any] = {"trial_id": trial_id}
         # searched keys the space did not set (heads with attention off) stay empty
-        row.update({key: config.get(key) for key in searched})
+        row.update({key: _config_value(config, key) for key in searched})
         row.update({"status": status, metric: best_value, "best_epoch": best_epoch,
                     "epochs": n_epochs, "seconds": round(seconds, 2),
                     "started": started, "finished": finished,
@@ -80,6 +81,33 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
             trials[key] = trials[key].astype("Int64")
     epochs_all = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return trials, epochs_all
+
+
+def _config_value(config: dict[str, Any], key: str) -> Any:
+    """A searched value of a trial's config; a phase's (phase_b_lr) from its phase when --set
+    fixed it (then it sits in `phases`, not under its own key)."""
+    from trainables.config import PHASE_KEY
+
+    if key in config:
+        return config[key]
+    match = PHASE_KEY.match(key)
+    if match:
+        for phase in config.get("phases") or ():
+            if phase.get("name") == match.group(1):
+                return phase.get(match.group(2))
+    return None
+
+
+def _trial_epochs(config: dict[str, Any], default: int) -> int:
+    """A trial's own length: its phases' epochs can be searched, and sum to less than the
+    budget's."""
+    from trainables.config import TrainConfig
+    from trainables.errors import ConfigError
+
+    try:
+        return TrainConfig.from_dict(config).epochs
+    except ConfigError:
+        return default
 
 
 def _started_finished(frame: pd.DataFrame) -> tuple[float | None, float | None]:

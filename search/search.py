@@ -83,7 +83,7 @@ def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> tuple[dict
     data is checked and cached, and the data's index."""
     fixed = dict(settings["fixed"])
     if settings["demo"] and not fixed.get("data"):
-        fixed["data"] = str(ensure_demo(experiment.dataset, Path(settings["cache_dir"])))
+        fixed["data"] = str(ensure_demo(experiment.demo_kind, Path(settings["cache_dir"])))
         settings = {**settings, "fixed": fixed}
     if not fixed.get("data"):
         raise ConfigError("no dataset: pass --data DIR or --demo")
@@ -102,7 +102,7 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         num_samples=settings["num_samples"], max_epochs=settings["max_epochs"],
         seed=settings["seed"], cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=settings["max_concurrent"] or default_concurrency(cpus, gpus, cluster),
-        wandb=settings["wandb"], top_k=settings["top_k"])
+        wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"])
 
 
 def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[str],

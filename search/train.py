@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data"] = args.data
     cfg = experiment.config(demo=args.demo, overrides=overrides)
     if args.demo and not cfg.data:
-        demo = ensure_demo(experiment.dataset, cache_root(cfg.cache_dir), seed=0)
+        demo = ensure_demo(experiment.demo_kind, cache_root(cfg.cache_dir), seed=0)
         cfg = cfg.replace(data=str(demo))
     if not cfg.data:
         raise ConfigError("no dataset: pass --data DIR or --demo")

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from spaces import deepdrid_attention, deepdrid_finetune, imagefolder, medmnist, rfmid_multilabel
+from spaces import (
+    chestxray_staged,
+    deepdrid_attention,
+    deepdrid_finetune,
+    idrid_two_phase,
+    imagefolder,
+    medmnist,
+    rfmid_multilabel,
+)
 from spaces.base import Experiment
 from trainables.errors import ConfigError
 
@@ -12,6 +20,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     "rfmid_multilabel": rfmid_multilabel.EXPERIMENT,
     "medmnist": medmnist.EXPERIMENT,
     "imagefolder": imagefolder.EXPERIMENT,
+    "chestxray_staged": chestxray_staged.EXPERIMENT,
+    "idrid_two_phase": idrid_two_phase.EXPERIMENT,
 }
 
 

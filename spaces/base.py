@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import TrainConfig
+from trainables.config import TrainConfig, is_config_key
 from trainables.tasks import Task
 
 
@@ -38,12 +38,24 @@ class Experiment:
     space: Callable[[Any], None] | None = None  # define-by-run: fn(optuna.Trial), module-level
     budget: Budget = field(default_factory=lambda: Budget())
     demo_budget: Budget = field(default_factory=lambda: Budget(num_samples=12, max_epochs=4))
+    demo_set: str = ""  # the generated set `--demo` uses (trainables.demo_sets); "" = dataset
+    demo_space: Callable[[Any], None] | None = None  # the space under --demo; None = `space`
 
     def __post_init__(self) -> None:
         # a typo in an experiment module fails at import, not in the middle of a search
         TrainConfig.from_dict({"task": self.task.kind, **self.defaults, **self.demo})
-        unknown = set(self.searched) - set(TrainConfig.keys())
+        unknown = {key for key in self.searched if not is_config_key(key)}
         assert not unknown, f"{self.name} searches unknown keys {unknown}"
+
+    def search_space(self, demo: bool) -> Callable[[Any], None]:
+        space = (self.demo_space if demo else None) or self.space
+        assert space is not None, f"{self.name} has no search space"
+        return space
+
+    @property
+    def demo_kind(self) -> str:
+        """The demo writer of `--demo`: its own set, or the one of its dataset kind."""
+        return self.demo_set or self.dataset
 
     @property
     def metric(self) -> str:

@@ -40,6 +40,7 @@ def test_imagefolder_on_a_raw_tree_draws_keeps_and_reuses_its_split(tmp_path: Pa
     assert list(submission.columns) == ["ID", "TARGET", "class"]
     assert len(submission) == (split["split"] == "test").sum()
     assert final_metrics(run)["task"] == "classes"
+    assert "Confusion matrix" in (run / "report" / "index.html").read_text()
     cli("search.reproduce", str(run / "best" / "config.json"))
     # the data changed since the search: one image more moves the drawn split
     extra = next((tree / "round_striped").glob("*.jpeg"))

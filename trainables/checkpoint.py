@@ -17,9 +17,13 @@ MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safeten
 
 def save_checkpoint(folder: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                    state: dict[str, Any], config: dict[str, Any]) -> None:
+                    state: dict[str, Any], config: dict[str, Any],
+                    extra: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+    """`extra`: further weight files by name (a phased trial's best weights of its phase)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_model_weights(folder / MODEL_FILE, model, config)
+    for name, tensors in (extra or {}).items():
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / name))
     opt = optimizer.state_dict()
     tensors = {f"{idx}.{name}": value.detach().cpu().contiguous()
                for idx, entries in opt["state"].items() for name, value in entries.items()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import re
 import types
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -21,6 +23,27 @@ DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("grading", "classes", "multilabel")
 LOSSES = ("auto", "ce", "bce", "focal")
 AUGMENT_OPS = ("flip", "rotate", "tilt", "scale", "color")  # tilt: a small rotation, +-15 deg
+PHASE_FIELDS = ("epochs", "lr", "scheduler", "warmup_epochs", "unfreeze_depth")
+# a searched or --set value of one phase: phase_<name>_<field>, e.g. phase_b_lr
+PHASE_KEY = re.compile(r"^phase_([a-z0-9]+)_(" + "|".join(PHASE_FIELDS) + r")$")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a trial: its own epochs, lr, schedule, warm-up and unfreeze depth.
+    Epochs count across phases: the phase runs epochs start+1 .. start+epochs."""
+
+    name: str
+    start: int
+    epochs: int
+    lr: float
+    scheduler: str
+    warmup_epochs: float
+    unfreeze_depth: int | str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.epochs
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,12 @@ class TrainConfig:
     epochs: int = 10
     scheduler: str = "cosine"  # cosine | step (x0.1 at 2/3 of the run) | constant; 1 epoch warm-up
     warmup_epochs: float = 1.0  # linear warm-up length (0 = none)
+    # phases, trained one after another: a list of {name, epochs, lr, scheduler, warmup_epochs,
+    # unfreeze_depth}; a value a phase leaves out is the one above; the last phase's epochs
+    # may be left out (the rest of `epochs`). Each phase starts from the previous one's
+    # best-epoch weights (by phase_metric) with a fresh optimizer. () = one phase.
+    phases: tuple[dict[str, Any], ...] = ()
+    phase_metric: str = ""  # picks a phase's best epoch (a *loss: lowest); "" = the task's metric
     label_smoothing: float = 0.0  # cross-entropy only
     loss: str = "auto"  # auto (ce, or bce for multilabel) | ce | bce (pos_weight from train) | focal
     focal_gamma: float = 2.0  # focusing exponent of the focal loss
@@ -103,6 +132,34 @@ class TrainConfig:
             raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1)")
         if self.image_size < 32:
             raise ConfigError(f"image_size={self.image_size} is too small: use 32 or more")
+        if self.phases:
+            explicit = [p for p in self.phases if "epochs" in p]
+            if len(explicit) == len(self.phases):  # every phase's length given: they set epochs
+                object.__setattr__(self, "epochs", sum(int(p["epochs"]) for p in self.phases))
+            self.phase_plan()  # checks the lengths
+
+    def phase_plan(self) -> list[Phase]:
+        """The phases of this trial, resolved (one phase of the top-level values if none)."""
+        if not self.phases:
+            return [Phase("", 0, self.epochs, self.lr, self.scheduler, self.warmup_epochs,
+                          self.unfreeze_depth)]
+        given = sum(int(p.get("epochs", 0)) for p in self.phases)
+        last = self.phases[-1]
+        plan, start = [], 0
+        for phase in self.phases:
+            epochs = int(phase["epochs"]) if "epochs" in phase else self.epochs - given
+            if epochs <= 0:
+                names = ", ".join(str(p["name"]) for p in self.phases[:-1])
+                raise ConfigError(
+                    f"phase {last['name']!r} has no epochs left: phases {names} take {given} of "
+                    f"epochs={self.epochs} (raise epochs, or give each phase's epochs)")
+            plan.append(Phase(
+                str(phase["name"]), start, epochs, float(phase.get("lr", self.lr)),
+                str(phase.get("scheduler", self.scheduler)),
+                float(phase.get("warmup_epochs", self.warmup_epochs)),
+                phase.get("unfreeze_depth", self.unfreeze_depth)))
+            start += epochs
+        return plan
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -115,11 +172,15 @@ class TrainConfig:
         Values given as strings are parsed as on the command line, so a config written by
         hand or by another tool is checked the same way.
         """
-        unknown = sorted(set(values) - set(cls.keys()))
+        unknown = sorted(k for k in set(values) - set(cls.keys()) if not PHASE_KEY.match(k))
         if unknown:
             raise ConfigError(_unknown_message(unknown[0]))
         hints = get_type_hints(cls)
-        return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+        typed = {k: _coerce(k, v, hints[k]) for k, v in values.items() if k in hints}
+        flat = {k: v for k, v in values.items() if k not in hints}
+        if flat:
+            typed["phases"] = _set_phase_values(typed.get("phases", ()), flat)
+        return cls(**typed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,10 +198,68 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: write key=value, e.g. --set lr=1e-3")
+        phase_key = PHASE_KEY.match(key)
+        if phase_key:  # phase_<name>_<field>: checked against the phases when they are known
+            out[key] = _coerce(phase_key.group(2), raw.strip(), hints[phase_key.group(2)])
+            continue
         if key not in hints:
             raise ConfigError(_unknown_message(key))
         out[key] = _coerce(key, raw.strip(), hints[key])
     return out
+
+
+def is_config_key(key: str) -> bool:
+    """A TrainConfig field, or one phase's value (phase_<name>_<field>)."""
+    return key in {f.name for f in dataclasses.fields(TrainConfig)} or bool(PHASE_KEY.match(key))
+
+
+def _set_phase_values(phases: tuple[dict[str, Any], ...],
+                      flat: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """`phases` with phase_<name>_<field> values written into the named phases."""
+    out = [dict(p) for p in phases]
+    by_name = {p["name"]: p for p in out}
+    hints = get_type_hints(TrainConfig)
+    for key, value in sorted(flat.items()):
+        match = PHASE_KEY.match(key)
+        assert match is not None
+        name, field = match.groups()
+        if name not in by_name:
+            known = ", ".join(by_name) or "none: the config has no phases"
+            raise ConfigError(f"{key}: no phase named {name!r} (phases: {known})")
+        by_name[name][field] = _coerce(field, value, hints[field])
+    return tuple(out)
+
+
+def _coerce_phases(value: Any) -> tuple[dict[str, Any], ...]:
+    """A list of phase dicts (or its JSON), each field checked; names default to a, b, c..."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"phases={value!r}: not JSON ({e.msg}); write e.g. "
+                              '[{"epochs": 5, "unfreeze_depth": 0}, {"lr": 1e-4}]') from None
+    if not isinstance(value, list | tuple) or not all(isinstance(p, dict) for p in value):
+        raise ConfigError(f"phases={value!r}: expected a list of phases, each a dict of "
+                          f"{', '.join(PHASE_FIELDS)}")
+    hints = get_type_hints(TrainConfig)
+    out = []
+    for i, phase in enumerate(value):
+        name = str(phase.get("name", "abcdefghijklmnopqrstuvwxyz"[i % 26]))
+        if not re.fullmatch(r"[a-z0-9]+", name):
+            raise ConfigError(f"phase name {name!r}: use lower-case letters and digits")
+        unknown = sorted(set(phase) - {"name", *PHASE_FIELDS})
+        if unknown:
+            raise ConfigError(f"phase {name!r}: unknown key {unknown[0]!r}; a phase sets "
+                              f"{', '.join(PHASE_FIELDS)}")
+        if "epochs" not in phase and i < len(value) - 1:
+            raise ConfigError(f"phase {name!r}: give its epochs (only the last phase may "
+                              "leave them out, to take the rest)")
+        checked = {k: _coerce(k, v, hints[k]) for k, v in phase.items() if k != "name"}
+        TrainConfig(**{k: v for k, v in checked.items()})  # each value checked as a top-level one
+        out.append({"name": name, **checked})
+    if len({p["name"] for p in out}) != len(out):
+        raise ConfigError("phases: two phases have the same name")
+    return tuple(out)
 
 
 def augment_ops(policy: str) -> tuple[str, ...]:
@@ -174,6 +293,8 @@ _FALSE = {"false", "0", "no", "off"}
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the field's type; strings are parsed, other types must match."""
+    if key == "phases":
+        return _coerce_phases(value)
     if key == "unfreeze_depth":
         if value == "all" or (isinstance(value, int) and not isinstance(value, bool)):
             return value

@@ -8,6 +8,10 @@
   independent finding (haemorrhages, hard exudates, cotton-wool spots, new vessels), in
   RFMiD's layout; `Disease_Risk` is any finding present.
 - `idrid`, `aptos`, `kaggle_dr`: graded fundus photographs in those releases' layouts.
+- `chestxray`: grayscale chest radiographs (two lung fields in a bright thorax) whose class is
+  visible only in its findings: pneumonia as patchy opacities in the middle and lower zones,
+  tuberculosis as upper-zone nodules and cavities; size, position, tilt, exposure, ribs and
+  noise are nuisance. Class folders NORMAL / PNEUMONIA / TUBERCULOSIS.
 """
 
 from __future__ import annotations
@@ -262,7 +266,99 @@ def write_npz_shapes_demo(out: Path, *, layout: str | None = None,
     return write_shapes_demo(out, layout=layout or "npz", spec=spec)
 
 
+# ---- chest radiographs ---------------------------------------------------------------------
+
+CHEST_CLASSES = ("NORMAL", "PNEUMONIA", "TUBERCULOSIS")
+CHEST_PER_CLASS = {"train": 84, "val": 18, "test": 18}  # 120 a class: raw splits it 70/15/15
+CHEST_SIZE = 128
+
+
+def _soft_ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float,
+                  edge: float = 12.0) -> np.ndarray:
+    """1 inside the ellipse, 0 outside, with a soft edge."""
+    inside = 1.0 - ((x - cx) / a) ** 2 - ((y - cy) / b) ** 2
+    return 1.0 / (1.0 + np.exp(np.clip(-edge * inside, -50, 50)))
+
+
+def _blurred_noise(rng: np.random.Generator, n: int, radius: float) -> np.ndarray:
+    noise = Image.fromarray((rng.uniform(size=(n, n)) * 255).astype(np.uint8))
+    out = np.asarray(noise.filter(ImageFilter.GaussianBlur(radius)), np.float32)
+    return (out - out.mean()) / max(float(out.std()), 1e-6)
+
+
+def chest_image(rng: np.random.Generator, finding: str) -> np.ndarray:
+    """One CHEST_SIZE x CHEST_SIZE uint8 radiograph with `finding` (one of CHEST_CLASSES)."""
+    n = CHEST_SIZE
+    grid = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / n * 2 - 1  # y, x in [-1, 1]
+    tilt = float(rng.uniform(-0.09, 0.09))
+    scale = float(rng.uniform(0.85, 1.05))
+    dx, dy = rng.uniform(-0.06, 0.06, size=2)
+    y = (grid[0] * math.cos(tilt) - grid[1] * math.sin(tilt) - dy) / scale
+    x = (grid[0] * math.sin(tilt) + grid[1] * math.cos(tilt) - dx) / scale
+    thorax = _soft_ellipse(x, y, 0, 0.05, 0.9, 1.05, 6)
+    lungs_raw = [_soft_ellipse(x, y, side * 0.36, -0.08, 0.26 * float(rng.uniform(0.9, 1.1)),
+                               0.55 * float(rng.uniform(0.9, 1.05))) for side in (-1, 1)]
+    lungs = np.maximum(*lungs_raw)
+    heart = _soft_ellipse(x, y, float(rng.uniform(0.02, 0.1)), 0.3, 0.24, 0.22, 8)
+    soft_tissue = float(rng.uniform(0.5, 0.65))
+    image = 0.08 + soft_tissue * thorax
+    image = image - float(rng.uniform(0.3, 0.4)) * lungs * (1 - heart)
+    ribs = 0.5 + 0.5 * np.sin(2 * math.pi * (y + 0.15 * x * x) / float(rng.uniform(0.14, 0.2))
+                              + rng.uniform(0, 2 * math.pi))
+    image = image + 0.06 * ribs * lungs
+    image = image + 0.05 * _blurred_noise(rng, n, 2.5) * lungs  # vessel markings
+    for side in (-1, 1):  # clavicles
+        image = image + 0.12 * _soft_ellipse(x, y, side * 0.35, -0.72 + side * 0.02 * tilt,
+                                             0.3, 0.035, 4)
+    if finding == "PNEUMONIA":  # patchy opacities, middle and lower zones
+        for _ in range(int(rng.integers(2, 5))):
+            lung = float(rng.choice([-1, 1]))
+            cx, cy = lung * float(rng.uniform(0.25, 0.45)), float(rng.uniform(0.0, 0.35))
+            r = float(rng.uniform(0.1, 0.17))
+            patch = _soft_ellipse(x, y, cx, cy, r, r * float(rng.uniform(0.7, 1.2)), 4)
+            texture = np.clip(0.6 + 0.5 * _blurred_noise(rng, n, 1.5), 0, 1.4)
+            image = image + float(rng.uniform(0.22, 0.32)) * patch * texture * lungs
+    elif finding == "TUBERCULOSIS":  # upper-zone nodules and cavities
+        for _ in range(int(rng.integers(4, 8))):
+            lung = float(rng.choice([-1, 1]))
+            cx, cy = lung * float(rng.uniform(0.22, 0.48)), float(rng.uniform(-0.55, -0.25))
+            r = float(rng.uniform(0.025, 0.04))
+            image = image + float(rng.uniform(0.25, 0.35)) * _soft_ellipse(x, y, cx, cy, r, r, 8)
+        for _ in range(int(rng.integers(1, 3))):
+            lung = float(rng.choice([-1, 1]))
+            cx, cy = lung * float(rng.uniform(0.25, 0.45)), float(rng.uniform(-0.5, -0.3))
+            r = float(rng.uniform(0.055, 0.075))
+            ring = _soft_ellipse(x, y, cx, cy, r, r, 10) - _soft_ellipse(x, y, cx, cy, 0.6 * r,
+                                                                         0.6 * r, 10)
+            image = image + 0.3 * ring - 0.08 * _soft_ellipse(x, y, cx, cy, 0.55 * r, 0.55 * r)
+    exposure, gamma = float(rng.uniform(0.85, 1.15)), float(rng.uniform(0.8, 1.25))
+    image = np.clip(image * exposure, 0, 1) ** gamma
+    image = image + rng.normal(0, 0.025, size=(n, n)).astype(np.float32)
+    return np.clip(image * 255, 0, 255).astype(np.uint8)
+
+
+def write_chest_demo(out: Path, *, layout: str | None = None,
+                     spec: DemoSpec | None = None) -> Path:
+    """Chest radiographs as one folder per class (`raw`, the default: medtune draws the
+    splits) or `out/{train,val,test}/<class>/` (`split`), JPEG, 128 px."""
+    layout = _check_layout(layout, ("raw", "split"))
+    spec = spec or DemoSpec()
+    rng = np.random.default_rng([spec.seed, DEMO_VERSION, 41])
+    number = 0
+    for split, count in CHEST_PER_CLASS.items():
+        for _ in range(count):
+            for name in CHEST_CLASSES:
+                number += 1
+                folder = out / name if layout == "raw" else out / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(chest_image(rng, name), "L").save(
+                    folder / f"{name.lower()}_{number:04d}.jpeg", quality=92)
+    (out / "README.txt").write_text("medtune demo: generated radiographs, not medical images\n")
+    return out
+
+
 WRITERS: dict[str, Callable[..., Path]] = {
+    "chestxray": write_chest_demo,
     "medmnist": write_shapes_demo,
     "imagefolder": write_raw_shapes_demo,
     "medmnist_npz": write_npz_shapes_demo,
