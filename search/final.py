@@ -130,8 +130,13 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     check_resources(cpus, gpus)
     echo(f"training {len(records)} members as Ray tasks, {cpus:g} CPU and {gpus:g} GPU each, "
          "as many at a time as the cluster holds")
-    outcomes = train_members(configs, metric=experiment.metric, mode=experiment.mode,
-                             cpus=cpus, gpus=gpus, tta=tta, echo=echo)
+    baseline = single_stage_baseline(configs[0])
+    if baseline is not None:
+        echo(f"baseline: member 1's configuration (same seed and sample) without stage 1, "
+             f"trained beside the members (its lines say member {len(configs) + 1})")
+    outcomes = train_members(configs + ([baseline] if baseline else []), metric=experiment.metric,
+                             mode=experiment.mode, cpus=cpus, gpus=gpus, tta=tta, echo=echo)
+    baseline_outcome = outcomes.pop() if baseline is not None else None
     kept, failed = keep_members(run_dir, records, outcomes)
 
     data = load_data(configs[0])  # the driver's copy: labels, ids and images for the report
@@ -159,6 +164,10 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     if data.index.labelled("test") and all("test" in m.probs for _, _, m in kept):
         bag_test = bag([m.probs["test"] for _, _, m in kept], method)
         summary["bag"]["test"] = task.scores(data.labels["test"], bag_test)
+    if baseline_outcome is not None:
+        summary["two_stage"] = two_stage_summary(configs[0], baseline_outcome, kept[0][2],
+                                                 summary, task, data)
+        echo(_two_stage_lines(summary["two_stage"], task))
     summary["submission"] = _write_submission(run_dir / "submission", task, data.index, kept,
                                               method)
     np.save(run_dir / "final" / "val_bag_probs.npy", bag_val)
@@ -179,6 +188,55 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     if settings.get("wandb"):
         echo(log_to_wandb(run_dir, summary))
     return summary
+
+
+def single_stage_baseline(cfg: TrainConfig) -> TrainConfig | None:
+    """For a run that starts from stage 1: the same configuration from ImageNet (or whatever
+    `weights` says) alone, the single-stage baseline on the same budget; else None."""
+    from trainables.stage1 import uses_stage1
+
+    return cfg.replace(stage1_data="", stage1_weights="") if uses_stage1(cfg) else None
+
+
+def two_stage_summary(cfg: TrainConfig, baseline: TrainedMember | MemberFailure,
+                      first: TrainedMember, summary: dict[str, Any], task: Task,
+                      data: Any) -> dict[str, Any]:
+    """Stage 1's own record, and the stage-2 result (the first member, trained like the
+    baseline but from stage 1, and the bag) beside the single-stage baseline."""
+    from trainables.stage1 import stage1_record
+
+    def scored(member: TrainedMember) -> dict[str, Any]:
+        out: dict[str, Any] = {split: task.scores(data.labels[split], member.probs[split])
+               for split in ("val", "test") if split in member.probs
+               and (split == "val" or data.index.labelled("test"))}
+        return {**out, "minutes": member.metadata["trained_on"]["minutes"]}
+
+    return {"stage1": stage1_record(cfg), "stage2_member_1": scored(first),
+            "stage2_bag": summary["bag"],
+            "baseline": {"error": baseline.error} if isinstance(baseline, MemberFailure)
+            else scored(baseline)}
+
+
+def _two_stage_lines(two: dict[str, Any], task: Task) -> str:
+    metric, name = task.columns[0]
+    stage1 = two["stage1"]
+    lines = ["two-stage transfer:"]
+    if "value" in stage1:
+        lines.append(f"  stage 1 on {stage1['data']}: {name} {stage1['value']:.4f} on its own "
+                     f"validation (epoch {stage1['epoch']} of {stage1['epochs']}, "
+                     f"{stage1['minutes']:.1f} min)")
+    elif "source" in stage1:
+        lines.append(f"  stage 1: the file {stage1['source']}")
+    if "error" in two["baseline"]:
+        lines.append(f"  baseline failed: {two['baseline']['error']}")
+        return "\n".join(lines)
+    for label, values in (("single-stage baseline", two["baseline"]),
+                          ("stage 2, member 1 (same seed)", two["stage2_member_1"]),
+                          ("stage 2, the bag", two["stage2_bag"])):
+        test = values.get("test")
+        lines.append(f"  {label:30} val {name} {values['val'][metric]:.4f}"
+                     + (f", test {test[metric]:.4f}" if test else ""))
+    return "\n".join(lines)
 
 
 def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:

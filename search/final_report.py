@@ -140,6 +140,33 @@ def _metrics_table(summary: dict[str, Any], task: Task) -> str:
             f"<p>validation split unless said otherwise</p>{failed}{submission}")
 
 
+def two_stage_section(two: dict[str, Any], task: Task) -> str:
+    """Stage 1's own result and cost; stage 2 beside the single-stage baseline."""
+    stage1 = two["stage1"]
+    if "value" in stage1:
+        head = (f"<p>stage 1: {html.escape(str(stage1['data']))} ({stage1.get('dataset')}), "
+                f"{stage1['epochs']} epochs at lr {stage1['lr']:g}, trained once in "
+                f"{stage1['minutes']:.1f} minutes and shared by every trial; its own validation "
+                f"{stage1['metric']} {stage1['value']:.4f} (epoch {stage1['epoch']})</p>")
+    else:
+        head = f"<p>stage 1: {html.escape(str(stage1.get('source') or stage1))}</p>"
+    if "error" in two["baseline"]:
+        return head + f"<p>the baseline failed: {html.escape(two['baseline']['error'])}</p>"
+    rows: dict[str, dict[str, float]] = {}
+    for label, values in (("single-stage baseline (no stage 1)", two["baseline"]),
+                          ("stage 2: member 1 (same config, seed and sample)",
+                           two["stage2_member_1"]),
+                          ("stage 2: the bag", two["stage2_bag"])):
+        for split in ("val", "test"):
+            for key, name in task.columns:
+                if split in values:
+                    rows.setdefault(label, {})[f"{split} {name}"] = values[split][key]
+    return head + table(pd.DataFrame(rows).T) + (
+        "<p>The baseline is member 1's configuration trained from the same starting weights "
+        "without stage 1, on the same budget: the difference is what stage 1 brought, on this "
+        "data, whichever way it falls.</p>")
+
+
 def final_sections(run_dir: Path, summary: dict[str, Any], task: Task, index: ImageIndex,
                    val_images: np.ndarray, bag_probs: np.ndarray,
                    val_labels: np.ndarray) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
@@ -148,6 +175,8 @@ def final_sections(run_dir: Path, summary: dict[str, Any], task: Task, index: Im
     names = index.class_names
     member = summary["members"][0]["member"]
     sections = [("Final: the bag against its members", _metrics_table(summary, task))]
+    if summary.get("two_stage"):
+        sections.append(("Two-stage transfer", two_stage_section(summary["two_stage"], task)))
     if task.multilabel:
         thresholds = np.array([summary["thresholds"][n] for n in names])
         per_label = pd.DataFrame(summary["per_label"]).set_index("label")

@@ -26,7 +26,6 @@ from search.run_folder import write_tables
 from search.storage import CONFIG_FILE, RunStore
 from spaces.base import Experiment
 from trainables.config import TrainConfig
-from trainables.demo import ensure_demo
 from trainables.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -72,21 +71,26 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
 def _check_data(fixed: dict[str, Any]) -> Any:
     """Read, validate and cache the data once, before any trial: a bad dataset costs no trial.
     Returns the data's index (its class count goes into every trial's config)."""
+    from trainables.stage1 import stage1_config
     from trainables.trainable import load_data, resolve_data
 
     cfg, _ = resolve_data(TrainConfig.from_dict(fixed))
-    return load_data(cfg).index  # raises DatasetError listing every problem
+    index = load_data(cfg).index  # raises DatasetError listing every problem
+    if cfg.stage1_data:  # stage 1's data too: checked and cached before its builder needs it
+        load_data(resolve_data(stage1_config(cfg))[0])
+    return index
 
 
 def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """The settings with the demo set's path and the data's class count filled in, once the
     data is checked and cached, and the data's index."""
     fixed = dict(settings["fixed"])
-    if settings["demo"] and not fixed.get("data"):
-        fixed["data"] = str(ensure_demo(experiment.demo_kind, Path(settings["cache_dir"])))
+    if settings["demo"]:
+        fixed.update(experiment.demo_paths(Path(settings["cache_dir"]), fixed))
         settings = {**settings, "fixed": fixed}
     if not fixed.get("data"):
         raise ConfigError("no dataset: pass --data DIR or --demo")
+    experiment.check(TrainConfig.from_dict(fixed))
     os.environ["MEDTUNE_CACHE"] = settings["cache_dir"]
     index = _check_data(fixed)
     fixed = {**fixed, "num_classes": index.num_classes}
@@ -128,11 +132,21 @@ def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any]
                command: list[str]) -> int:
     """Run (or resume) the search into `store`'s run folder; 0 when every trial ran."""
     settings, index = prepare_data(experiment, settings)
+    if settings["fixed"].get("stage1_data") and not settings["fixed"].get("stage1_store"):
+        # stage-1 models live in the run folder: every node reads it (shared disk or object store)
+        settings = {**settings, "fixed": {**settings["fixed"],
+                                          "stage1_store": f"{store.uri}/stage1" if store.uri
+                                          else str(store.local.resolve() / "stage1")}}
     callbacks, env, wandb_line = wandb_setup(settings["wandb"], store.local, store.run_id)
     env = {"MEDTUNE_CACHE": settings["cache_dir"], **env}
     os.environ.update(env)
     connect_ray(env=env)
     cluster = check_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
+    registry = None
+    if settings["fixed"].get("stage1_data"):  # leases on stage 1: alive while the search is
+        from trainables.stage1 import start_registry
+
+        registry = start_registry()
     plan = plan_search(experiment, store, settings, cluster)
     if not resume:  # only now: a refused request leaves the run's name free
         write_run_config(plan, settings, command, index)
@@ -151,6 +165,7 @@ def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any]
                           grace_period=settings["grace_period"],
                           reduction_factor=settings["reduction_factor"])
     results = tuner.fit()
+    del registry  # held until the trials ended
     trials = write_tables(plan, results)
     if len(trials) and (trials["status"] != "not run").sum() >= plan.num_samples:
         stale = mark_stale_trials_failed(plan.storage_url, plan.run_id)

@@ -19,7 +19,6 @@ from search.cli import experiment_parser, positive_int, run, setup_logging
 from spaces import get_experiment
 from trainables.cache import cache_root
 from trainables.config import parse_overrides
-from trainables.demo import ensure_demo
 from trainables.errors import ConfigError
 from trainables.reporting import LocalReporter, local_run
 
@@ -41,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.data:
         overrides["data"] = args.data
     cfg = experiment.config(demo=args.demo, overrides=overrides)
-    if args.demo and not cfg.data:
-        demo = ensure_demo(experiment.demo_kind, cache_root(cfg.cache_dir), seed=0)
-        cfg = cfg.replace(data=str(demo))
+    if args.demo:
+        cfg = cfg.replace(**experiment.demo_paths(cache_root(cfg.cache_dir), cfg.to_dict()))
     if not cfg.data:
         raise ConfigError("no dataset: pass --data DIR or --demo")
+    experiment.check(cfg)
     from trainables.trainable import resolve_data
 
     cfg, _ = resolve_data(cfg)  # the class count comes from the data

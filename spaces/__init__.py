@@ -6,6 +6,7 @@ from spaces import (
     chestxray_staged,
     deepdrid_attention,
     deepdrid_finetune,
+    deepdrid_two_stage,
     idrid_two_phase,
     imagefolder,
     medmnist,
@@ -22,6 +23,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "imagefolder": imagefolder.EXPERIMENT,
     "chestxray_staged": chestxray_staged.EXPERIMENT,
     "idrid_two_phase": idrid_two_phase.EXPERIMENT,
+    "deepdrid_two_stage": deepdrid_two_stage.EXPERIMENT,
 }
 
 

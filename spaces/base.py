@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trainables.config import TrainConfig, is_config_key
+from trainables.errors import ConfigError
 from trainables.tasks import Task
 
 
@@ -40,12 +42,30 @@ class Experiment:
     demo_budget: Budget = field(default_factory=lambda: Budget(num_samples=12, max_epochs=4))
     demo_set: str = ""  # the generated set `--demo` uses (trainables.demo_sets); "" = dataset
     demo_space: Callable[[Any], None] | None = None  # the space under --demo; None = `space`
+    demo_data: dict[str, str] = field(default_factory=dict)  # further data keys -> demo sets
+    needs_one_of: tuple[str, ...] = ()  # config keys of which a run must set one (stage 1)
 
     def __post_init__(self) -> None:
         # a typo in an experiment module fails at import, not in the middle of a search
         TrainConfig.from_dict({"task": self.task.kind, **self.defaults, **self.demo})
         unknown = {key for key in self.searched if not is_config_key(key)}
         assert not unknown, f"{self.name} searches unknown keys {unknown}"
+
+    def demo_paths(self, root: Path, given: dict[str, Any]) -> dict[str, str]:
+        """The generated sets `--demo` fills in (generated once per machine under `root`):
+        `data`, and the experiment's further data keys (stage 1's), where `given` lacks them."""
+        from trainables.demo import ensure_demo
+
+        wanted = {"data": self.demo_kind, **self.demo_data}
+        return {key: str(ensure_demo(kind, root)) for key, kind in wanted.items()
+                if not given.get(key)}
+
+    def check(self, cfg: TrainConfig) -> None:
+        """What the experiment needs beyond a valid config."""
+        values = cfg.to_dict()
+        if self.needs_one_of and not any(values.get(k) for k in self.needs_one_of):
+            raise ConfigError(f"{self.name} needs " + " or ".join(
+                f"--set {k}=..." for k in self.needs_one_of) + f" (or --demo): {self.data_format}")
 
     def search_space(self, demo: bool) -> Callable[[Any], None]:
         space = (self.demo_space if demo else None) or self.space

@@ -120,6 +120,37 @@ def searched(cluster: tuple[Cluster, list[Any]], course_demo: Path,
             "head": nodes.head_node.node_id}
 
 
+def build_stage1(config: dict[str, Any]) -> None:
+    """A trial that only gets its stage-1 model: which node, whether it built it, its digest."""
+    import hashlib
+
+    from trainables.config import TrainConfig
+    from trainables.stage1 import stage1_weights
+
+    weights, _, built = stage1_weights(TrainConfig.from_dict(config))
+    tune.report({"built": int(built), "digest": hashlib.sha256(weights).hexdigest(),
+                 "node_id": ray.get_runtime_context().get_node_id()})
+
+
+@pytest.mark.slow
+def test_two_trials_starting_together_on_two_nodes_train_stage_1_once(
+        cluster: tuple[Cluster, list[Any]], tmp_path: Path) -> None:
+    from tests.stage1_helpers import stage1_cfg, write_small_aptos
+
+    aptos = write_small_aptos(tmp_path / "aptos")
+    cfg = stage1_cfg(aptos, tmp_path, stage1_epochs=2).to_dict()
+    tuner = tune.Tuner(
+        tune.with_resources(build_stage1, {"cpu": 1}),
+        param_space={**cfg, "seed": tune.grid_search([1, 2])},  # two trials of stage 2
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="stage1",
+                                  verbose=0))
+    results = [r.metrics for r in tuner.fit()]
+    assert sorted(r["built"] for r in results) == [0, 1]  # one built it, the other waited
+    assert len({r["node_id"] for r in results}) == 2  # on two nodes, at the same time
+    assert len({r["digest"] for r in results}) == 1
+    assert len(list((tmp_path / "store").iterdir())) == 1
+
+
 @pytest.mark.slow
 def test_two_gpus_per_trial_on_one_gpu_nodes_is_refused_at_once(
         cluster: tuple[Cluster, list[Any]]) -> None:

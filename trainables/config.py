@@ -70,6 +70,14 @@ class TrainConfig:
     layer_norm: bool = True  # LayerNorm after attention
     residual: bool = True  # attention output added to its input
     dropout: float = 0.2  # before the classifier
+    # two-stage transfer: start from a model fine-tuned first on a larger DR set (stage 1),
+    # trained once per stage-1 data and config and shared (trainables.stage1), or from a file
+    stage1_data: str = ""  # APTOS 2019 or Kaggle DR Resized root; "" = no stage 1
+    stage1_dataset: str = "auto"  # its reader: auto (by its CSV) | aptos | kaggle_dr | ...
+    stage1_epochs: int = 5  # stage 1's own epochs (all stages train, cosine)
+    stage1_lr: float = 3e-4  # stage 1's own lr
+    stage1_weights: str = ""  # a model.safetensors to start from instead (a member's, stage 1's)
+    stage1_store: str = ""  # where stage-1 models are kept; "" = <cache>/stage1 (a search: run/stage1)
     # optimisation
     lr: float = 3e-4  # peak learning rate of AdamW
     weight_decay: float = 1e-4
@@ -117,7 +125,11 @@ class TrainConfig:
             raise ConfigError(
                 f"unfreeze_depth={self.unfreeze_depth!r}: use a whole number >= 0 or 'all'"
             )
-        for name in ("lr", "batch_size", "epochs", "image_size", "num_classes", "heads"):
+        if self.stage1_data and self.stage1_weights:
+            raise ConfigError("stage1_data and stage1_weights: give one (train stage 1 on a "
+                              "dataset, or start from a file)")
+        for name in ("lr", "batch_size", "epochs", "image_size", "num_classes", "heads",
+                     "stage1_epochs", "stage1_lr"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
         if self.bootstrap < -1:

@@ -7,7 +7,9 @@
 - `rfmid`: fundus photographs from the DeepDRiD demo's renderer in which each label is its own
   independent finding (haemorrhages, hard exudates, cotton-wool spots, new vessels), in
   RFMiD's layout; `Disease_Risk` is any finding present.
-- `idrid`, `aptos`, `kaggle_dr`: graded fundus photographs in those releases' layouts.
+- `idrid`, `aptos`, `kaggle_dr`: graded fundus photographs in those releases' layouts; APTOS's
+  through another camera (colour cast, exposure, blur, lighting, field centre): a domain shift
+  from the DeepDRiD demo, as between the real sets.
 - `chestxray`: grayscale chest radiographs (two lung fields in a bright thorax) whose class is
   visible only in its findings: pneumonia as patchy opacities in the middle and lower zones,
   tuberculosis as upper-zone nodules and cavities; size, position, tilt, exposure, ribs and
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,7 @@ from trainables.demo import (
     DemoSpec,
     EyeScene,
     Lesion,
+    View,
     _lesion_site,
     _patient_grades,
     _vessel_tree,
@@ -195,16 +199,32 @@ def write_rfmid_demo(out: Path, *, layout: str | None = None,
 # ---- graded fundus sets in other releases' layouts ---------------------------------------
 
 GRADED_COUNTS = {"train": 150, "test": 40}  # images; val is drawn by the reader
+APTOS_COUNTS = {"train": 360, "test": 40}  # the larger stage-1 set of deepdrid_two_stage
 
 
-def _graded_images(rng: np.random.Generator, count: int,
-                   size: tuple[int, int]) -> list[tuple[Image.Image, int, str]]:
+def other_camera(rng: np.random.Generator, view: View) -> View:
+    """Another clinic's camera (APTOS): a yellow-green cast, brighter and softer photographs
+    with stronger uneven lighting, centred on the disc as often as on the macula."""
+    return dataclasses.replace(
+        view, tint=(float(rng.uniform(1.05, 1.3)), float(rng.uniform(1.0, 1.25)),
+                    float(rng.uniform(0.5, 0.75))),
+        exposure=float(rng.uniform(0.95, 1.35)), blur=float(rng.uniform(0.8, 2.4)),
+        light_strength=float(rng.uniform(0.25, 0.55)), quality=int(rng.integers(70, 88)))
+
+
+def _graded_images(rng: np.random.Generator, count: int, size: tuple[int, int], *,
+                   camera: str = "deepdrid") -> list[tuple[Image.Image, int, str]]:
     """`count` eyes as (image, grade, eye) pairs, two eyes per patient."""
     out: list[tuple[Image.Image, int, str]] = []
     for left, right in _patient_grades(rng, (count + 1) // 2):
         for eye, grade in (("l", left), ("r", right)):
             scene = make_eye(rng, eye, grade)
-            image, _ = render(scene, make_view(rng, scene, "macula"), *size, rng)
+            if camera == "aptos":
+                centred = "disc" if rng.uniform() < 0.5 else "macula"
+                view = other_camera(rng, make_view(rng, scene, centred))
+            else:
+                view = make_view(rng, scene, "macula")
+            image, _ = render(scene, view, *size, rng)
             out.append((image, grade, eye))
     return out[:count]
 
@@ -237,7 +257,8 @@ def write_graded_demo(out: Path, kind: str, *, spec: DemoSpec | None = None) -> 
             with open(out / f"{split}.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(header)
-                for image, grade, _ in _graded_images(rng, GRADED_COUNTS[split], (256, 256)):
+                for image, grade, _ in _graded_images(rng, APTOS_COUNTS[split], (256, 256),
+                                                      camera="aptos"):
                     code = f"{int(rng.integers(1 << 40)):012x}"
                     image.save(out / f"{split}_images" / f"{code}.png")
                     w.writerow([code, grade][: len(header)])

@@ -31,6 +31,7 @@ from trainables.metrics import scorable_labels
 from trainables.models import FundusClassifier, build_model, set_unfreeze_depth
 from trainables.objectives import Objective, make_objective
 from trainables.reporting import Reporter, current_reporter
+from trainables.stage1 import uses_stage1
 from trainables.tasks import task_of
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,10 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
     runtime = plan_runtime(cfg)
     data = load_data(cfg) if data is None else data
     torch.manual_seed(cfg.seed)  # the new head and attention layers
-    model = build_model(cfg).to(runtime.device)
+    model = build_model(cfg.replace(weights="none") if uses_stage1(cfg) else cfg)
+    if uses_stage1(cfg):
+        start_from_stage1(model, cfg)
+    model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_cfg = timm.data.resolve_model_data_config(model.backbone)
@@ -181,6 +185,29 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
     if keep == "best" and best.overall is not None:
         model.load_state_dict(best.overall)
     return model
+
+
+def start_from_stage1(model: FundusClassifier, cfg: TrainConfig) -> dict[str, Any]:
+    """Load the stage-1 model's weights: every tensor whose name and shape fit (the backbone;
+    the head too when the classes match). Returns the stage-1 metadata."""
+    from safetensors.torch import load
+
+    from trainables.stage1 import stage1_weights
+
+    weights, meta, _ = stage1_weights(cfg)
+    tensors = load(weights)
+    own = model.state_dict()
+    fitting = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    backbone = [k for k in own if k.startswith("backbone.")]
+    missing = [k for k in backbone if k not in fitting]
+    if missing:
+        raise ConfigError(f"the stage-1 weights ({meta.get('source') or meta.get('data')}) do not "
+                          f"fit {cfg.model}: {len(missing)} backbone tensors missing or of "
+                          f"another shape, e.g. {missing[0]}")
+    model.load_state_dict(fitting, strict=False)
+    log.info("started from stage 1 (%s): %d of %d tensors", meta.get("source") or meta.get("data"),
+             len(fitting), len(own))
+    return meta
 
 
 def _start_phase(model: FundusClassifier, phase: Phase, cfg: TrainConfig,
