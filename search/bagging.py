@@ -7,6 +7,7 @@ one probability column per label, in the dataset's order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +19,45 @@ from trainables.tasks import Task
 METHODS = ("mean", "vote")
 
 
-def bag(members: list[np.ndarray], method: str = "mean") -> np.ndarray:
+def bag(members: list[np.ndarray], method: str = "mean",
+        weights: list[float] | None = None) -> np.ndarray:
     """Combine members' (N, C) class probabilities into the bag's (N, C) scores.
 
     mean: the average probability. vote: each member's argmax is one vote; the score is the
-    share of votes, and ties go to the class with the higher mean probability.
+    share of votes, and ties go to the class with the higher mean probability. `weights`
+    (e.g. how often greedy selection picked each member; 0 leaves it out) weigh both.
     """
     if method not in METHODS:
         raise ConfigError(f"bagging method {method!r}: use one of {', '.join(METHODS)}")
     stack = np.stack(members)  # (M, N, C)
-    mean = stack.mean(axis=0)
+    w = np.ones(len(stack)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    mean = np.tensordot(w, stack, axes=1)
     if method == "mean":
         return mean
     votes = np.zeros_like(mean)
-    for member in stack:
-        votes[np.arange(len(member)), member.argmax(axis=1)] += 1
-    return votes / len(stack) + 1e-6 * mean  # the tie-break cannot outweigh one vote
+    for share, member in zip(w, stack, strict=True):
+        votes[np.arange(len(member)), member.argmax(axis=1)] += share
+    return votes + 1e-6 * mean  # the tie-break cannot outweigh one vote
+
+
+def greedy_selection(members: list[np.ndarray], score: Callable[[np.ndarray], float], *,
+                     rounds: int) -> list[int]:
+    """Ensemble selection with replacement (Caruana et al., 2004): start from nothing and add,
+    `rounds` times, the member whose addition scores best (higher is better; the first on a
+    tie); the picks up to the best-scoring round are the ensemble. Returns each member's
+    count of picks."""
+    total = np.zeros_like(members[0], dtype=np.float64)
+    picks: list[int] = []
+    best, best_len = -np.inf, 0
+    for size in range(1, rounds + 1):
+        scores = [score((total + m) / size) for m in members]
+        chosen = int(np.argmax(scores))
+        total += members[chosen]
+        picks.append(chosen)
+        if scores[chosen] > best:
+            best, best_len = scores[chosen], size
+    return [picks[:best_len].count(i) for i in range(len(members))]
 
 
 def vote_labels(labels: list[np.ndarray], num_classes: int) -> np.ndarray:

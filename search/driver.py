@@ -427,8 +427,9 @@ class FixedSpace:
     def __init__(self, space: Any, fixed: dict[str, Any]) -> None:
         self.space, self.fixed = space, dict(fixed)
 
-    def __call__(self, trial: Any) -> None:
-        self.space(_FixingTrial(trial, self.fixed))
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        # a space may return constants that follow its choices (a demo model's weights)
+        return self.space(_FixingTrial(trial, self.fixed))
 
 
 class _FixingTrial:

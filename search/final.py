@@ -13,6 +13,12 @@ metrics. The test split is predicted (flip TTA by default) into
 submission/test_predictions.csv in the task's format (ID,TARGET for grades and classes; ID and
 one probability column per label for multi-label data) and a CSV per member; a dataset without
 a test split gets no submission.
+
+`--select greedy` (the default of deepdrid_ensemble) trains the best trial of each architecture
+beside the top k and bags the members by greedy ensemble selection with replacement on
+validation (Caruana et al., 2004); the report sets the greedy bag beside the plain top-k bag and
+every member. The greedy bag's validation score is optimistic (it was chosen there): the test
+split's labels, where the dataset has them, are the fair comparison.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from search.bagging import METHODS, bag, submission_frame
+from search.bagging import METHODS, bag, greedy_selection, submission_frame
 from search.cli import positive_int, run, setup_logging
 from search.members import MemberFailure, TrainedMember, train_members
 from search.storage import RunStore
@@ -64,9 +70,14 @@ def join_cluster(settings: dict[str, Any]) -> None:
         connect_ray(env={"MEDTUNE_CACHE": settings["cache_dir"]})
 
 
-def choose_members(run_dir: Path, top_k: int | None,
-                   echo: Any) -> tuple[list[dict[str, Any]], list[TrainConfig]]:
-    """The search's best records (best first) and each member's config."""
+SELECTIONS = ("top-k", "greedy")
+GREEDY_ROUNDS_PER_MEMBER = 2  # greedy selection's rounds: twice the members
+
+
+def choose_members(run_dir: Path, top_k: int | None, echo: Any, select: str = "top-k",
+                   ) -> tuple[list[dict[str, Any]], list[TrainConfig]]:
+    """The search's best records (best first; for greedy selection, then the best trial of
+    each architecture the top k lack) and each member's config."""
     top_file = run_dir / "best" / "top_k.json"
     if not top_file.is_file():
         raise ConfigError(f"{top_file} not found: finish the search first (python -m search.run)")
@@ -77,6 +88,13 @@ def choose_members(run_dir: Path, top_k: int | None,
         echo(f"{top_file} holds {len(ranked)} configuration(s): training {len(ranked)}, "
              f"not {wanted}")
     records = ranked[:wanted]
+    pool_file = run_dir / "best" / "ranked.json"
+    if select == "greedy" and pool_file.is_file():
+        models = {r["config"]["model"] for r in records}
+        for record in json.loads(pool_file.read_text()):
+            if record["config"]["model"] not in models:
+                models.add(record["config"]["model"])
+                records.append(record)
     epochs = int(settings["max_epochs"])
     configs = [member_config(r, i, epochs) for i, r in enumerate(records)]
     for i, (record, cfg) in enumerate(zip(records, configs, strict=True)):
@@ -108,7 +126,8 @@ def keep_members(run_dir: Path, records: list[dict[str, Any]],
 
 
 def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
-              tta: bool = True, echo: Any = print) -> dict[str, Any]:
+              tta: bool = True, select: str | None = None,
+              echo: Any = print) -> dict[str, Any]:
     """Retrain, bag and predict for the run in `run_dir`; returns the final metrics."""
     from search.driver import check_resources
     from search.run_folder import check_split
@@ -123,7 +142,11 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     if task.multilabel and method == "vote":
         raise ConfigError("--method vote is for single-label tasks: a multi-label bag averages "
                           "probabilities (--method mean)")
-    records, configs = choose_members(run_dir, top_k, echo)
+    select = select or experiment.final_select
+    if select not in SELECTIONS:
+        raise ConfigError(f"--select {select!r}: use one of {', '.join(SELECTIONS)}")
+    wanted = top_k or int(settings["top_k"])
+    records, configs = choose_members(run_dir, top_k, echo, select)
     cpus, gpus = float(settings["cpus_per_trial"]), float(settings["gpus_per_trial"])
     started = time.monotonic()
     join_cluster(settings)
@@ -143,14 +166,24 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     check_split(run_dir, data.index)
     val_labels = data.labels["val"]
     metrics = [task.scores(val_labels, m.probs["val"]) for _, _, m in kept]
-    bag_val = bag([m.probs["val"] for _, _, m in kept], method)
+    in_top_k = [1.0 if n <= wanted else 0.0 for n, _, _ in kept]
+    weights = in_top_k
+    if select == "greedy":
+        key, sign = task.metric.split("/", 1)[1], (1.0 if task.mode == "max" else -1.0)
+        weights = [float(c) for c in greedy_selection(
+            [m.probs["val"] for _, _, m in kept],
+            lambda probs: sign * task.scores(val_labels, probs)[key],
+            rounds=GREEDY_ROUNDS_PER_MEMBER * len(kept))]
+    bag_val = bag([m.probs["val"] for _, _, m in kept], method, weights)
     summary: dict[str, Any] = {
         "experiment": experiment.name, "run_id": run_dir.name, "task": task.kind,
         "metric": task.metric, "method": method, "tta": tta,
         "class_names": data.index.class_names,
         "members": [{"member": n, "trial_id": r["trial_id"], "seed": configs[n - 1].seed,
                      "model": configs[n - 1].model, "node_id": m.node_id, "device": m.device,
-                     "val": v} for (n, r, m), v in zip(kept, metrics, strict=True)],
+                     "weight": w, "val": v}
+                    for (n, r, m), v, w in zip(kept, metrics, weights, strict=True)],
+        "select": select,
         "failed": failed, "bag": {"val": task.scores(val_labels, bag_val)},
         "spread": {k: float(np.std([m[k] for m in metrics])) for k, _ in task.columns},
         "minutes": round((time.monotonic() - started) / 60, 2),
@@ -162,14 +195,16 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
         summary["thresholds"] = dict(zip(data.index.class_names, cuts.tolist(), strict=True))
         summary["per_label"] = per_label_table(val_labels, bag_val, data.index.class_names, cuts)
     if data.index.labelled("test") and all("test" in m.probs for _, _, m in kept):
-        bag_test = bag([m.probs["test"] for _, _, m in kept], method)
+        bag_test = bag([m.probs["test"] for _, _, m in kept], method, weights)
         summary["bag"]["test"] = task.scores(data.labels["test"], bag_test)
+    if select == "greedy":
+        summary["top_k_bag"] = _scored_bag(kept, in_top_k, method, task, data)
     if baseline_outcome is not None:
         summary["two_stage"] = two_stage_summary(configs[0], baseline_outcome, kept[0][2],
                                                  summary, task, data)
         echo(_two_stage_lines(summary["two_stage"], task))
     summary["submission"] = _write_submission(run_dir / "submission", task, data.index, kept,
-                                              method)
+                                              method, weights)
     np.save(run_dir / "final" / "val_bag_probs.npy", bag_val)
     echo(_table(summary, task))
     if summary["submission"] is None:
@@ -329,8 +364,21 @@ def disk_section(run_dir: Path) -> str:
             f"<p>{html.escape(str(run_dir))}</p>")
 
 
+def _scored_bag(kept: list[tuple[int, Any, TrainedMember]], weights: list[float], method: str,
+                task: Task, data: Any) -> dict[str, Any]:
+    """The task's scores of a weighted bag on validation (and test, if labelled)."""
+    out = {}
+    for split in ("val", "test"):
+        if split == "val" or (data.index.labelled("test") and
+                              all("test" in m.probs for _, _, m in kept)):
+            probs = bag([m.probs[split] for _, _, m in kept], method, weights)
+            out[split] = task.scores(data.labels[split], probs)
+    return out
+
+
 def _write_submission(folder: Path, task: Task, index: Any,
-                      kept: list[tuple[int, Any, TrainedMember]], method: str) -> str | None:
+                      kept: list[tuple[int, Any, TrainedMember]], method: str,
+                      weights: list[float]) -> str | None:
     """The submission CSV in the task's format and a CSV per member (with probabilities);
     None without a test split."""
     if not len(index.split("test")) or any("test" not in m.probs for _, _, m in kept):
@@ -340,7 +388,7 @@ def _write_submission(folder: Path, task: Task, index: Any,
     for number, _, member in kept:
         submission_frame(task, ids, member.probs["test"], index.class_names,
                          with_probs=True).to_csv(folder / f"member_{number}.csv", index=False)
-    bagged = bag([m.probs["test"] for _, _, m in kept], method)
+    bagged = bag([m.probs["test"] for _, _, m in kept], method, weights)
     submission_frame(task, ids, bagged, index.class_names).to_csv(
         folder / "test_predictions.csv", index=False)
     return "submission/test_predictions.csv"
@@ -355,8 +403,13 @@ def _table(summary: dict[str, Any], task: Task) -> str:
         return "".join(f"{values[k]:{width}.4f}" for k, _ in task.columns)
 
     for m in summary["members"]:
-        rows.append(f"member {m['member']:<7}{cells(m['val'])}  {m['device']}, node {m['node_id']}")
-    rows.append(f"{'bag (' + summary['method'] + ')':14}{cells(summary['bag']['val'])}")
+        weight = f", weight {m['weight']:g}" if summary.get("select") == "greedy" else ""
+        rows.append(f"member {m['member']:<7}{cells(m['val'])}  {m['model']}{weight}, "
+                    f"{m['device']}, node {m['node_id']}")
+    label = "greedy bag" if summary.get("select") == "greedy" else f"bag ({summary['method']})"
+    rows.append(f"{label:14}{cells(summary['bag']['val'])}")
+    if summary.get("top_k_bag"):
+        rows.append(f"{'top-k bag':14}{cells(summary['top_k_bag']['val'])}")
     rows.append(f"{'member spread':14}{cells(summary['spread'])}")
     if "test" in summary["bag"]:
         rows.append(f"{'bag on test':14}{cells(summary['bag']['test'])}  (the test split's labels)")
@@ -372,13 +425,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=positive_int, help="members (default: the experiment's, 3)")
     p.add_argument("--method", choices=METHODS, default="mean")
     p.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
+    p.add_argument("--select", choices=SELECTIONS,
+                   help="the members of the bag: the top k (default), or greedy selection on "
+                        "validation among them and each architecture's best (deepdrid_ensemble's "
+                        "default)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
     store = RunStore.of(args.run)
     store.pull()  # a run folder on an object store: into its local stage
     summary = run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
-                        echo=lambda line: print(line, flush=True))
+                        select=args.select, echo=lambda line: print(line, flush=True))
     store.push()
     print(outputs_line(store, summary))
     return 0

@@ -123,7 +123,8 @@ def _metrics_table(summary: dict[str, Any], task: Task) -> str:
         return "".join(f"<{tag}>{values[k]:.4f}</{tag}>" for k, _ in task.columns)
 
     members = "".join(
-        f"<tr><td>member {m['member']} (trial {html.escape(m['trial_id'])}, seed {m['seed']})"
+        f"<tr><td>member {m['member']}: {html.escape(m.get('model', ''))} (trial "
+        f"{html.escape(m['trial_id'])}, seed {m['seed']})"
         f"</td>{cells(m['val'])}<td>{html.escape(m['device'])}, "
         f"<code>{html.escape(m['node_id'])}</code></td></tr>" for m in summary["members"])
     test = (f"<tr><td>bag on the test split (its labels)</td>{cells(summary['bag']['test'])}"
@@ -133,11 +134,31 @@ def _metrics_table(summary: dict[str, Any], task: Task) -> str:
     submission = ("<p>test predictions: <code>submission/test_predictions.csv</code></p>"
                   if summary["submission"] else
                   "<p class='flag'>no test split in this dataset: no submission was written</p>")
+    name = "greedy bag" if summary.get("select") == "greedy" else f"bag ({summary['method']})"
     return (f"<table><tr><th></th>{head}<th>trained on (device, Ray node)</th></tr>{members}"
-            f"<tr><th>bag ({html.escape(summary['method'])})</th>"
+            f"<tr><th>{html.escape(name)}</th>"
             f"{cells(summary['bag']['val'], 'th')}<th></th></tr>"
             f"<tr><td>spread (std)</td>{cells(summary['spread'])}<td></td></tr>{test}</table>"
             f"<p>validation split unless said otherwise</p>{failed}{submission}")
+
+
+def selection_section(summary: dict[str, Any], task: Task) -> str:
+    """The greedy bag, the plain top-k bag and every member, with its architecture."""
+    rows: dict[str, dict[str, Any]] = {}
+    for label, values in (("greedy bag", summary["bag"]), ("top-k bag", summary["top_k_bag"])):
+        for split in ("val", "test"):
+            for key, name in task.columns:
+                if split in values:
+                    rows.setdefault(label, {})[f"{split} {name}"] = values[split][key]
+    for m in summary["members"]:
+        label = f"member {m['member']}: {m['model']} (trial {m['trial_id']})"
+        rows[label] = {f"val {name}": m["val"][key] for key, name in task.columns}
+        rows[label]["greedy weight"] = m["weight"]
+    frame = pd.DataFrame(rows).T
+    return ("<p>greedy selection with replacement on validation (Caruana et al., 2004) among "
+            "the top-k trials and the best trial of each architecture; a member's weight is how "
+            "often it was picked. Its validation score is optimistic (it was chosen there); "
+            "the test split, where labelled, is the fair comparison.</p>" + table(frame))
 
 
 def two_stage_section(two: dict[str, Any], task: Task) -> str:
@@ -177,6 +198,9 @@ def final_sections(run_dir: Path, summary: dict[str, Any], task: Task, index: Im
     sections = [("Final: the bag against its members", _metrics_table(summary, task))]
     if summary.get("two_stage"):
         sections.append(("Two-stage transfer", two_stage_section(summary["two_stage"], task)))
+    if summary.get("select") == "greedy":
+        sections.append(("Ensemble selection: greedy against top-k", selection_section(summary,
+                                                                                       task)))
     if task.multilabel:
         thresholds = np.array([summary["thresholds"][n] for n in names])
         per_label = pd.DataFrame(summary["per_label"]).set_index("label")

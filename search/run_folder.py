@@ -138,7 +138,8 @@ def write_tables(plan: SearchPlan, results: tune.ResultGrid) -> pd.DataFrame:
 
 def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame,
                epochs: pd.DataFrame) -> None:
-    """`best/config.json` (the best trial) and `best/top_k.json` (the top k, best first)."""
+    """`best/config.json` (the best trial), `best/top_k.json` (the top k, best first) and
+    `best/ranked.json` (every trial with a result, best first: greedy selection's pool)."""
     metric, mode = plan.experiment.metric, plan.experiment.mode
     ranked = trials[(trials["status"] != "failed") & trials[metric].notna()]
     ranked = ranked.sort_values(metric, ascending=(mode == "min"))
@@ -146,7 +147,7 @@ def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame,
         return
     configs = {_trial_id(r): r.config or {} for r in _each(results)}
     top = []
-    for _, row in ranked.head(plan.top_k).iterrows():
+    for _, row in ranked.iterrows():
         at_best = epochs[(epochs["trial_id"] == row["trial_id"])
                          & (epochs["epoch"] == row["best_epoch"])]
         top.append({
@@ -162,7 +163,8 @@ def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame,
     best = plan.run_dir / "best"
     best.mkdir(exist_ok=True)
     (best / "config.json").write_text(json.dumps(top[0], indent=1))
-    (best / "top_k.json").write_text(json.dumps(top, indent=1))
+    (best / "top_k.json").write_text(json.dumps(top[: plan.top_k], indent=1))
+    (best / "ranked.json").write_text(json.dumps(top, indent=1))
 
 
 SPLIT_FILE = "split.csv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from spaces import (
     chestxray_staged,
     deepdrid_attention,
+    deepdrid_ensemble,
     deepdrid_finetune,
     deepdrid_two_stage,
     idrid_two_phase,
@@ -24,6 +25,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "chestxray_staged": chestxray_staged.EXPERIMENT,
     "idrid_two_phase": idrid_two_phase.EXPERIMENT,
     "deepdrid_two_stage": deepdrid_two_stage.EXPERIMENT,
+    "deepdrid_ensemble": deepdrid_ensemble.EXPERIMENT,
 }
 
 

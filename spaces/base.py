@@ -37,12 +37,15 @@ class Experiment:
     defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     demo: dict[str, Any] = field(default_factory=dict)  # further overrides under --demo
     searched: tuple[str, ...] = ()  # the config keys its search space sets
-    space: Callable[[Any], None] | None = None  # define-by-run: fn(optuna.Trial), module-level
+    # define-by-run: fn(optuna.Trial), module-level; it may return constants that follow its
+    # choices ({"weights": ...}), which join the trial's config
+    space: Callable[[Any], Any] | None = None
     budget: Budget = field(default_factory=lambda: Budget())
     demo_budget: Budget = field(default_factory=lambda: Budget(num_samples=12, max_epochs=4))
     demo_set: str = ""  # the generated set `--demo` uses (trainables.demo_sets); "" = dataset
-    demo_space: Callable[[Any], None] | None = None  # the space under --demo; None = `space`
+    demo_space: Callable[[Any], Any] | None = None  # the space under --demo; None = `space`
     demo_data: dict[str, str] = field(default_factory=dict)  # further data keys -> demo sets
+    final_select: str = "top-k"  # the final step's members: top-k | greedy (search.final)
     needs_one_of: tuple[str, ...] = ()  # config keys of which a run must set one (stage 1)
 
     def __post_init__(self) -> None:
@@ -67,7 +70,7 @@ class Experiment:
             raise ConfigError(f"{self.name} needs " + " or ".join(
                 f"--set {k}=..." for k in self.needs_one_of) + f" (or --demo): {self.data_format}")
 
-    def search_space(self, demo: bool) -> Callable[[Any], None]:
+    def search_space(self, demo: bool) -> Callable[[Any], Any]:
         space = (self.demo_space if demo else None) or self.space
         assert space is not None, f"{self.name} has no search space"
         return space
