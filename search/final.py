@@ -289,8 +289,10 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
                      name=f"{run_dir.name}-final", job_type="final", dir=str(run_dir.resolve()),
                      mode="online" if online else "offline",
                      config={"method": summary["method"], "tta": summary["tta"],
+                             "select": summary.get("select", "top-k"),
                              "members": [m["trial_id"] for m in summary["members"]]})
     members = pd.DataFrame([{"member": f"member {m['member']}", "trial_id": m["trial_id"],
+                             "model": m["model"], "weight": m.get("weight", 1.0),
                              "device": m["device"], "node_id": m["node_id"], **m["val"]}
                             for m in summary["members"]]
                            + [{"member": "bag", "trial_id": "", **summary["bag"]["val"]}])
@@ -305,6 +307,15 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
     for name, figure in (("confusion_matrix", "confusion.png"), ("roc_curves", "roc.png")):
         if (report / figure).is_file():  # single-label: a confusion matrix; multi-label: ROC
             logged[f"final/{name}"] = wandb.Image(str(report / figure))
+    if summary.get("top_k_bag"):  # greedy selection: the plain bag beside it
+        logged.update({f"final/top_k_bag_{k}": v for k, v in summary["top_k_bag"]["val"].items()})
+    two = summary.get("two_stage")
+    if two:  # stage 1's own result, and the single-stage baseline
+        if "value" in two["stage1"]:
+            logged["final/stage1_value"] = two["stage1"]["value"]
+            logged["final/stage1_minutes"] = two["stage1"]["minutes"]
+        logged.update({f"final/baseline_{k}": v
+                       for k, v in two["baseline"].get("val", {}).items()})
     if summary.get("per_label"):
         logged["final/per_label"] = wandb.Table(dataframe=pd.DataFrame(summary["per_label"]))
     if summary["submission"]:

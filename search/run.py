@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="run id (default: a timestamp; with --resume: the latest run)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the sampler and every trial")
+    p.add_argument("--top-k", type=positive_int,
+                   help="configurations the final step retrains and bags (default: the "
+                        "experiment's, 3)")
     p.add_argument("--cpus-per-trial", type=cpus, help="fractions allowed below 1")
     p.add_argument("--gpus-per-trial", type=gpus, help="fractions allowed, e.g. 0.5")
     p.add_argument("--max-concurrent", type=positive_int, help="default: as many as the cluster fits")
@@ -146,7 +149,8 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         "max_concurrent": args.max_concurrent, "wandb": not args.no_wandb,
         "placement_timeout": args.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT,
         "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
-        "reduction_factor": budget.reduction_factor, "top_k": budget.top_k,
+        "reduction_factor": budget.reduction_factor,
+        "top_k": args.top_k or budget.top_k,
         "cache_dir": str(cache_root(cfg.cache_dir)),
     }
 

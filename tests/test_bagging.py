@@ -98,3 +98,25 @@ def test_bag_command_breaks_vote_ties(tmp_path: Path) -> None:
     assert bag_command(p, q)["TARGET"].tolist() == [1, 1]
     r = write(tmp_path / "r.csv", ids, None, [3, 4])
     assert bag_command(p, q, r)["TARGET"].tolist() == [3, 4]
+
+
+def test_weighted_bags_and_greedy_selection_with_replacement() -> None:
+    import numpy as np
+
+    from search.bagging import bag, greedy_selection
+
+    a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    b = np.array([[0.6, 0.4], [0.6, 0.4], [0.1, 0.9]])
+    assert np.allclose(bag([a, b], weights=[3, 1]), (3 * a + b) / 4)
+    assert np.allclose(bag([a, b], weights=[1, 0]), a)
+    labels = np.array([0, 1, 1])
+
+    def accuracy(p: np.ndarray) -> float:
+        return float((p.argmax(1) == labels).mean())
+
+    # a alone: 2/3; b alone: 2/3; a+b: row 3 is (0.35, 0.65) -> 1, row 2 (0.4, 0.6) -> 1: 3/3
+    assert greedy_selection([a, b], accuracy, rounds=4) == [1, 1]
+    # the first best on a tie; a member may be picked again; rounds past the best are dropped
+    assert greedy_selection([a, a], accuracy, rounds=3) == [1, 0]
+    c = np.array([[0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])  # all right alone
+    assert greedy_selection([a, c, b], accuracy, rounds=4) == [0, 1, 0]

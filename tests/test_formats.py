@@ -25,7 +25,7 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     writers = demo_writers()
     return {kind: writers[kind](root / kind, spec=DemoSpec(seed=0))
             for kind in ("medmnist", "imagefolder", "medmnist_npz", "rfmid", "idrid", "aptos",
-                         "kaggle_dr")}
+                         "kaggle_dr", "chestxray")}
 
 
 def copy(demos: dict[str, Path], kind: str, tmp_path: Path) -> Path:
@@ -200,3 +200,16 @@ def test_search_data_demo_writes_a_format_and_refuses_a_wrong_layout(tmp_path: P
     assert (tmp_path / "npz" / "shapesmnist_64.npz").is_file()
     with pytest.raises(ConfigError, match="--layout 'course': this demo set has split, raw, npz"):
         data_main(["demo", "medmnist", "--out", str(tmp_path / "x"), "--layout", "course"])
+
+
+def test_the_chest_radiographs_are_a_raw_grayscale_class_tree_split_70_15_15(
+        demos: dict[str, Path]) -> None:
+    from trainables.demo_sets import CHEST_CLASSES
+
+    index = read_dataset("imagefolder", demos["chestxray"])
+    assert index.problems == [] and index.channels == 1 and index.drawn_split
+    assert index.class_names == sorted(CHEST_CLASSES)
+    sizes = {split: len(index.split(split)) for split in ("train", "val", "test")}
+    assert sum(sizes.values()) == 360 and sizes["val"] == sizes["test"] == 54
+    for split in ("val", "test"):  # stratified: every class equally
+        assert index.split(split)["label"].value_counts().tolist() == [18, 18, 18]

@@ -1,0 +1,100 @@
+"""The staged, two-stage and ensemble experiments end to end through the README's commands
+(slow): a smoke run of each, and a demo run of each that learns clearly, ends with a submission
+and a report, and reproduces its best trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_experiments_e2e import cli, final_metrics
+
+SEARCH = ("--no-wandb", "--max-concurrent", "2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["chestxray_staged", "idrid_two_phase",
+                                        "deepdrid_two_stage", "deepdrid_ensemble"])
+def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
+    result = cli("search.run", experiment, "--demo", "--smoke-test", "--no-final", *SEARCH,
+                 "--results", str(tmp_path), "--name", "smoke")
+    phases = 2 if experiment in ("chestxray_staged", "idrid_two_phase") else 1
+    assert f"{experiment}: 2 trials of up to {phases} epochs" in result.stdout  # 1 a phase
+    epochs = pd.read_parquet(tmp_path / experiment / "smoke" / "epochs.parquet")
+    assert len(epochs) == 2 * phases
+    if phases == 2:
+        assert sorted(epochs["phase"].unique()) == [1, 2]
+
+
+def reproduces(run: Path) -> None:
+    assert "OK" in cli("search.reproduce", str(run / "best" / "config.json")).stdout
+
+
+@pytest.mark.slow
+def test_chestxray_staged_learns_in_its_second_phase_and_reproduces(tmp_path: Path) -> None:
+    cli("search.run", "chestxray_staged", "--demo", "--num-samples", "2", "--top-k", "2",
+        *SEARCH, "--results", str(tmp_path), "--name", "demo")
+    run = tmp_path / "chestxray_staged" / "demo"
+    metrics = final_metrics(run)
+    assert metrics["bag"]["val"]["f1_macro"] > 0.7  # chance: 1/3
+    assert metrics["bag"]["test"]["f1_macro"] > 0.7  # the drawn test split
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    assert set(epochs["phase"]) == {1, 2}
+    top = json.loads((run / "best" / "config.json").read_text())
+    assert top["config"]["phases"][0]["unfreeze_depth"] == 0  # a: the frozen backbone
+    assert (run / "report" / "curves.png").is_file()
+    submission = pd.read_csv(run / "submission" / "test_predictions.csv")
+    assert set(submission["class"]) == {"NORMAL", "PNEUMONIA", "TUBERCULOSIS"}
+    reproduces(run)  # both phases replayed, the hand-over included
+
+
+@pytest.mark.slow
+def test_idrid_two_phase_keeps_its_best_epoch_and_reproduces(tmp_path: Path) -> None:
+    cli("search.run", "idrid_two_phase", "--demo", "--num-samples", "3", "--top-k", "2",
+        *SEARCH, "--results", str(tmp_path), "--name", "demo")
+    run = tmp_path / "idrid_two_phase" / "demo"
+    metrics = final_metrics(run)
+    assert metrics["bag"]["val"]["kappa"] > 0.6 and "accuracy" in metrics["bag"]["val"]
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert trials["phase_1_epochs"].notna().all()  # searched, per trial
+    reproduces(run)
+
+
+@pytest.mark.slow
+def test_deepdrid_two_stage_trains_stage_1_once_and_reports_it_beside_the_baseline(
+        tmp_path: Path) -> None:
+    result = cli("search.run", "deepdrid_two_stage", "--demo", "--num-samples", "2",
+                 "--max-epochs", "3", "--top-k", "2", "--max-concurrent", "2",  # W&B offline
+                 "--results", str(tmp_path), "--name", "demo")
+    assert "W&B: final run logged offline" in result.stdout
+    run = tmp_path / "deepdrid_two_stage" / "demo"
+    stored = list((run / "stage1").glob("*/stage1.json"))
+    assert len(stored) == 1  # two trials, two members, the reproduction: one stage 1
+    two = final_metrics(run)["two_stage"]
+    assert two["stage1"]["value"] > 0.6  # stage 1 learnt the APTOS-format demo
+    assert {"val"} <= set(two["baseline"]) and {"val"} <= set(two["stage2_member_1"])
+    assert final_metrics(run)["bag"]["val"]["kappa"] > 0.6
+    assert "Two-stage transfer" in (run / "report" / "index.html").read_text()
+    reproduces(run)
+    assert len(list((run / "stage1").glob("*/stage1.json"))) == 1
+
+
+@pytest.mark.slow
+def test_deepdrid_ensemble_bags_architectures_by_greedy_selection(tmp_path: Path) -> None:
+    cli("search.run", "deepdrid_ensemble", "--demo", "--num-samples", "6", "--max-epochs", "3",
+        "--top-k", "2", *SEARCH, "--results", str(tmp_path), "--name", "demo")
+    run = tmp_path / "deepdrid_ensemble" / "demo"
+    metrics = final_metrics(run)
+    models = {m["model"] for m in metrics["members"]}
+    assert len(models) >= 2 and metrics["select"] == "greedy"
+    assert sum(m["weight"] for m in metrics["members"]) > 0
+    assert metrics["bag"]["val"]["kappa"] > 0.6 and "val" in metrics["top_k_bag"]
+    html = (run / "report" / "index.html").read_text()
+    assert "Ensemble selection: greedy against top-k" in html
+    # the plain bag of the same run, by the final step's own flag
+    cli("search.final", str(run), "--select", "top-k")
+    assert final_metrics(run)["select"] == "top-k"
+    reproduces(run)
