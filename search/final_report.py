@@ -183,9 +183,9 @@ def two_stage_section(two: dict[str, Any], task: Task) -> str:
                 if split in values:
                     rows.setdefault(label, {})[f"{split} {name}"] = values[split][key]
     return head + table(pd.DataFrame(rows).T) + (
-        "<p>The baseline is member 1's configuration trained from the same starting weights "
-        "without stage 1, on the same budget: the difference is what stage 1 brought, on this "
-        "data, whichever way it falls.</p>")
+        "<p>The baseline is member 1's configuration (same seed, bootstrap sample and epochs) "
+        "trained from its ImageNet weights alone, without stage 1: the difference is what stage "
+        "1 brought, on this data, whichever way it falls.</p>")
 
 
 def final_sections(run_dir: Path, summary: dict[str, Any], task: Task, index: ImageIndex,

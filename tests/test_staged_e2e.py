@@ -94,6 +94,12 @@ def test_deepdrid_ensemble_bags_architectures_by_greedy_selection(tmp_path: Path
     assert metrics["bag"]["val"]["kappa"] > 0.6 and "val" in metrics["top_k_bag"]
     html = (run / "report" / "index.html").read_text()
     assert "Ensemble selection: greedy against top-k" in html
+    # search.bag takes the members' CSVs across architectures: their mean is the plain bag
+    csvs = [run / "submission" / f"member_{m['member']}.csv" for m in metrics["members"]]
+    cli("search.bag", *map(str, csvs), "--out", str(tmp_path / "bag.csv"))
+    bagged = pd.read_csv(tmp_path / "bag.csv")
+    probs = sum(pd.read_csv(c)[["p0", "p1", "p2", "p3", "p4"]].to_numpy() for c in csvs)
+    assert (bagged["TARGET"] == probs.argmax(axis=1)).all()
     # the plain bag of the same run, by the final step's own flag
     cli("search.final", str(run), "--select", "top-k")
     assert final_metrics(run)["select"] == "top-k"
