@@ -68,7 +68,8 @@ def test_deepdrid_two_stage_trains_stage_1_once_and_reports_it_beside_the_baseli
         tmp_path: Path) -> None:
     result = cli("search.run", "deepdrid_two_stage", "--demo", "--num-samples", "2",
                  "--max-epochs", "2", "--top-k", "2", "--max-concurrent", "2",  # W&B offline
-                 "--set", "stage1_epochs=2", "--results", str(tmp_path), "--name", "demo")
+                 "--set", "stage1_epochs=1", "--set", "image_size=96", "--results",
+                 str(tmp_path), "--name", "demo")
     assert "W&B: final run logged offline" in result.stdout
     run = tmp_path / "deepdrid_two_stage" / "demo"
     stored = list((run / "stage1").glob("*/stage1.json"))
