@@ -241,10 +241,8 @@ def two_stage_summary(cfg: TrainConfig, baseline: TrainedMember | MemberFailure,
     from trainables.stage1 import stage1_record
 
     def scored(member: TrainedMember) -> dict[str, Any]:
-        out: dict[str, Any] = {split: task.scores(data.labels[split], member.probs[split])
-               for split in ("val", "test") if split in member.probs
-               and (split == "val" or data.index.labelled("test"))}
-        return {**out, "minutes": member.metadata["trained_on"]["minutes"]}
+        return {**_split_scores(task, data, member.probs),
+                "minutes": member.metadata["trained_on"]["minutes"]}
 
     return {"stage1": stage1_record(cfg), "stage2_member_1": scored(first),
             "stage2_bag": summary["bag"],
@@ -378,13 +376,16 @@ def disk_section(run_dir: Path) -> str:
 def _scored_bag(kept: list[tuple[int, Any, TrainedMember]], weights: list[float], method: str,
                 task: Task, data: Any) -> dict[str, Any]:
     """The task's scores of a weighted bag on validation (and test, if labelled)."""
-    out = {}
-    for split in ("val", "test"):
-        if split == "val" or (data.index.labelled("test") and
-                              all("test" in m.probs for _, _, m in kept)):
-            probs = bag([m.probs[split] for _, _, m in kept], method, weights)
-            out[split] = task.scores(data.labels[split], probs)
-    return out
+    return _split_scores(task, data, {
+        split: bag([m.probs[split] for _, _, m in kept], method, weights)
+        for split in ("val", "test") if all(split in m.probs for _, _, m in kept)})
+
+
+def _split_scores(task: Task, data: Any, probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The task's scores of `probs` (split -> probabilities) on validation, and on test where
+    the test split has labels."""
+    return {split: task.scores(data.labels[split], p) for split, p in probs.items()
+            if split == "val" or data.index.labelled(split)}
 
 
 def _write_submission(folder: Path, task: Task, index: Any,

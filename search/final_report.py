@@ -142,14 +142,17 @@ def _metrics_table(summary: dict[str, Any], task: Task) -> str:
             f"<p>validation split unless said otherwise</p>{failed}{submission}")
 
 
+def _split_row(values: dict[str, Any], task: Task) -> dict[str, float]:
+    """A table row of a result's task metrics per split ("val QWK", "test QWK", ...)."""
+    return {f"{split} {name}": values[split][key] for split in ("val", "test") if split in values
+            for key, name in task.columns}
+
+
 def selection_section(summary: dict[str, Any], task: Task) -> str:
     """The greedy bag, the plain top-k bag and every member, with its architecture."""
-    rows: dict[str, dict[str, Any]] = {}
-    for label, values in (("greedy bag", summary["bag"]), ("top-k bag", summary["top_k_bag"])):
-        for split in ("val", "test"):
-            for key, name in task.columns:
-                if split in values:
-                    rows.setdefault(label, {})[f"{split} {name}"] = values[split][key]
+    rows: dict[str, dict[str, Any]] = {
+        label: _split_row(values, task)
+        for label, values in (("greedy bag", summary["bag"]), ("top-k bag", summary["top_k_bag"]))}
     for m in summary["members"]:
         label = f"member {m['member']}: {m['model']} (trial {m['trial_id']})"
         rows[label] = {f"val {name}": m["val"][key] for key, name in task.columns}
@@ -173,15 +176,11 @@ def two_stage_section(two: dict[str, Any], task: Task) -> str:
         head = f"<p>stage 1: {html.escape(str(stage1.get('source') or stage1))}</p>"
     if "error" in two["baseline"]:
         return head + f"<p>the baseline failed: {html.escape(two['baseline']['error'])}</p>"
-    rows: dict[str, dict[str, float]] = {}
-    for label, values in (("single-stage baseline (no stage 1)", two["baseline"]),
-                          ("stage 2: member 1 (same config, seed and sample)",
-                           two["stage2_member_1"]),
-                          ("stage 2: the bag", two["stage2_bag"])):
-        for split in ("val", "test"):
-            for key, name in task.columns:
-                if split in values:
-                    rows.setdefault(label, {})[f"{split} {name}"] = values[split][key]
+    rows = {label: _split_row(values, task)
+            for label, values in (("single-stage baseline (no stage 1)", two["baseline"]),
+                                  ("stage 2: member 1 (same config, seed and sample)",
+                                   two["stage2_member_1"]),
+                                  ("stage 2: the bag", two["stage2_bag"]))}
     return head + table(pd.DataFrame(rows).T) + (
         "<p>The baseline is member 1's configuration (same seed, bootstrap sample and epochs) "
         "trained from its ImageNet weights alone, without stage 1: the difference is what stage "

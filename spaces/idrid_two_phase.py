@@ -32,22 +32,24 @@ DEMO = {  # generated IDRiD-format photographs on a CPU: the bundled EfficientNe
 }
 
 
+def search_phases(trial: Any, lr_1: tuple[float, float], epochs_1: tuple[int, int],
+                  lr_2: tuple[float, float], epochs_2: tuple[int, int]) -> None:
+    """Each phase's lr and epochs in the given ranges, and phase 2's unfreeze depth."""
+    trial.suggest_float("phase_1_lr", *lr_1, log=True)
+    trial.suggest_int("phase_1_epochs", *epochs_1)
+    trial.suggest_float("phase_2_lr", *lr_2, log=True)
+    trial.suggest_int("phase_2_epochs", *epochs_2)
+    trial.suggest_categorical("phase_2_unfreeze_depth", [2, 3, 4, "all"])
+
+
 def space(trial: Any) -> None:
     """Define-by-run space (module-level: Ray pickles the searcher with it)."""
-    trial.suggest_float("phase_1_lr", 1e-4, 3e-3, log=True)
-    trial.suggest_int("phase_1_epochs", 2, 6)
-    trial.suggest_float("phase_2_lr", 1e-5, 5e-4, log=True)
-    trial.suggest_int("phase_2_epochs", 2, 10)
-    trial.suggest_categorical("phase_2_unfreeze_depth", [2, 3, 4, "all"])
+    search_phases(trial, (1e-4, 3e-3), (2, 6), (1e-5, 5e-4), (2, 10))
 
 
 def demo_space(trial: Any) -> None:
     """The demo's shorter phases (its budget is 6 epochs)."""
-    trial.suggest_float("phase_1_lr", 3e-4, 3e-3, log=True)
-    trial.suggest_int("phase_1_epochs", 2, 3)
-    trial.suggest_float("phase_2_lr", 3e-5, 1e-3, log=True)
-    trial.suggest_int("phase_2_epochs", 2, 3)
-    trial.suggest_categorical("phase_2_unfreeze_depth", [2, 3, 4, "all"])
+    search_phases(trial, (3e-4, 3e-3), (2, 3), (3e-5, 1e-3), (2, 3))
 
 
 EXPERIMENT = Experiment(

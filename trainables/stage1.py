@@ -128,12 +128,7 @@ def stage1_weights(cfg: TrainConfig) -> tuple[bytes, dict[str, Any], bool]:
             raise ConfigError(f"stage1_weights={cfg.stage1_weights}: no such file (a member's "
                               "model.safetensors, or a stage-1 model.safetensors)")
         return path.read_bytes(), {"source": str(path)}, False
-    from trainables.cache import fingerprint
-    from trainables.trainable import resolve_data
-
-    cfg1, index = resolve_data(stage1_config(cfg))
-    key = stage1_key(cfg1, fingerprint(index))
-    store = Store(cfg.stage1_store or default_store(cfg))
+    cfg1, key, store = _locate(cfg)
     if store.has(key):
         weights, meta = store.read(key)
         return weights, meta, False
@@ -152,17 +147,21 @@ def stage1_weights(cfg: TrainConfig) -> tuple[bytes, dict[str, Any], bool]:
     return (*_build(store, key, cfg1), True)
 
 
+def _locate(cfg: TrainConfig) -> tuple[TrainConfig, str, Store]:
+    """The stage-1 run of `cfg` (its class count from its data), its key and its store."""
+    from trainables.cache import fingerprint
+    from trainables.trainable import resolve_data
+
+    cfg1, index = resolve_data(stage1_config(cfg))
+    return cfg1, stage1_key(cfg1, fingerprint(index)), Store(cfg.stage1_store or default_store(cfg))
+
+
 def stage1_record(cfg: TrainConfig) -> dict[str, Any]:
     """What `cfg` started from, for the final step and the report: the stored stage-1 model's
     metadata (its validation metric, epochs, minutes), or the file it was given."""
     if cfg.stage1_weights:
         return {"source": cfg.stage1_weights}
-    from trainables.cache import fingerprint
-    from trainables.trainable import resolve_data
-
-    cfg1, index = resolve_data(stage1_config(cfg))
-    key = stage1_key(cfg1, fingerprint(index))
-    store = Store(cfg.stage1_store or default_store(cfg))
+    cfg1, key, store = _locate(cfg)
     if not store.has(key):
         return {"data": cfg1.data, "key": key, "missing": f"not in {store.location}"}
     _, meta = store.read(key)
