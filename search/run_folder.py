@@ -2,7 +2,8 @@
 
 `trials.parquet`: a row per trial (trial_id, every searched value, status, best metric, its
 epoch, epochs run, seconds, the Ray node of its last epoch, error text). `epochs.parquet`: a row
-per trial and epoch (with the node that ran it).
+per trial and epoch (with the node that ran it; an epoch trained again after a resume keeps its
+last row).
 `best/config.json` and `best/top_k.json`: the inputs of `search.reproduce` and of the final step.
 """
 
@@ -39,6 +40,9 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         config = result.config or {}
         trial_id = _trial_id(result)
         frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        if "epoch" in frame:  # an epoch reported while the driver was stopping is not in Ray's
+            # saved state: the resumed trial trains it again, and its second row is the one kept
+            frame = frame.drop_duplicates("epoch", keep="last").reset_index(drop=True)
         keep = [c for c in frame.columns
                 if c.startswith(METRIC_PREFIXES)
                 or c in ("epoch", "phase", "lr", "node_id", "timestamp")]
