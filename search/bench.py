@@ -37,20 +37,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from search import bench_tune
 from search.cli import positive_int, run
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
-SECTIONS = ("input", "train", "overhead")
+SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale")
 AUGMENT = "flip+rotate+color"
 
 
 def bench_sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"width": 544, "height": 512, "train_patients": 6, "image_size": 96, "batch": 16,
-                "epochs": 2, "model": "resnet18", "train_batches": 3, "trials": 2}
+                "epochs": 2, "model": "resnet18", "train_batches": 3, "trials": 2, "seeds": 1,
+                "scale_trials": 2, "scale_batches": 1, "quick": True}
     return {"width": 2048, "height": 1944, "train_patients": 24, "image_size": 224, "batch": 32,
-            "epochs": 3, "model": "resnet18", "train_batches": 3, "trials": 4}
+            "epochs": 3, "model": "resnet18", "train_batches": 3, "trials": 6, "seeds": 3,
+            "scale_trials": 8, "scale_batches": 6, "quick": False}
 
 
 def bench_data(sizes: dict[str, Any]) -> Path:
@@ -68,9 +71,20 @@ def bench_data(sizes: dict[str, Any]) -> Path:
 
 # ---- measurements: each runs in its own process (`--measure NAME`) and prints one JSON line
 
-def _usage() -> dict[str, float]:
+def _usage(children: list[Any] | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) of this process, its reaped children and the live
+    `children` (psutil processes: persistent DataLoader workers are alive at both ends of the
+    clock), and peak memory."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+    live_user = live_system = 0.0
+    for child in children or ():
+        try:
+            times = child.cpu_times()
+        except Exception:  # psutil.NoSuchProcess: it ended, and getrusage counts it now
+            continue
+        live_user, live_system = live_user + times.user, live_system + times.system
+    return {"cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live_user
+            + live_system, "system": me.ru_stime + kids.ru_stime + live_system,
             "rss_mb": me.ru_maxrss / 1024, "worker_rss_mb": kids.ru_maxrss / 1024}
 
 
@@ -124,8 +138,10 @@ def _loader(index: Any, frame: Any, size: int, batch: int, workers: int) -> Any:
 
     # a map-style dataset: __len__ and __getitem__
     dataset: Any = _PilDataset(frame, index.targets("train"), size)
+    # persistent workers: started once, not every epoch (what a tuned loop does)
     return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
-                                       num_workers=workers, drop_last=True)
+                                       num_workers=workers, drop_last=True,
+                                       persistent_workers=workers > 0)
 
 
 def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
@@ -161,34 +177,89 @@ def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_input_baseline(p: dict[str, Any]) -> dict[str, Any]:
+    import psutil
+
     index, frame = _train_frame(p)
     loader = _loader(index, frame, p["image_size"], p["batch"], p["workers"])
-    n = 0
+    n, me = 0, psutil.Process()
     for epoch in range(p["epochs"] + 1):
-        if epoch == 1:
-            usage, started, n = _usage(), time.perf_counter(), 0
+        if epoch == 1:  # the workers are alive from here on: their CPU so far is the start's
+            workers = me.children(recursive=True)
+            usage, started, n = _usage(workers), time.perf_counter(), 0
         for x, _ in loader:
             n += len(x)
-    seconds, after = time.perf_counter() - started, _usage()
+    seconds = time.perf_counter() - started
+    peak = sum(w.memory_info().rss for w in workers if w.is_running()) / 2**20
+    del loader  # the workers end: their CPU time moves to RUSAGE_CHILDREN
+    psutil.wait_procs(workers, timeout=30)
+    after = _usage()
     return {"images": n, "seconds": seconds, "cpu_seconds": after["cpu"] - usage["cpu"],
-            "rss_mb": after["rss_mb"] + p["workers"] * after["worker_rss_mb"]}
+            "rss_mb": after["rss_mb"] + max(peak, p["workers"] * after["worker_rss_mb"])}
+
+
+def _train_config(p: dict[str, Any]) -> Any:
+    from trainables.config import TrainConfig
+
+    return TrainConfig.from_dict({
+        **data_keys(p), "model": p["model"], "weights": "none", "image_size": p["image_size"],
+        "batch_size": p["batch"], "epochs": p["epochs"] + 1, "augment": AUGMENT,
+        "max_train_batches": p["train_batches"], "max_eval_batches": 1, "device": "cpu",
+        "threads": p.get("threads", 0), "prefetch": p.get("prefetch", True)})
 
 
 def measure_train_ours(p: dict[str, Any]) -> dict[str, Any]:
-    from trainables.config import TrainConfig
     from trainables.reporting import LocalReporter
     from trainables.trainable import fit
 
-    cfg = TrainConfig.from_dict({
-        **_data_keys(p), "model": p["model"], "weights": "none", "image_size": p["image_size"],
-        "batch_size": p["batch"], "epochs": p["epochs"] + 1, "augment": AUGMENT,
-        "max_train_batches": p["train_batches"], "max_eval_batches": 1, "device": "cpu"})
+    if p.get("interop"):
+        import torch
+
+        torch.set_num_interop_threads(p["interop"])
     reporter = LocalReporter(None)
-    fit(cfg, reporter)
+    usage = _usage()
+    fit(_train_config(p), reporter)
+    after = _usage()
     timed = reporter.history[1:]  # the first epoch warms up
     images = sum(r["train/images_per_s"] * r["train/seconds"] for r in timed)
     seconds = sum(r["train/seconds"] for r in timed)
-    return {"images": round(images), "seconds": seconds, "rss_mb": _usage()["rss_mb"]}
+    return {"images": round(images), "seconds": seconds, "rss_mb": after["rss_mb"],
+            "system_fraction": (after["system"] - usage["system"])
+            / max(1e-9, after["cpu"] - usage["cpu"])}
+
+
+def measure_limit_model(p: dict[str, Any]) -> dict[str, Any]:
+    """The model alone: forward, loss, backward and AdamW step on tensors already on the device,
+    the trainable's model, batch, size and threads: what no input pipeline can beat."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainables.loop import plan_runtime
+    from trainables.models import build_model
+    from trainables.trainable import plan_threads
+
+    cfg = _train_config(p)
+    plan_threads(cfg)
+    torch.manual_seed(0)
+    runtime = plan_runtime(cfg)
+    model = build_model(cfg).to(runtime.device).train()
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-3)
+    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=runtime.device)
+    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=runtime.device)
+    n, seconds = 0, 0.0
+    for epoch in range(p["epochs"] + 1):
+        started = time.perf_counter()
+        for _ in range(p["train_batches"]):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if epoch:
+                n += len(y)
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize()
+        if epoch:  # the first epoch warms up, as in the trainable
+            seconds += time.perf_counter() - started
+    return {"images": n, "seconds": seconds}
 
 
 def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +292,7 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
     return {"images": n, "seconds": seconds, "rss_mb": _usage()["rss_mb"]}
 
 
-def _data_keys(p: dict[str, Any]) -> dict[str, Any]:
+def data_keys(p: dict[str, Any]) -> dict[str, Any]:
     """The trial config's data keys, the class count taken from the data."""
     from trainables.datasets import read_dataset
 
@@ -230,62 +301,51 @@ def _data_keys(p: dict[str, Any]) -> dict[str, Any]:
             "preprocess": p["preprocess"], "num_classes": index.num_classes}
 
 
-def _tiny_trial(p: dict[str, Any], seed: int) -> dict[str, Any]:
-    return {**_data_keys(p), "model": "resnet18", "weights": "none", "image_size": 64,
-            "batch_size": 8, "epochs": 2, "max_train_batches": 2, "max_eval_batches": 1,
-            "device": "cpu", "seed": seed}
+def bench_limit(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    measure("input-ours", params)  # the trainable's cache for these images and size
+    ours, model = _pairs("train-ours", "limit-model", params, repeats, echo)
+    fraction = row("limit", "trainable / model alone, training images/s",
+                   statistics.median(r["images"] / r["seconds"] for r in ours),
+                   statistics.median(r["images"] / r["seconds"] for r in model), True)
+    fraction.update(target=0.9, met=fraction["ratio"] >= 0.9)
+    return [fraction]
 
 
-def measure_overhead_plain(p: dict[str, Any]) -> dict[str, Any]:
-    from trainables.config import TrainConfig
-    from trainables.reporting import LocalReporter
-    from trainables.trainable import fit
-
-    fit(TrainConfig.from_dict(_tiny_trial(p, 99)), LocalReporter(None))  # imports, cache
-    started = time.perf_counter()
-    for seed in range(p["trials"]):
-        fit(TrainConfig.from_dict(_tiny_trial(p, seed)), LocalReporter(None))
-    return {"trials": p["trials"], "seconds": time.perf_counter() - started}
+THREAD_SETTINGS = {  # name: the trainable's settings (threads 0: as many as the process has)
+    "1 thread": {"threads": 1}, "2 threads": {"threads": 2},
+    "2 threads, no prefetch thread": {"threads": 2, "prefetch": False},
+    "2 threads, 1 inter-op thread": {"threads": 2, "interop": 1},
+}
 
 
-def measure_overhead_tune(p: dict[str, Any]) -> dict[str, Any]:
-    import ray
-    from ray import tune
-
-    from search.driver import TUNE_OPTIONS  # what the search runs trials with
-    from trainables.config import TrainConfig
-    from trainables.reporting import LocalReporter
-    from trainables.trainable import fit, train
-
-    fit(TrainConfig.from_dict(_tiny_trial(p, 99)), LocalReporter(None))  # the same warm-up
-    started = time.perf_counter()
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"MEDTUNE_CACHE": str(cache_root())}})
-    ray_start = time.perf_counter() - started
-    with tempfile.TemporaryDirectory() as storage:
-        tuner = tune.Tuner(
-            tune.with_resources(train, {"cpu": 1}),
-            param_space={**_tiny_trial(p, 0), "seed": tune.grid_search(list(range(p["trials"])))},
-            run_config=tune.RunConfig(storage_path=storage, name="bench", verbose=0),
-            tune_config=tune.TuneConfig(max_concurrent_trials=1, **TUNE_OPTIONS))
-        started = time.perf_counter()
-        results = tuner.fit()
-        seconds = time.perf_counter() - started
-    errors = [str(results[i].error) for i in range(len(results)) if results[i].error]
-    ray.shutdown()
-    if errors:
-        raise RuntimeError(f"a trial failed under Ray Tune: {errors[0]}")
-    return {"trials": p["trials"], "seconds": seconds, "ray_start_seconds": ray_start}
+def bench_threads(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    """The trainable's training images/s under each thread setting, against 1 thread."""
+    measure("input-ours", params)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in THREAD_SETTINGS}
+    for i in range(repeats):
+        for name, setting in THREAD_SETTINGS.items():
+            runs[name].append(measure("train-ours", {**params, **setting}))
+        echo(f"  threads: run {i + 1} of {repeats}")
+    speed = {name: statistics.median(r["images"] / r["seconds"] for r in rs)
+             for name, rs in runs.items()}
+    rows = []
+    for name in THREAD_SETTINGS:
+        r = row("threads", f"{name}: images/s vs 1 thread", speed[name], speed["1 thread"], True)
+        r["system_fraction"] = statistics.median(x["system_fraction"] for x in runs[name])
+        rows.append(r)
+    return rows
 
 
 MEASURES = {
     "input-ours": measure_input_ours, "input-baseline": measure_input_baseline,
     "train-ours": measure_train_ours, "train-baseline": measure_train_baseline,
-    "overhead-plain": measure_overhead_plain, "overhead-tune": measure_overhead_tune,
+    "limit-model": measure_limit_model,
+    "overhead-search": bench_tune.measure_overhead_search,
+    "efficiency": bench_tune.measure_efficiency, "scale": bench_tune.measure_scale,
 }
 
 
-def _measure(name: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
+def measure(name: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
     """Run one measurement in a fresh process; its last stdout line is the JSON result."""
     done = subprocess.run([sys.executable, "-m", "search.bench", "--measure", name,
                            "--params", json.dumps(params)], capture_output=True, text=True,
@@ -299,8 +359,8 @@ def _pairs(ours: str, baseline: str, params: dict[str, Any], repeats: int,
            echo: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     a, b = [], []
     for i in range(repeats):  # alternate, so drift on the machine hits both sides alike
-        a.append(_measure(ours, params))
-        b.append(_measure(baseline, params))
+        a.append(measure(ours, params))
+        b.append(measure(baseline, params))
         echo(f"  {ours} / {baseline}: run {i + 1} of {repeats}")
     return a, b
 
@@ -311,15 +371,15 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
 
 def bench_input(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as empty:  # the cache's one-off cost: built from nothing
-        first = _measure("input-ours", params, MEDTUNE_CACHE=empty)
-    _measure("input-ours", params)  # the cache the timed runs read
+        first = measure("input-ours", params, MEDTUNE_CACHE=empty)
+    measure("input-ours", params)  # the cache the timed runs read
     ours, base = _pairs("input-ours", "input-baseline", params, repeats, echo)
     speed = [r["images"] / r["seconds"] for r in ours], [r["images"] / r["seconds"] for r in base]
     cpu = [r["cpu_seconds"] / r["images"] for r in ours], [r["cpu_seconds"] / r["images"] for r in base]
     rows = [
-        _row("input", "images/s", statistics.median(speed[0]), statistics.median(speed[1]), True),
-        _row("input", "CPU s/image", statistics.median(cpu[0]), statistics.median(cpu[1]), False),
-        _row("input", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False),
+        row("input", "images/s", statistics.median(speed[0]), statistics.median(speed[1]), True),
+        row("input", "CPU s/image", statistics.median(cpu[0]), statistics.median(cpu[1]), False),
+        row("input", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False),
     ]
     rows.append({"section": "input", "measure": "cache build s/image (once per node)",
                  "ours": first["cache_build_seconds"] / first["cached_images"], "baseline": None,
@@ -328,28 +388,15 @@ def bench_input(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
 
 
 def bench_train(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    _measure("input-ours", params)  # the trainable's cache for these images and size
+    measure("input-ours", params)  # the trainable's cache for these images and size
     ours, base = _pairs("train-ours", "train-baseline", params, repeats, echo)
     speed = [r["images"] / r["seconds"] for r in ours], [r["images"] / r["seconds"] for r in base]
-    return [_row("train", f"{params['model']} images/s", statistics.median(speed[0]),
+    return [row("train", f"{params['model']} images/s", statistics.median(speed[0]),
                  statistics.median(speed[1]), True),
-            _row("train", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False)]
+            row("train", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False)]
 
 
-def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    plain, tuned = _pairs("overhead-plain", "overhead-tune", params, repeats, echo)
-    per_plain = statistics.median(r["seconds"] / r["trials"] for r in plain)
-    per_tune = statistics.median(r["seconds"] / r["trials"] for r in tuned)
-    return [
-        _row("overhead", "s per tiny trial (in Ray Tune vs plain)", per_tune, per_plain, False),
-        {"section": "overhead", "measure": "s Ray Tune adds per trial", "ours": per_tune - per_plain,
-         "baseline": None, "ratio": None},
-        {"section": "overhead", "measure": "s to start a local Ray (once per search)",
-         "ours": _median(tuned, "ray_start_seconds"), "baseline": None, "ratio": None},
-    ]
-
-
-def _row(section: str, measure: str, ours: float, baseline: float,
+def row(section: str, measure: str, ours: float, baseline: float,
          higher_is_better: bool) -> dict[str, Any]:
     """A row whose ratio reads 'times better' for ours: >1 means ours wins."""
     ratio = ours / baseline if higher_is_better else baseline / ours
@@ -357,18 +404,74 @@ def _row(section: str, measure: str, ours: float, baseline: float,
             "ratio": ratio, "better": "higher" if higher_is_better else "lower"}
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    def num(v: float | None) -> str:
-        return "" if v is None else f"{v:.4g}"
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.4g}"
 
-    lines = [f"{'section':9}{'measure':44}{'medtune':>11}{'baseline':>11}{'x better':>10}"]
+
+def _target(r: dict[str, Any]) -> str:
+    if r.get("target") is None:
+        return ""
+    sign = "<=" if r["ratio"] is None else ">="
+    return f"{sign} {r['target']:g}: {'met' if r['met'] else 'MISSED'}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'section':11}{'measure':52}{'medtune':>10}{'baseline':>10}{'x better':>10}  target"]
     for r in rows:
-        lines.append(f"{r['section']:9}{r['measure']:44}{num(r['ours']):>11}"
-                     f"{num(r['baseline']):>11}{num(r['ratio']):>10}")
+        lines.append(f"{r['section']:11}{r['measure']:52}{_num(r['ours']):>10}"
+                     f"{_num(r['baseline']):>10}{_num(r['ratio']):>10}  {_target(r)}")
     return "\n".join(lines)
 
 
-BENCHES = {"input": bench_input, "train": bench_train, "overhead": bench_overhead}
+README_START, README_END = "<!-- bench table: start -->", "<!-- bench table: end -->"
+
+
+def readme_table(records: list[Path]) -> str:
+    """The README's table: for each section, the rows of the newest full-size record that has
+    it, each row naming its record."""
+    newest: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+    for path in records:
+        record = json.loads(path.read_text())
+        if record["params"].get("quick"):
+            continue
+        for section in {r["section"] for r in record["rows"]}:
+            stamp = record.get("finished", path.name)
+            if section not in newest or stamp > newest[section][0]:
+                newest[section] = (stamp, path, record)
+    lines = ["| section | measure | medtune | baseline | x better | target | record |",
+             "|---|---|---|---|---|---|---|"]
+    for section in SECTIONS:
+        if section not in newest:
+            continue
+        _, path, record = newest[section]
+        commit = (record["environment"].get("git_commit") or "")[:7]
+        for r in (r for r in record["rows"] if r["section"] == section):
+            lines.append(f"| {section} | {r['measure']} | {_num(r['ours'])} | {_num(r['baseline'])} "
+                         f"| {_num(r['ratio'])} | {_target(r)} | `{path.name}` ({commit}) |")
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, records: list[Path]) -> None:
+    """Replace the table between the README's bench markers with one made from `records`."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ConfigError(f"{readme} has no {README_START} ... {README_END} markers")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{readme_table(records)}\n{README_END}{tail}")
+
+
+def quiet_search_env(*, wandb: bool) -> None:
+    """A search run by the bench: Ray's old console output off, W&B offline."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    if wandb:
+        os.environ["WANDB_MODE"] = "offline"
+        os.environ.pop("WANDB_API_KEY", None)
+
+
+BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
+           "threads": bench_threads, "overhead": bench_tune.bench_overhead,
+           "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,12 +486,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default="deepdrid_finetune",
                    help="whose demo data and task the sections run on (default "
                         "deepdrid_finetune: full-size fundus JPEGs)")
+    p.add_argument("--seeds", type=positive_int,
+                   help="efficiency: seeds of each method (default 3; 1 with --quick)")
+    p.add_argument("--target", type=float,
+                   help="efficiency: the validation value to reach (default: the lowest of "
+                        "every run's best, which each run reaches)")
     p.add_argument("--out", type=Path, help="the JSON record (default results/bench/bench-<time>.json)")
+    p.add_argument("--readme", action="store_true",
+                   help="write README.md's table from the records in results/bench/ and stop")
     p.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)
     p.add_argument("--params", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.measure:  # one side of one measurement, in its own process
         print(json.dumps(MEASURES[args.measure](json.loads(args.params))), flush=True)
+        return 0
+    if args.readme:
+        records = sorted(Path("results/bench").glob("*.json"))
+        write_readme(Path("README.md"), records)
+        print(f"README.md: the table from {len(records)} record(s) in results/bench/")
         return 0
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
@@ -396,7 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     sections = args.sections or list(SECTIONS)
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
-    params = {**sizes, **experiment_params(args.experiment, sizes), "workers": args.workers}
+    params = {**sizes, **experiment_params(args.experiment, sizes), "workers": args.workers,
+              "target": args.target}
+    if args.seeds:
+        params["seeds"] = args.seeds
     echo = lambda line: print(line, flush=True)  # noqa: E731
     rows: list[dict[str, Any]] = []
     for section in sections:
@@ -408,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.environment import describe
 
     out.write_text(json.dumps({"params": params, "repeats": repeats, "rows": rows,
+                               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "environment": describe()}, indent=1))
     print(f"written to {out}")
     return 0

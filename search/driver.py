@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
@@ -124,6 +124,8 @@ class SearchPlan:
     wandb: bool
     top_k: int = 3
     demo: bool = False  # the experiment's demo space (shorter phases), where it has one
+    sampler: str = "tpe"  # or "random" (a baseline)
+    scheduler: str = "asha"  # or "fifo": no early stopping (a baseline)
 
     @property
     def run_dir(self) -> Path:
@@ -328,17 +330,22 @@ def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
 
 def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
     storage = optuna.storages.RDBStorage(plan.storage_url)
+    sampler = (optuna.samplers.RandomSampler(seed=plan.seed) if plan.sampler == "random"
+               else make_sampler(plan.seed, startup_trials))
     searcher = StudySearch(
         space=FixedSpace(plan.experiment.search_space(plan.demo), plan.pinned),
         metric=plan.experiment.metric,
         mode=plan.experiment.mode,
-        sampler=make_sampler(plan.seed, startup_trials), storage=storage,
+        sampler=sampler, storage=storage,
         study_name=plan.run_id)
     searcher.snapshot = plan.staged_study
     return ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
 
 
-def make_scheduler(plan: SearchPlan, grace_period: int, reduction_factor: int) -> ASHAScheduler:
+def make_scheduler(plan: SearchPlan, grace_period: int,
+                   reduction_factor: int) -> ASHAScheduler | FIFOScheduler:
+    if plan.scheduler == "fifo":  # every trial runs its full length
+        return FIFOScheduler()
     return ASHAScheduler(
         time_attr="training_iteration", metric=plan.experiment.metric, mode=plan.experiment.mode,
         max_t=plan.max_epochs, grace_period=min(grace_period, plan.max_epochs),

@@ -203,8 +203,11 @@ def run_summary(run_dir: Path) -> str:
     return (f"<p>experiment <b>{html.escape(config['experiment'])}</b>, started "
             f"{html.escape(config['created'])}</p><p><code>{html.escape(' '.join(config['command']))}"
             f"</code></p><p>budget: {s['num_samples']} trials of up to {s['max_epochs']} epochs; "
-            f"ASHA grace {s['grace_period']}, reduction {s['reduction_factor']}; TPE startup "
-            f"{s['startup_trials']}; seed {s['seed']}</p>")
+            + (f"ASHA grace {s['grace_period']}, reduction {s['reduction_factor']}; "
+               if s.get("scheduler", "asha") == "asha" else "no early stopping (fifo); ")
+            + (f"TPE startup {s['startup_trials']}; " if s.get("sampler", "tpe") == "tpe"
+               else "random sampler; ")
+            + f"seed {s['seed']}</p>")
 
 
 def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,

@@ -43,6 +43,8 @@ from trainables.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+SAMPLERS = ("tpe", "random")
+SCHEDULERS = ("asha", "fifo")
 DEFAULT_PLACEMENT_TIMEOUT = 15.0  # minutes; on a cloud cluster a new node takes a few
 
 
@@ -68,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="stop when trials wait this long with none running (default 15): no "
                         "node had room and the autoscaler started none (with --resume: "
                         "replaces the run's)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                   help="tpe (default: Optuna's TPE after the experiment's random start-up "
+                        "trials) or random (Optuna's random sampler; a baseline)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
+                   help="asha (default: stops weak trials early) or fifo (every trial runs "
+                        "all its epochs; a baseline)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--no-final", action="store_true",
@@ -105,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     from search.search import run_search  # imports Ray: after the cheap checks
 
     code = run_search(experiment, store, settings, resume=args.resume,
-                      command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])])
+                      command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])],
+                      verbose=args.verbose)
     if code != 0 or args.no_final:
         return code
     from search.final import outputs_line, run_final
@@ -150,6 +159,7 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         "placement_timeout": args.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT,
         "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
         "reduction_factor": budget.reduction_factor,
+        "sampler": args.sampler, "scheduler": args.scheduler,
         "top_k": args.top_k or budget.top_k,
         "cache_dir": str(cache_root(cfg.cache_dir)),
     }

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from search.console import LOG_FILE, ray_output_to
 from search.driver import (
     ClusterShape,
     SearchPlan,
@@ -49,7 +51,8 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
         return [], {}, "W&B: off (--no-wandb)"
     try:
         import wandb
-        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        from search.wandb_log import WandbCallback
     except ImportError:
         return [], {}, "W&B: off (wandb is not installed: pip install wandb)"
     online = wandb_online()
@@ -58,9 +61,9 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
         wandb.login(key=key, verify=False)
     env = {"WANDB_MODE": "online" if online else "offline", "WANDB_DIR": str(run_dir.resolve()),
            "WANDB_SILENT": "true"}
-    callback = WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "medtune"),
-                                   group=group, dir=str(run_dir.resolve()),
-                                   excludes=["train/seconds", "node_id"])
+    callback = WandbCallback(project=os.environ.get("WANDB_PROJECT", "medtune"),
+                             group=group, dir=str(run_dir.resolve()),
+                             excludes=["train/seconds", "node_id"])
     why = "WANDB_MODE=offline" if key or os.environ.get("WANDB_MODE") == "offline" \
         else "no WANDB_API_KEY"
     where = ("online, one run per trial in group " + group if online else
@@ -106,7 +109,8 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         num_samples=settings["num_samples"], max_epochs=settings["max_epochs"],
         seed=settings["seed"], cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=settings["max_concurrent"] or default_concurrency(cpus, gpus, cluster),
-        wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"])
+        wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"],
+        sampler=settings.get("sampler", "tpe"), scheduler=settings.get("scheduler", "asha"))
 
 
 def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[str],
@@ -129,9 +133,22 @@ def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[s
 
 
 def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], *, resume: bool,
-               command: list[str]) -> int:
-    """Run (or resume) the search into `store`'s run folder; 0 when every trial ran."""
+               command: list[str], verbose: bool = False) -> int:
+    """Run (or resume) the search into `store`'s run folder; 0 when every trial ran. Ray's own
+    console output goes to the run's search.log (and to the console too with `verbose`)."""
     settings, index = prepare_data(experiment, settings)
+    fresh = not store.local.exists()
+    try:
+        with ray_output_to(store.local / LOG_FILE, verbose=verbose):
+            return _run_search(experiment, store, settings, index, resume=resume, command=command)
+    except ConfigError:
+        if fresh and not (store.local / CONFIG_FILE).exists():  # refused: the name stays free
+            shutil.rmtree(store.local, ignore_errors=True)
+        raise
+
+
+def _run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], index: Any, *,
+                resume: bool, command: list[str]) -> int:
     if settings["fixed"].get("stage1_data") and not settings["fixed"].get("stage1_store"):
         # stage-1 models live in the run folder: every node reads it (shared disk or object store)
         settings = {**settings, "fixed": {**settings["fixed"],

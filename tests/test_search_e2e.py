@@ -67,6 +67,15 @@ def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path)
     assert "run folder on disk: " in result.stdout
     # one offline W&B run per trial, and one for the final step
     assert len(list((run / "wandb").glob("offline-run-*"))) == 4
+    # every epoch's result reached its trial's W&B run (the callback queues them off the
+    # driver's thread): its exact val/loss is in the run's file
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    for trial_id, rows in epochs.groupby("trial_id"):
+        logged = next((run / "wandb").glob(f"offline-run-*-{trial_id}/*.wandb")).read_bytes()
+        assert all(json.dumps(float(v)).encode() in logged for v in rows["val/loss"]), trial_id
+    # Ray's own lines are in the run's log, not on the console
+    assert (run / "search.log").is_file()
+    assert "core_worker" not in result.stderr and "callbacks.on_trial_result" not in result.stderr
     assert "W&B: final run logged offline" in result.stdout
     assert FAKE_KEY not in result.stdout + result.stderr
     assert files_holding(run, FAKE_KEY) == []

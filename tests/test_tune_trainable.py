@@ -55,3 +55,18 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_on_a_gpu_slot(
     assert result.checkpoint is not None
     with result.checkpoint.as_directory() as folder:
         assert (Path(folder) / "model.safetensors").is_file()
+
+
+def test_a_trial_computes_with_as_many_threads_as_ray_gave_it_cpus(local_ray: None) -> None:
+    """torch's threads follow the trial's CPUs (a reused process too), `threads` overrides."""
+    from trainables.config import TrainConfig
+    from trainables.trainable import plan_threads, trial_cpus
+
+    @ray.remote
+    def threads(settings: dict[str, Any]) -> tuple[int, int]:
+        return trial_cpus(), plan_threads(TrainConfig.from_dict(settings))
+
+    assert ray.get(threads.options(num_cpus=2).remote({})) == (2, 2)
+    assert ray.get(threads.options(num_cpus=0.5).remote({})) == (1, 1)  # a fraction: one
+    assert ray.get(threads.options(num_cpus=1).remote({"threads": 2})) == (1, 2)
+    assert trial_cpus() == 0  # the driver: not a trial

@@ -102,6 +102,8 @@ class TrainConfig:
     device: str = "auto"  # auto (the GPU Ray gave the trial, else CPU) | cpu | cuda
     amp: bool = True  # mixed precision, CUDA only
     channels_last: bool = True  # memory format, CUDA only
+    threads: int = 0  # torch's intra-op threads; 0: the CPUs Ray gave the trial, else every core
+    prefetch: bool = True  # a thread reads the next batch while the current one computes
     max_train_batches: int = 0  # cap per epoch, 0 = all (smoke tests)
     max_eval_batches: int = 0  # cap per evaluation, 0 = all
 
@@ -135,6 +137,7 @@ class TrainConfig:
         if self.bootstrap < -1:
             raise ConfigError(f"bootstrap={self.bootstrap}: use -1 (off) or a seed >= 0")
         for name in ("weight_decay", "warmup_epochs", "max_train_batches", "max_eval_batches",
+                     "threads",
                      "focal_gamma", "split_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0")

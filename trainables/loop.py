@@ -53,8 +53,8 @@ def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
 
 
 def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.ndarray,
-            *, limit: int = 0, drop_last: bool = False,
-            pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            *, limit: int = 0, drop_last: bool = False, pin: bool = False,
+            prefetch: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of (uint8 images, labels) read from the (memory-mapped) cache in `order`;
     labels keep their dtype (int64 classes, float32 multi-label rows).
 
@@ -71,6 +71,9 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.n
         y = torch.from_numpy(np.ascontiguousarray(labels[idx]))
         return (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
+    if not prefetch:
+        yield from (read(i) for i in range(n_batches))
+        return
     ready: queue.Queue = queue.Queue(maxsize=2)
 
     def producer() -> None:
@@ -107,7 +110,8 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
     seen, started = 0, time.perf_counter()
     for step, (x, y) in enumerate(batches(images, labels, cfg.batch_size, order,
                                           limit=cfg.max_train_batches, drop_last=drop_last,
-                                          pin=runtime.device.type == "cuda")):
+                                          pin=runtime.device.type == "cuda",
+                                          prefetch=cfg.prefetch)):
         inputs = augment(x, generator)
         targets = y.to(runtime.device, non_blocking=True)
         with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
@@ -142,7 +146,7 @@ def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: 
     dummy = np.zeros(len(images), dtype=np.int64)
     cap = cfg.max_eval_batches if limit is None else limit
     for x, _ in batches(images, dummy, 2 * cfg.batch_size, np.arange(len(images)),
-                        limit=cap, pin=runtime.device.type == "cuda"):
+                        limit=cap, pin=runtime.device.type == "cuda", prefetch=cfg.prefetch):
         inputs = augment(x)
         with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
             probs = activate(model(inputs).float())

@@ -115,6 +115,7 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
     ASHA stopped early is reproduced. `data` is `load_data(cfg)` when the caller has it.
     """
     runtime = plan_runtime(cfg)
+    plan_threads(cfg)
     data = load_data(cfg) if data is None else data
     torch.manual_seed(cfg.seed)  # the new head and attention layers
     model = build_model(cfg.replace(weights="none") if uses_stage1(cfg) else cfg)
@@ -185,6 +186,29 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
     if keep == "best" and best.overall is not None:
         model.load_state_dict(best.overall)
     return model
+
+
+def plan_threads(cfg: TrainConfig) -> int:
+    """torch's intra-op threads: `cfg.threads`, else as many as Ray gave the trial CPUs (at
+    least one), else torch's own default (every core). Set every time: a reused trial process
+    may have had another trial's. Returns them."""
+    threads = cfg.threads or trial_cpus()
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def trial_cpus() -> int:
+    """The whole CPUs Ray assigned to this worker (at least 1), or 0 outside a Ray worker."""
+    import ray
+
+    if not ray.is_initialized():
+        return 0
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:
+        return 0
+    cpus = context.get_assigned_resources().get("CPU")
+    return max(1, int(cpus)) if cpus else 0
 
 
 def start_from_stage1(model: FundusClassifier, cfg: TrainConfig) -> dict[str, Any]:

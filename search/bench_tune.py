@@ -1,0 +1,283 @@
+"""The sections of `python -m search.bench` that run whole searches (`search.run`, in-process):
+
+  overhead    tiny trials through medtune's search (Optuna study, scheduler, callbacks,
+              checkpoints; W&B offline or off) against the same configs as plain calls of the
+              trainable: the seconds a search adds per trial once it runs, and to start
+  efficiency  TPE + ASHA against random search with full-length trials on the experiment's
+              demo, over seeds: epochs and minutes until validation reaches a target, and the
+              best value at equal epochs
+  scale       one fixed random search on a `ray.cluster_utils` cluster with one, then two
+              one-CPU worker nodes (the head has no CPU): trials per minute
+
+Each measurement runs in its own process (see search/bench.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+TINY = {"model": "resnet18", "weights": "none", "image_size": 64, "batch_size": 8,
+        "max_train_batches": 2, "max_eval_batches": 1, "device": "cpu"}
+
+
+def _sets(values: dict[str, Any]) -> list[str]:
+    return [arg for k, v in values.items() for arg in ("--set", f"{k}={v}")]
+
+
+def _search(argv: list[str]) -> float:
+    """Run `python -m search.run ARGV` in this process; its wall seconds."""
+    from search.run import main
+
+    started = time.perf_counter()
+    code = main(argv)
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"search.run {' '.join(argv)} ended with code {code}")
+    return seconds
+
+
+def _trial_configs(run_dir: Path) -> list[dict[str, Any]]:
+    """The configs Ray Tune ran, in the order the trials started."""
+    folders = sorted((run_dir / "tune").glob("trial_*/params.json"), key=lambda f: f.stat().st_mtime)
+    return [json.loads(f.read_text()) for f in folders]
+
+
+# ---- overhead
+
+def _tiny_search(p: dict[str, Any], results: str, name: str, trials: int) -> list[str]:
+    return [p["experiment"], "--data", p["data"], "--results", results, "--name", name,
+            "--num-samples", str(trials), "--max-epochs", "2", "--max-concurrent", "1",
+            "--cpus-per-trial", "1", "--sampler", "random", "--scheduler", "fifo", "--no-final",
+            *(() if p.get("wandb") else ("--no-wandb",)),
+            *_sets({**TINY, "preprocess": p["preprocess"]})]
+
+
+def measure_overhead_search(p: dict[str, Any]) -> dict[str, Any]:
+    """Three searches on one local Ray: one trial (it starts Ray), one trial again (a search's
+    start on a running Ray), then `trials` trials; then the last search's configs as plain
+    calls, with the one thread a one-CPU trial gets."""
+    import torch
+
+    from search.bench import quiet_search_env
+    from trainables.config import TrainConfig
+    from trainables.reporting import LocalReporter
+    from trainables.trainable import fit
+
+    quiet_search_env(wandb=bool(p.get("wandb")))
+    torch.set_num_threads(1)
+    fit(TrainConfig.from_dict({**_tiny_config(p), "seed": 99}), LocalReporter(None))  # cache, imports
+    n = p["trials"]
+    with tempfile.TemporaryDirectory() as results:
+        with_ray_start = _search(_tiny_search(p, results, "start", 1))
+        one = _search(_tiny_search(p, results, "one", 1))
+        many = _search(_tiny_search(p, results, "many", n))
+        configs = _trial_configs(Path(results) / p["experiment"] / "many")
+    import ray
+
+    ray.shutdown()
+    started = time.perf_counter()
+    for config in configs:
+        fit(TrainConfig.from_dict(config), LocalReporter(None))
+    plain = time.perf_counter() - started
+    return {"trials": n, "ray_start_seconds": with_ray_start - one, "one_trial_seconds": one,
+            "seconds": many, "plain_seconds": plain}
+
+
+def _tiny_config(p: dict[str, Any]) -> dict[str, Any]:
+    from search.bench import data_keys
+
+    return {**data_keys(p), **TINY, "epochs": 2}
+
+
+def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    from search.bench import measure, row
+
+    rows: list[dict[str, Any]] = []
+    for wandb in (False, True):
+        runs = []
+        for i in range(repeats):
+            runs.append(measure("overhead-search", {**params, "wandb": wandb}))
+            echo(f"  overhead-search (W&B {'offline' if wandb else 'off'}): run {i + 1} of {repeats}")
+        n = params["trials"]
+        plain = statistics.median(r["plain_seconds"] / n for r in runs)
+        # the search's time per trial once it runs: (n trials - 1 trial) / (n - 1)
+        steady = statistics.median((r["seconds"] - r["one_trial_seconds"]) / (n - 1) for r in runs)
+        label = "W&B offline" if wandb else "no W&B"
+        rows += [
+            row("overhead", f"s per tiny trial in a search ({label}) vs plain", steady, plain,
+                False),
+            {"section": "overhead", "measure": f"s a search adds per trial ({label})",
+             "ours": steady - plain, "baseline": None, "ratio": None, "target": 1.5,
+             "met": steady - plain <= 1.5},
+            {"section": "overhead", "measure": f"s to start a search on a running Ray ({label})",
+             "ours": statistics.median(r["one_trial_seconds"] - r["plain_seconds"] / n
+                                       for r in runs), "baseline": None, "ratio": None},
+        ]
+    rows.append({"section": "overhead", "measure": "s to start a local Ray (once)",
+                 "ours": statistics.median(r["ray_start_seconds"] for r in runs),
+                 "baseline": None, "ratio": None})
+    return rows
+
+
+# ---- efficiency
+
+def _demo_search(p: dict[str, Any], results: str, name: str, sampler: str, scheduler: str,
+                 seed: int) -> list[str]:
+    quick = ["--smoke-test", "--num-samples", "3"] if p.get("quick") else []
+    return [p["experiment"], "--demo", "--results", results, "--name", name, "--seed", str(seed),
+            "--sampler", sampler, "--scheduler", scheduler, "--no-final", "--no-wandb", *quick]
+
+
+def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
+    """One demo search; its epochs in the order they finished, each with its value."""
+    from search.bench import quiet_search_env
+    from spaces import get_experiment
+
+    quiet_search_env(wandb=False)
+    metric = get_experiment(p["experiment"]).metric
+    with tempfile.TemporaryDirectory() as results:
+        name = f"{p['sampler']}-{p['scheduler']}-{p['seed']}"
+        seconds = _search(_demo_search(p, results, name, p["sampler"], p["scheduler"], p["seed"]))
+        run_dir = Path(results) / p["experiment"] / name
+        epochs = pd.read_parquet(run_dir / "epochs.parquet")
+        trials = pd.read_parquet(run_dir / "trials.parquet")
+    epochs = epochs.sort_values("timestamp", kind="stable")
+    start = float(trials["started"].min())
+    return {"seconds": seconds, "values": [float(v) for v in epochs[metric]],
+            "minutes": [(float(t) - start) / 60 for t in epochs["timestamp"]],
+            "trials": len(trials)}
+
+
+def best_so_far(values: list[float], mode: str) -> list[float]:
+    out, best = [], None
+    for v in values:
+        if v == v:  # NaN never counts
+            best = v if best is None else (max(best, v) if mode == "max" else min(best, v))
+        out.append(float("nan") if best is None else best)
+    return out
+
+
+def epochs_to(values: list[float], target: float, mode: str) -> int | None:
+    """Epochs (finished, counted over all trials) until the best value reaches `target`."""
+    for i, v in enumerate(best_so_far(values, mode), 1):
+        if v == v and (v >= target if mode == "max" else v <= target):
+            return i
+    return None
+
+
+def efficiency_rows(runs: dict[str, list[dict[str, Any]]], mode: str, metric: str,
+                    target: float | None) -> list[dict[str, Any]]:
+    """TPE + ASHA ("ours") against random search ("baseline"), medians over seeds and their
+    spread. The default target: the worst of every run's best value, so each run reaches it."""
+    from search.bench import row
+
+    ours, base = runs["tpe-asha"], runs["random-fifo"]
+    every = [best_so_far(r["values"], mode)[-1] for r in ours + base]
+    if target is None:
+        target = min(every) if mode == "max" else max(every)
+
+    def reach(r: dict[str, Any]) -> tuple[float, float]:
+        n = epochs_to(r["values"], target, mode)
+        return (float("inf"), float("inf")) if n is None else (float(n), r["minutes"][n - 1])
+
+    ours_reach, base_reach = [reach(r) for r in ours], [reach(r) for r in base]
+    equal = min(len(r["values"]) for r in ours)  # the epochs TPE + ASHA spent, at the least
+    at_equal = ([best_so_far(r["values"], mode)[equal - 1] for r in ours],
+                [best_so_far(r["values"], mode)[min(equal, len(r["values"])) - 1] for r in base])
+    epochs_row = row("efficiency", f"epochs until {metric} >= {target:.3f}",
+                     statistics.median(e for e, _ in ours_reach),
+                     statistics.median(e for e, _ in base_reach), False)
+    epochs_row.update(target=3.0, met=epochs_row["ratio"] >= 3.0,
+                      spread=[[e for e, _ in ours_reach], [e for e, _ in base_reach]])
+    minutes_row = row("efficiency", "minutes until then",
+                      statistics.median(m for _, m in ours_reach),
+                      statistics.median(m for _, m in base_reach), False)
+    minutes_row["spread"] = [[m for _, m in ours_reach], [m for _, m in base_reach]]
+    value_row = row("efficiency", f"best {metric} at {equal} epochs",
+                    statistics.median(at_equal[0]), statistics.median(at_equal[1]), mode == "max")
+    value_row["spread"] = [at_equal[0], at_equal[1]]
+    total_row = row("efficiency", "epochs in the whole search",
+                    statistics.median(len(r["values"]) for r in ours),
+                    statistics.median(len(r["values"]) for r in base), False)
+    return [epochs_row, minutes_row, value_row, total_row]
+
+
+def bench_efficiency(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    from search.bench import measure
+    from spaces import get_experiment
+
+    experiment = get_experiment(params["experiment"])
+    seeds = params["seeds"]
+    runs: dict[str, list[dict[str, Any]]] = {"tpe-asha": [], "random-fifo": []}
+    for seed in range(seeds):  # the two methods alternate
+        for method in runs:
+            sampler, scheduler = method.split("-")
+            runs[method].append(measure("efficiency", {**params, "sampler": sampler,
+                                                       "scheduler": scheduler, "seed": seed}))
+            echo(f"  efficiency {method}: seed {seed + 1} of {seeds}")
+    return efficiency_rows(runs, experiment.mode, experiment.metric, params.get("target"))
+
+
+# ---- scale
+
+def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
+    """A head without CPUs and `nodes` one-CPU workers; a fixed random search of full-length
+    trials through RAY_ADDRESS, as on a cluster; trials per minute."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from search.bench import quiet_search_env
+
+    quiet_search_env(wandb=False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(p["nodes"]):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    os.environ["RAY_ADDRESS"] = cluster.address
+    try:
+        with tempfile.TemporaryDirectory() as results:
+            argv = [p["experiment"], "--data", p["data"], "--results", results, "--name", "scale",
+                    "--num-samples", str(p["scale_trials"]), "--max-epochs", "2",
+                    "--cpus-per-trial", "1", "--sampler", "random", "--scheduler", "fifo",
+                    "--no-final", "--no-wandb",
+                    *_sets({**TINY, "preprocess": p["preprocess"], "image_size": 96,
+                            "max_train_batches": p["scale_batches"]})]
+            seconds = _search(argv)
+            trials = pd.read_parquet(Path(results) / p["experiment"] / "scale" / "trials.parquet")
+            nodes = int(trials["node_id"].nunique())
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        os.environ.pop("RAY_ADDRESS", None)
+    return {"trials": p["scale_trials"], "seconds": seconds, "nodes_used": nodes}
+
+
+def bench_scale(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    from search.bench import data_keys, measure, row
+
+    # the cache at 96 px, built once before the clocks start
+    from trainables.config import TrainConfig
+    from trainables.trainable import load_data, resolve_data
+
+    load_data(resolve_data(TrainConfig.from_dict({**data_keys(params), **TINY,
+                                                  "image_size": 96}))[0])
+    one, two = [], []
+    for i in range(repeats):
+        one.append(measure("scale", {**params, "nodes": 1}))
+        two.append(measure("scale", {**params, "nodes": 2}))
+        echo(f"  scale 1 node / 2 nodes: run {i + 1} of {repeats}")
+    per_min = ([60 * r["trials"] / r["seconds"] for r in two],
+               [60 * r["trials"] / r["seconds"] for r in one])
+    scaled = row("scale", "trials per minute, 2 worker nodes vs 1",
+                 statistics.median(per_min[0]), statistics.median(per_min[1]), True)
+    scaled.update(target=1.8, met=scaled["ratio"] >= 1.8,
+                  nodes_used=[r["nodes_used"] for r in two])
+    return [scaled]
