@@ -1,26 +1,37 @@
 """Benchmarks as ratios of runs side by side, never as absolute times.
 
-    python -m search.bench                      # every section, full size (~10 min on 2 cores)
-    python -m search.bench input train          # some sections
-    python -m search.bench --quick              # small sizes: the plumbing, in a minute or two
+    python -m search.bench                      # every section, full size (about an hour on 2 cores)
+    python -m search.bench input limit          # some sections
+    python -m search.bench --quick              # small sizes: the plumbing only
+    python -m search.bench --readme             # README.md's table from results/bench/*.json
 
 Sections:
-  input     images/s and CPU-seconds per image of medtune's input pipeline (the node's cache,
-            read memory-mapped, then augmentation on batched tensors) against the usual one
-            (PIL decodes the full-size JPEG, torchvision transforms each image, a DataLoader
-            with as many workers as CPUs); same images, output size, augmentation ops, batch
-  train     training images/s of the trainable (`trainables.trainable.fit`) against a plain timm +
-            PyTorch loop over the usual input pipeline; same model, data, batch, threads
-  overhead  the same short trials as plain calls and inside Ray Tune (one at a time): the
-            seconds Ray Tune adds per trial, and its start-up
+  input       images/s and CPU-seconds per image of medtune's input pipeline (the node's cache,
+              read memory-mapped, then augmentation on batched tensors) against the usual one
+              (PIL decodes the full-size JPEG, torchvision transforms each image, a DataLoader
+              with a persistent worker per CPU); same images, output size, augmentation ops,
+              batch. Target: 20x.
+  train       training images/s of the trainable (`trainables.trainable.fit`) against a plain
+              timm + PyTorch loop over the usual input pipeline; same model, data, batch, threads
+  limit       the trainable's training images/s as a fraction of the model alone (forward,
+              loss, backward, AdamW step on tensors already on the device; same model, batch,
+              size, threads). Target: 0.9.
+  threads     the trainable under torch intra-op threads 1 and 2, without the prefetch thread,
+              with one inter-op thread; and the share of system time in its CPU time
+  overhead    tiny trials through medtune's search against the same configs as plain calls
+              (search/bench_tune.py). Target: at most 1.5 s added per trial.
+  efficiency  TPE + ASHA against random search with full-length trials on the experiment's demo,
+              over --seeds. Target: the target value in a third of random search's epochs.
+  scale       a fixed random search on 1 and then 2 one-CPU worker nodes. Target: 1.8x.
 
 The images are full-size synthetic fundus JPEGs (2048x1944 like a fundus camera; 512 px with
 --quick), generated once into the cache folder; with `--experiment NAME` the sections run on
 that experiment's demo set and task instead (e.g. `rfmid_multilabel`: multi-label fundus PNGs
 and BCE; `medmnist`: 64 px grayscale class folders), the baseline with the task's loss. Each
 measurement runs in a fresh process (its own CPU time and peak memory), the two sides
-alternating `--repeats` times; the table gives medians and the ratio ours/baseline, and the
-whole record is written as JSON (default results/bench/bench-<time>.json).
+alternating `--repeats` times; the table gives medians, the ratio ours/baseline and each
+target, and the whole record (with the machine and the git commit) is written as JSON
+(default results/bench/bench-<time>.json).
 """
 
 from __future__ import annotations

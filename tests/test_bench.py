@@ -34,17 +34,26 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     assert main(["--quick", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     rows = {(r["section"], r["measure"]): r for r in record["rows"]}
-    assert {s for s, _ in rows} == {"input", "train", "overhead"}
+    assert {s for s, _ in rows} == {"input", "train", "limit", "threads", "overhead",
+                                    "efficiency", "scale"}
     for key in [("input", "images/s"), ("input", "CPU s/image"), ("train", "resnet18 images/s"),
-                ("overhead", "s per tiny trial (in Ray Tune vs plain)")]:
+                ("limit", "trainable / model alone, training images/s"),
+                ("threads", "2 threads: images/s vs 1 thread"),
+                ("overhead", "s per tiny trial in a search (W&B offline) vs plain"),
+                ("scale", "trials per minute, 2 worker nodes vs 1"),
+                ("efficiency", "epochs in the whole search")]:
         row = rows[key]
         assert row["ours"] > 0 and row["baseline"] > 0, row
         assert row["ratio"] == pytest.approx(
             row["ours"] / row["baseline"] if row["better"] == "higher"
             else row["baseline"] / row["ours"])
     assert rows[("input", "cache build s/image (once per node)")]["ours"] > 0
-    assert rows[("overhead", "s to start a local Ray (once per search)")]["ours"] > 0
-    assert record["environment"]["python"] and record["params"]["image_size"] == 96
+    assert rows[("overhead", "s to start a local Ray (once)")]["ours"] > 0
+    assert rows[("scale", "trials per minute, 2 worker nodes vs 1")]["nodes_used"] == [2]
+    assert "met" in rows[("limit", "trainable / model alone, training images/s")]
+    env = record["environment"]
+    assert env["python"] and env["cpus"] and env["git_commit"] and env["packages"]["torch"]
+    assert record["params"]["image_size"] == 96 and record["params"]["quick"]
     printed = capsys.readouterr().out
     assert "x better" in printed and f"written to {out}" in printed
 
