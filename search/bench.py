@@ -64,7 +64,7 @@ def bench_sizes(quick: bool) -> dict[str, Any]:
                 "scale_trials": 2, "scale_batches": 1, "quick": True}
     return {"width": 2048, "height": 1944, "train_patients": 24, "image_size": 224, "batch": 32,
             "epochs": 3, "model": "resnet18", "train_batches": 3, "trials": 6, "seeds": 3,
-            "scale_trials": 8, "scale_batches": 6, "quick": False}
+            "scale_trials": 8, "scale_batches": 12, "quick": False}
 
 
 def bench_data(sizes: dict[str, Any]) -> Path:
