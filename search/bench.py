@@ -456,6 +456,8 @@ def readme_table(records: list[Path]) -> str:
             continue
         _, path, record = newest[section]
         commit = (record["environment"].get("git_commit") or "")[:7]
+        if record["environment"].get("git_changed"):
+            commit += " + changes"
         for r in (r for r in record["rows"] if r["section"] == section):
             lines.append(f"| {section} | {r['measure']} | {_num(r['ours'])} | {_num(r['baseline'])} "
                          f"| {_num(r['ratio'])} | {_target(r)} | `{path.name}` ({commit}) |")
@@ -470,6 +472,17 @@ def write_readme(readme: Path, records: list[Path]) -> None:
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     readme.write_text(f"{head}{README_START}\n{readme_table(records)}\n{README_END}{tail}")
+
+
+def _changed_files() -> list[str] | None:
+    """Files changed since the commit a record names (a measurement of uncommitted code)."""
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                              capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [line[3:] for line in done.stdout.splitlines()] if done.returncode == 0 else None
 
 
 def quiet_search_env(*, wandb: bool) -> None:
@@ -538,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out.write_text(json.dumps({"params": params, "repeats": repeats, "rows": rows,
                                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                               "environment": describe()}, indent=1))
+                               "environment": {**describe(), "git_changed": _changed_files()}},
+                              indent=1))
     print(f"written to {out}")
     return 0
 

@@ -102,10 +102,12 @@ def test_efficiency_rows_compare_the_methods_at_a_target_every_run_reaches() -> 
 
 
 def test_the_readme_table_comes_from_the_newest_full_record_of_each_section(tmp_path: Path) -> None:
-    def record(name: str, finished: str, rows: list[dict], quick: bool = False) -> Path:
+    def record(name: str, finished: str, rows: list[dict], quick: bool = False,
+               changed: list[str] | None = None) -> Path:
         path = tmp_path / name
         path.write_text(json.dumps({"params": {"quick": quick}, "finished": finished, "rows": rows,
-                                    "environment": {"git_commit": "abcdef0123"}}))
+                                    "environment": {"git_commit": "abcdef0123",
+                                                    "git_changed": changed}}))
         return path
 
     old = record("a.json", "2026-01-01", [row("input", "images/s", 100.0, 10.0, True)])
@@ -113,11 +115,11 @@ def test_the_readme_table_comes_from_the_newest_full_record_of_each_section(tmp_
     quick = record("c.json", "2026-03-01", [row("input", "images/s", 1.0, 1.0, True)], quick=True)
     scale = row("scale", "trials per minute, 2 worker nodes vs 1", 3.4, 2.0, True)
     scale.update(target=1.8, met=False)
-    other = record("d.json", "2026-01-15", [scale])
+    other = record("d.json", "2026-01-15", [scale], changed=["search/bench.py"])
     lines = readme_table([old, new, quick, other]).splitlines()
     assert lines[2] == "| input | images/s | 300 | 10 | 30 |  | `b.json` (abcdef0) |"
     assert lines[3] == ("| scale | trials per minute, 2 worker nodes vs 1 | 3.4 | 2 | 1.7 | "
-                        ">= 1.8: MISSED | `d.json` (abcdef0) |")
+                        ">= 1.8: MISSED | `d.json` (abcdef0 + changes) |")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench table: start -->\nold\n<!-- bench table: end -->\nrest\n")
     write_readme(readme, [new])
