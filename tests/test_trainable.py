@@ -110,6 +110,11 @@ def test_runtime_uses_the_gpu_only_when_there_is_one(cuda: bool) -> None:
     assert plan.amp is cuda and plan.channels_last is cuda
     assert plan_runtime(TrainConfig(device="cpu"), cuda_available=cuda).device.type == "cpu"
     assert not plan_runtime(TrainConfig(amp=False), cuda_available=cuda).amp
+    # the reader thread overlaps reads with a GPU's compute; on a CPU it only competes
+    assert plan.prefetch is cuda
+    assert plan_runtime(TrainConfig(prefetch="on"), cuda_available=cuda).prefetch
+    assert not plan_runtime(TrainConfig(prefetch="off"), cuda_available=cuda).prefetch
+    assert not plan_runtime(TrainConfig(device="cpu"), cuda_available=cuda).prefetch
 
 
 def test_asking_for_cuda_without_one_is_an_error() -> None:

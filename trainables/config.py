@@ -20,6 +20,7 @@ from trainables.errors import ConfigError
 PREPROCESSING = ("none", "circle", "ben")
 SCHEDULERS = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+PREFETCH = ("auto", "on", "off")
 TASKS = ("grading", "classes", "multilabel")
 LOSSES = ("auto", "ce", "bce", "focal")
 AUGMENT_OPS = ("flip", "rotate", "tilt", "scale", "color")  # tilt: a small rotation, +-15 deg
@@ -103,7 +104,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision, CUDA only
     channels_last: bool = True  # memory format, CUDA only
     threads: int = 0  # torch's intra-op threads; 0: the CPUs Ray gave the trial, else every core
-    prefetch: bool = True  # a thread reads the next batch while the current one computes
+    prefetch: str = "auto"  # a thread reads the next batch during compute: auto = with a GPU only
     max_train_batches: int = 0  # cap per epoch, 0 = all (smoke tests)
     max_eval_batches: int = 0  # cap per evaluation, 0 = all
 
@@ -111,6 +112,7 @@ class TrainConfig:
         _check_choice("preprocess", self.preprocess, PREPROCESSING)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("prefetch", self.prefetch, PREFETCH)
         _check_choice("task", self.task, TASKS)
         _check_choice("loss", self.loss, LOSSES)
         if self.loss != "auto" and (self.task == "multilabel") != (self.loss in ("bce", "focal")):
