@@ -316,11 +316,9 @@ def data_keys(p: dict[str, Any]) -> dict[str, Any]:
 def bench_limit(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     measure("input-ours", params)  # the trainable's cache for these images and size
     ours, model = _pairs("train-ours", "limit-model", params, repeats, echo)
-    fraction = row("limit", "trainable / model alone, training images/s",
-                   statistics.median(r["images"] / r["seconds"] for r in ours),
-                   statistics.median(r["images"] / r["seconds"] for r in model), True)
-    fraction.update(target=0.9, met=fraction["ratio"] >= 0.9)
-    return [fraction]
+    return [row("limit", "trainable / model alone, training images/s",
+                statistics.median(r["images"] / r["seconds"] for r in ours),
+                statistics.median(r["images"] / r["seconds"] for r in model), True, target=0.9)]
 
 
 THREAD_SETTINGS: dict[str, dict[str, Any]] = {  # name: the trainable's settings
@@ -388,18 +386,14 @@ def bench_input(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
     ours, base = _pairs("input-ours", "input-baseline", params, repeats, echo)
     speed = [r["images"] / r["seconds"] for r in ours], [r["images"] / r["seconds"] for r in base]
     cpu = [r["cpu_seconds"] / r["images"] for r in ours], [r["cpu_seconds"] / r["images"] for r in base]
-    images = row("input", "images/s", statistics.median(speed[0]), statistics.median(speed[1]),
-                 True)
-    images.update(target=20.0, met=images["ratio"] >= 20.0)
-    rows = [
-        images,
+    return [
+        row("input", "images/s", statistics.median(speed[0]), statistics.median(speed[1]), True,
+            target=20.0),
         row("input", "CPU s/image", statistics.median(cpu[0]), statistics.median(cpu[1]), False),
         row("input", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False),
+        value_row("input", "cache build s/image (once per node)",
+                  first["cache_build_seconds"] / first["cached_images"]),
     ]
-    rows.append({"section": "input", "measure": "cache build s/image (once per node)",
-                 "ours": first["cache_build_seconds"] / first["cached_images"], "baseline": None,
-                 "ratio": None})
-    return rows
 
 
 def bench_train(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
@@ -412,11 +406,24 @@ def bench_train(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
 
 
 def row(section: str, measure: str, ours: float, baseline: float,
-         higher_is_better: bool) -> dict[str, Any]:
-    """A row whose ratio reads 'times better' for ours: >1 means ours wins."""
+        higher_is_better: bool, *, target: float | None = None) -> dict[str, Any]:
+    """A row whose ratio reads 'times better' for ours: >1 means ours wins; with a `target`,
+    whether the ratio reaches it."""
     ratio = ours / baseline if higher_is_better else baseline / ours
-    return {"section": section, "measure": measure, "ours": ours, "baseline": baseline,
-            "ratio": ratio, "better": "higher" if higher_is_better else "lower"}
+    out = {"section": section, "measure": measure, "ours": ours, "baseline": baseline,
+           "ratio": ratio, "better": "higher" if higher_is_better else "lower"}
+    if target is not None:
+        out.update(target=target, met=ratio >= target)
+    return out
+
+
+def value_row(section: str, measure: str, value: float, *,
+              at_most: float | None = None) -> dict[str, Any]:
+    """A row of one number, with no baseline; with `at_most`, whether it stays under it."""
+    out = {"section": section, "measure": measure, "ours": value, "baseline": None, "ratio": None}
+    if at_most is not None:
+        out.update(target=at_most, met=value <= at_most)
+    return out
 
 
 def _num(v: float | None) -> str:
@@ -478,17 +485,6 @@ def write_readme(readme: Path, records: list[Path]) -> None:
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     readme.write_text(f"{head}{README_START}\n{readme_table(records)}\n{README_END}{tail}")
-
-
-def _changed_files() -> list[str] | None:
-    """Files changed since the commit a record names (a measurement of uncommitted code)."""
-    try:
-        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                              capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).parent)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return [line[3:] for line in done.stdout.splitlines()] if done.returncode == 0 else None
 
 
 def quiet_search_env(*, wandb: bool) -> None:
@@ -553,11 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from search.environment import describe
+    from search.environment import describe, git_changed
 
     out.write_text(json.dumps({"params": params, "repeats": repeats, "rows": rows,
                                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                               "environment": {**describe(), "git_changed": _changed_files()}},
+                               "environment": {**describe(), "git_changed": git_changed()}},
                               indent=1))
     print(f"written to {out}")
     return 0

@@ -152,6 +152,14 @@ def study_url(run_dir: Path) -> str:
     return os.environ.get("MEDTUNE_STUDY_URL") or f"sqlite:///{run_dir / STUDY_FILE}"
 
 
+def on_driver_node() -> dict[str, Any]:
+    """Ray options for an actor that serves this driver: on its node, taking no CPU."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
+
+
 def connect_ray(*, env: dict[str, str]) -> None:
     """Join the cluster at RAY_ADDRESS, or start a local Ray on this machine."""
     if ray.is_initialized():

@@ -25,13 +25,24 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_commit(where: Path | None = None) -> str | None:
+def _git(*args: str, where: Path | None = None) -> str | None:
+    """What `git ARGS` prints in medtune's checkout (or `where`); None where git cannot say."""
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        res = subprocess.run(["git", *args], capture_output=True, text=True,
                              cwd=where or Path(__file__).parent, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return res.stdout.strip() or None
+    return res.stdout if res.returncode == 0 else None
+
+
+def git_commit(where: Path | None = None) -> str | None:
+    return (_git("rev-parse", "HEAD", where=where) or "").strip() or None
+
+
+def git_changed(where: Path | None = None) -> list[str] | None:
+    """Tracked files changed since that commit (a measurement of uncommitted code)."""
+    out = _git("status", "--porcelain", "--untracked-files=no", where=where)
+    return None if out is None else [line[3:] for line in out.splitlines()]
 
 
 def describe() -> dict[str, Any]:

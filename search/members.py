@@ -116,11 +116,10 @@ def train_members(configs: list[TrainConfig], *, metric: str, mode: str, cpus: f
     allow; results in the order of `configs`."""
     import ray
     from ray.util.queue import Queue
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = ray.get_runtime_context().get_node_id()
-    progress = Queue(actor_options={  # on the driver's node: it lives as long as the driver
-        "num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)})
+    from search.driver import on_driver_node
+
+    progress = Queue(actor_options=on_driver_node())  # it lives as long as the driver
     make_remote: Any = ray.remote  # Ray's stubs type only functions without arguments
     remote = make_remote(train_member)
     task = remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=MEMBER_RETRIES,

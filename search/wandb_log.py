@@ -19,7 +19,6 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +71,11 @@ class WandbCallback(tune.Callback):
         return {**self.__dict__, "_actor": None, "_started": set()}
 
     def _runs(self) -> Any:
-        if self._actor is None:
-            here = ray.get_runtime_context().get_node_id()  # the run folder's machine
+        if self._actor is None:  # on the driver's node: the run folder's machine
+            from search.driver import on_driver_node
+
             self._actor = ray.remote(TrialRuns).options(
-                num_cpus=0, max_restarts=-1, max_task_retries=-1,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-            ).remote(self.settings)
+                max_restarts=-1, max_task_retries=-1, **on_driver_node()).remote(self.settings)
         return self._actor
 
     def _start(self, trial: Any) -> None:
