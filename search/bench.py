@@ -500,7 +500,34 @@ BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
            "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale}
 
 
+def collect_main(argv: list[str]) -> int:
+    """`python -m search.bench collect EXPERIMENT --configs N`: a learning-curve table."""
+    from search.curves import CURVES_DIR, collect
+    from search.curves import __doc__ as doc
+
+    p = argparse.ArgumentParser(prog="python -m search.bench collect", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", help="see python -m search.list")
+    p.add_argument("--configs", type=positive_int, required=True,
+                   help="configurations drawn from the space, each trained to full length")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed (chunk i: seed + i)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fixed config value of every configuration (e.g. image_size=96)")
+    p.add_argument("--out", type=Path, help="the table (default results/bench/curves/"
+                                            "<experiment>.parquet)")
+    args = p.parse_args(argv)
+    quiet_search_env(wandb=False)
+    out = args.out or CURVES_DIR / f"{args.experiment}.parquet"
+    collect(args.experiment, args.configs, sets=args.sets, seed=args.seed, out=out,
+            root=cache_root() / "curves", echo=lambda line: print(line, flush=True))
+    print(f"written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["collect"]:
+        return collect_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sections", nargs="*", metavar="SECTION",

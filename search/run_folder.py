@@ -45,7 +45,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
             frame = frame.drop_duplicates("epoch", keep="last").reset_index(drop=True)
         keep = [c for c in frame.columns
                 if c.startswith(METRIC_PREFIXES)
-                or c in ("epoch", "phase", "lr", "node_id", "timestamp")]
+                or c in ("epoch", "phase", "lr", "node_id", "timestamp", "time_this_iter_s")]
         epochs = frame[keep].copy()
         if len(epochs):
             epochs.insert(0, "trial_id", trial_id)

@@ -1,7 +1,9 @@
 """deepdrid_finetune: fine-tune an ImageNet resnet18 on DeepDRiD fundus photos, 5 DR grades.
 
-Searches lr, weight decay, batch size, augmentation policy, fundus preprocessing, unfreeze
-depth and label smoothing; the metric is quadratic weighted kappa on validation (max).
+Searches lr (1e-5 to 1e-2: three decades, where a poor choice is costly), weight decay, batch
+size, augmentation policy, fundus preprocessing, unfreeze depth and label smoothing; the metric
+is quadratic weighted kappa on validation (max). `search.bench efficiency` and its recorded
+learning curves (`search.bench collect`) search this space.
 
     python -m search.run deepdrid_finetune --demo                 # search on generated data
     python -m search.run deepdrid_finetune --data /data/DeepDRiD --gpus-per-trial 0.5
@@ -31,16 +33,21 @@ DEMO_BUDGET = Budget(num_samples=12, max_epochs=6, grace_period=1, reduction_fac
                      startup_trials=4)  # about 3 minutes on 2 CPU cores
 
 
-def search_training(trial: Any) -> None:
+LR_RANGE = (1e-4, 3e-3)  # the other DeepDRiD experiments: a range that mostly works
+WIDE_LR_RANGE = (1e-5, 1e-2)  # three decades, as a fine-tuning search really covers: from too
+# slow to learn in the budget to enough to wreck the ImageNet features (search.bench efficiency)
+
+
+def search_training(trial: Any, lr_range: tuple[float, float] = LR_RANGE) -> None:
     """The optimisation knobs every DeepDRiD experiment searches (scientific: lr, augment)."""
-    trial.suggest_float("lr", 1e-4, 3e-3, log=True)
+    trial.suggest_float("lr", *lr_range, log=True)
     trial.suggest_categorical("augment", AUGMENT_POLICIES)
     trial.suggest_categorical("unfreeze_depth", UNFREEZE_DEPTHS)
 
 
 def space(trial: Any) -> None:
     """Define-by-run space (module-level: Ray pickles the searcher with it)."""
-    search_training(trial)
+    search_training(trial, WIDE_LR_RANGE)
     trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
     trial.suggest_categorical("batch_size", [16, 32])
     trial.suggest_categorical("preprocess", ["none", "circle", "ben"])

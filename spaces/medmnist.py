@@ -1,9 +1,10 @@
 """medmnist: resnet18 on Medical MNIST-style class folders or a MedMNIST .npz; accuracy.
 
-Searches lr, augmentation (flips and small rotations: no colour ops on grayscale images),
-unfreeze depth and weight decay; the best epoch is the one with the best validation accuracy.
-The data is class folders with train/ and val/ (Medical MNIST's seed layout, test/ optional)
-or a MedMNIST .npz, by path or by name in ~/.medmnist (nothing downloads at run time).
+Searches lr (1e-5 to 1e-2), augmentation (flips and small rotations: no colour ops on
+grayscale images), unfreeze depth and weight decay; the best epoch is the one with the best
+validation accuracy. The data is class folders with train/ and val/ (Medical MNIST's seed
+layout, test/ optional) or a MedMNIST .npz, by path or by name in ~/.medmnist (nothing
+downloads at run time).
 
     python -m search.run medmnist --demo                          # generated 6-class shapes, CPU
     python -m search.run medmnist --data /data/medical_mnist --gpus-per-trial 0.5
@@ -30,7 +31,7 @@ UNFREEZE_DEPTHS = [0, 1, 2, 3, "all"]
 
 def space(trial: Any) -> None:
     """Define-by-run space (module-level: Ray pickles the searcher with it)."""
-    trial.suggest_float("lr", 1e-4, 3e-3, log=True)
+    trial.suggest_float("lr", 1e-5, 1e-2, log=True)  # three decades: a poor lr is costly
     trial.suggest_categorical("augment", ["none", "flip", "tilt", "flip+tilt"])
     trial.suggest_categorical("unfreeze_depth", UNFREEZE_DEPTHS)
     trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)

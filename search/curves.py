@@ -1,0 +1,249 @@
+"""Learning-curve tables: configurations drawn at random from an experiment's space, each
+trained to full length with every epoch recorded (`python -m search.bench collect`).
+
+    python -m search.bench collect deepdrid_finetune --configs 250 --set image_size=96
+    python -m search.bench collect medmnist --configs 250
+
+A table (parquet; `results/bench/curves/<experiment>.parquet` by default) has a row per
+configuration and epoch: `config` (its id), `epoch`, `params` (the searched values, JSON),
+`seconds` (the epoch's wall time, training and validation) and every metric the trial
+reported (`val/...`, `train/loss`). The schema's metadata (key `medtune`, JSON) holds the
+experiment, its metric and mode, the space (each parameter's Optuna distribution), the fixed
+trial config, the epochs, the data's fingerprint, package versions, the machine, the command
+and the configurations that failed (with their error; they are not in the rows).
+
+The configurations are trained by `search.run` itself (Optuna's random sampler, no early
+stopping, the experiment's demo data and budget) in chunks of `CHUNK`, each a run folder of its
+own under the cache (`MEDTUNE_CACHE/curves/<experiment>/chunk-<i>`): an interrupted collection
+continues where it stopped (the chunk in progress resumes through `search.run --resume`), a
+larger `--configs` adds chunks, and the table is rewritten after every chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trainables.errors import ConfigError
+
+CHUNK = 25  # configurations per search: what an interruption can cost at most
+META_KEY = b"medtune"
+CURVES_DIR = Path("results") / "bench" / "curves"
+
+
+@dataclass(frozen=True)
+class Curves:
+    """A learning-curve table and what it was recorded on."""
+
+    frame: pd.DataFrame  # a row per configuration and epoch
+    meta: dict[str, Any]
+
+    @property
+    def metric(self) -> str:
+        return str(self.meta["metric"])
+
+    @property
+    def mode(self) -> str:
+        return str(self.meta["mode"])
+
+    @property
+    def epochs(self) -> int:
+        return int(self.meta["max_epochs"])
+
+    def distributions(self) -> dict[str, Any]:
+        """Each searched parameter's Optuna distribution."""
+        from optuna.distributions import json_to_distribution
+
+        return {name: json_to_distribution(text) for name, text in self.meta["space"].items()}
+
+    def configs(self) -> pd.DataFrame:
+        """A row per configuration: `config`, `params` (a dict), and the matrices' order."""
+        first = self.frame.drop_duplicates("config").reset_index(drop=True)
+        return pd.DataFrame({"config": first["config"],
+                             "params": [json.loads(p) for p in first["params"]]})
+
+    def matrix(self, column: str) -> Any:
+        """(configurations, epochs) array of `column`, configurations in `configs()` order."""
+        wide = self.frame.pivot(index="config", columns="epoch", values=column)
+        order = self.frame.drop_duplicates("config")["config"]
+        return wide.loc[order.tolist(), list(range(1, self.epochs + 1))].to_numpy(dtype=float)
+
+
+def write_curves(path: Path, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema_meta = {**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    pq.write_table(table.replace_schema_metadata(schema_meta), partial)
+    partial.replace(path)  # a reader never sees half a table
+
+
+def read_curves(path: str | Path) -> Curves:
+    """A table written by `search.bench collect` (one clear error for anything else)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no learning-curve table there (python -m search.bench "
+                          "collect EXPERIMENT writes one)")
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several kinds for a file that is not parquet
+        raise ConfigError(f"{path}: not a parquet table ({e})") from None
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise ConfigError(f"{path}: a parquet table without medtune's metadata: not written by "
+                          "python -m search.bench collect")
+    meta = json.loads(raw)
+    frame = table.to_pandas()
+    missing = {"config", "epoch", "params", "seconds", meta["metric"]} - set(frame.columns)
+    if missing:
+        raise ConfigError(f"{path}: columns {sorted(missing)} missing")
+    counts = frame.groupby("config")["epoch"].nunique()
+    short = counts[counts != int(meta["max_epochs"])]
+    if len(short):
+        raise ConfigError(f"{path}: configuration {short.index[0]} has {short.iloc[0]} epochs, "
+                          f"not {meta['max_epochs']}")
+    return Curves(frame, meta)
+
+
+# ---- collecting
+
+def chunk_argv(experiment: str, root: Path, name: str, *, configs: int, seed: int,
+               sets: list[str], resume: bool) -> list[str]:
+    """`search.run` arguments of one chunk: random configurations, each trained whole."""
+    if resume:  # the chunk's own settings are in its config.json
+        return [experiment, "--results", str(root), "--name", name, "--resume", "--no-final"]
+    return [experiment, "--demo", "--results", str(root), "--name", name, "--seed", str(seed),
+            "--num-samples", str(configs), "--sampler", "random", "--scheduler", "fifo",
+            "--cpus-per-trial", "1", "--no-final", "--no-wandb",
+            *[arg for s in sets for arg in ("--set", s)]]
+
+
+def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: Path,
+            root: Path, echo: Any = print) -> Path:
+    """Train `configs` random configurations of `experiment` (in chunks; finished chunks are
+    kept, an unfinished one resumes) and write their curves to `out`."""
+    from search.run import main as search_run
+    from spaces import get_experiment
+
+    get_experiment(experiment)  # an unknown name: the known ones, before anything runs
+    chunks = [(i, min(CHUNK, configs - i * CHUNK)) for i in range((configs + CHUNK - 1) // CHUNK)]
+    for i, n in chunks:
+        name = f"chunk-{i:03d}"
+        run_dir = root / experiment / name
+        if _finished(run_dir, n):
+            continue
+        resume = (run_dir / "config.json").is_file()
+        echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
+             f"{i * CHUNK + 1}-{i * CHUNK + n} of {configs}")
+        code = search_run(chunk_argv(experiment, root, name, configs=n, seed=seed + i,
+                                     sets=sets, resume=resume))
+        if code not in (0, 1):  # 1: some trial failed (a NaN loss), which the table records
+            raise ConfigError(f"collect {experiment}: {name} stopped (code {code}); run the "
+                              "same command again to continue")
+        done = [root / experiment / f"chunk-{j:03d}" for j, _ in chunks[: i + 1]]
+        table = write_table(experiment, done, out,
+                            command=_command(experiment, configs, sets, seed))
+        echo(f"collect {experiment}: {out} holds the curves of {table.meta['configs']} "
+             f"configurations ({len(table.meta['failed'])} failed)")
+    if not out.is_file():  # every chunk was finished before: the table from them
+        write_table(experiment, [root / experiment / f"chunk-{i:03d}" for i, _ in chunks], out,
+                    command=_command(experiment, configs, sets, seed))
+    return out
+
+
+def _command(experiment: str, configs: int, sets: list[str], seed: int) -> str:
+    return shlex.join(["python", "-m", "search.bench", "collect", experiment, "--configs",
+                       str(configs), "--seed", str(seed),
+                       *[arg for s in sets for arg in ("--set", s)]])
+
+
+def _finished(run_dir: Path, n: int) -> bool:
+    trials = run_dir / "trials.parquet"
+    if not trials.is_file():
+        return False
+    status = pd.read_parquet(trials, columns=["status"])["status"]
+    return int(status.isin(["completed", "failed"]).sum()) >= n
+
+
+def write_table(experiment: str, chunks: list[Path], out: Path, *, command: str) -> Curves:
+    """The table of the finished chunks' trials (failed ones listed in the metadata)."""
+    from search.environment import describe
+    from spaces import get_experiment
+
+    exp = get_experiment(experiment)
+    frames, space, failed, fixed = [], {}, [], {}
+    for run_dir in chunks:
+        settings = json.loads((run_dir / "config.json").read_text())["settings"]
+        fixed = settings["fixed"]
+        frame, distributions, errors = chunk_rows(run_dir, exp.metric)
+        frames.append(frame)
+        space.update(distributions)
+        failed += errors
+    frame = pd.concat(frames, ignore_index=True)
+    meta = {
+        "experiment": experiment, "metric": exp.metric, "mode": exp.mode, "task": exp.task.kind,
+        "space": space, "fixed": fixed, "max_epochs": int(frame["epoch"].max()),
+        "configs": int(frame["config"].nunique()), "failed": failed,
+        "data_fingerprint": _data_fingerprint(fixed), "command": command,
+        "collected": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": describe(),
+    }
+    write_curves(out, frame, meta)
+    return Curves(frame, meta)
+
+
+def chunk_rows(run_dir: Path, metric: str) -> tuple[pd.DataFrame, dict[str, str], list[dict]]:
+    """One chunk's rows (completed trials), its parameters' distributions (JSON) and its failed
+    trials. The searched values come from Ray Tune's params.json (their own types: 2 and "all"
+    stay a number and a word)."""
+    import optuna
+    from optuna.distributions import distribution_to_json
+
+    study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
+    distributions: dict[str, str] = {}
+    for trial in study.get_trials(deepcopy=False):
+        distributions.update({k: distribution_to_json(d) for k, d in trial.distributions.items()})
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    rows, failed = [], []
+    for _, trial in trials.iterrows():
+        config = json.loads((run_dir / "tune" / f"trial_{trial['trial_id']}" / "params.json")
+                            .read_text())
+        params = {k: config[k] for k in distributions if k in config}
+        if trial["status"] != "completed":
+            failed.append({"params": params, "status": trial["status"], "error": trial["error"]})
+            continue
+        own = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")
+        keep = [c for c in own.columns if c.startswith(("val/", "train/loss"))]
+        part = own[["epoch", *keep]].copy()
+        part.insert(0, "params", json.dumps(params, sort_keys=True))
+        part.insert(0, "config", f"{run_dir.name}/{trial['trial_id']}")
+        part["seconds"] = own["time_this_iter_s"].to_numpy(dtype=float)
+        rows.append(part)
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    if len(frame) and metric not in frame:
+        raise ConfigError(f"{run_dir}: its epochs have no {metric}")
+    return frame, distributions, failed
+
+
+def _data_fingerprint(fixed: dict[str, Any]) -> str | None:
+    """The data the curves were recorded on (None where it is no longer on this machine)."""
+    from trainables.cache import fingerprint
+    from trainables.config import TrainConfig
+    from trainables.errors import MedtuneError
+    from trainables.trainable import resolve_data
+
+    try:
+        return fingerprint(resolve_data(TrainConfig.from_dict(fixed))[1])
+    except (MedtuneError, OSError):
+        return None
