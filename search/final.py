@@ -35,6 +35,14 @@ import numpy as np
 
 from search.bagging import METHODS, bag, greedy_selection, submission_frame
 from search.cli import positive_int, run, setup_logging
+from search.gain import (
+    SplitPredictions,
+    defaults_configs,
+    gain_lines,
+    gain_section,
+    gain_summary,
+    searched_defaults,
+)
 from search.members import MemberFailure, TrainedMember, train_members
 from search.storage import RunStore
 from spaces import get_experiment
@@ -116,8 +124,8 @@ def keep_members(run_dir: Path, records: list[dict[str, Any]],
     if not kept:
         raise MedtuneError("the final step trained no member: "
                            + "; ".join(f"member {f['member']}: {f['error']}" for f in failed))
-    for old in (run_dir / "final").glob("member_*"):
-        shutil.rmtree(old)
+    for old in [*(run_dir / "final").glob("member_*"), run_dir / "final" / "defaults"]:
+        shutil.rmtree(old, ignore_errors=True)
     for old in (run_dir / "submission").glob("*.csv"):
         old.unlink()
     for number, _, member in kept:
@@ -126,9 +134,10 @@ def keep_members(run_dir: Path, records: list[dict[str, Any]],
 
 
 def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
-              tta: bool = True, select: str | None = None,
+              tta: bool = True, select: str | None = None, baseline: bool = True,
               echo: Any = print) -> dict[str, Any]:
-    """Retrain, bag and predict for the run in `run_dir`; returns the final metrics."""
+    """Retrain, bag and predict for the run in `run_dir`; returns the final metrics. With
+    `baseline`, the experiment's defaults are trained beside the members (search.gain)."""
     from search.driver import check_resources
     from search.run_folder import check_split
     from trainables.trainable import load_data
@@ -153,13 +162,22 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     check_resources(cpus, gpus)
     echo(f"training {len(records)} members as Ray tasks, {cpus:g} CPU and {gpus:g} GPU each, "
          "as many at a time as the cluster holds")
-    baseline = single_stage_baseline(configs[0])
-    if baseline is not None:
+    single = single_stage_baseline(configs[0])
+    if single is not None:
         echo(f"baseline: member 1's configuration (same seed and sample) without stage 1, "
              f"trained beside the members (its lines say member {len(configs) + 1})")
-    outcomes = train_members(configs + ([baseline] if baseline else []), metric=experiment.metric,
+    defaults = defaults_configs(experiment, settings, configs[:wanted]) if baseline else []
+    if defaults:
+        first = len(configs) + (single is not None) + 1
+        echo(f"defaults: the experiment's own configuration with the seeds and samples of "
+             f"members 1-{len(defaults)}, trained beside them (its lines say member "
+             f"{first}-{first + len(defaults) - 1}; --no-baseline skips it)")
+    extra = ([single] if single is not None else []) + defaults
+    outcomes = train_members(configs + extra, metric=experiment.metric,
                              mode=experiment.mode, cpus=cpus, gpus=gpus, tta=tta, echo=echo)
-    baseline_outcome = outcomes.pop() if baseline is not None else None
+    defaults_outcomes = [outcomes.pop(len(configs) + (single is not None))
+                         for _ in defaults]
+    baseline_outcome = outcomes.pop() if single is not None else None
     kept, failed = keep_members(run_dir, records, outcomes)
 
     data = load_data(configs[0])  # the driver's copy: labels, ids and images for the report
@@ -169,10 +187,9 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     in_top_k = [1.0 if n <= wanted else 0.0 for n, _, _ in kept]
     weights = in_top_k
     if select == "greedy":
-        key, sign = task.metric.split("/", 1)[1], (1.0 if task.mode == "max" else -1.0)
         weights = [float(c) for c in greedy_selection(
             [m.probs["val"] for _, _, m in kept],
-            lambda probs: sign * task.scores(val_labels, probs)[key],
+            lambda probs: task.sign * task.value(val_labels, probs),
             rounds=GREEDY_ROUNDS_PER_MEMBER * len(kept))]
     bag_val = bag([m.probs["val"] for _, _, m in kept], method, weights)
     summary: dict[str, Any] = {
@@ -203,10 +220,17 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
         summary["two_stage"] = two_stage_summary(configs[0], baseline_outcome, kept[0][2],
                                                  summary, task, data)
         echo(_two_stage_lines(summary["two_stage"], task))
+    if defaults:
+        summary["gain"] = _gain(experiment, defaults, defaults_outcomes, kept, method, weights,
+                                data)
+        _write_defaults(run_dir / "final" / "defaults", task, data,
+                        list(zip(defaults, defaults_outcomes, strict=True)))
     summary["submission"] = _write_submission(run_dir / "submission", task, data.index, kept,
                                               method, weights)
     np.save(run_dir / "final" / "val_bag_probs.npy", bag_val)
     echo(_table(summary, task))
+    if summary.get("gain"):
+        echo(gain_lines(summary["gain"]))
     if summary["submission"] is None:
         echo("no test split in this dataset: no submission written (the bag is scored on "
              "validation only)")
@@ -223,6 +247,49 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     if settings.get("wandb"):
         echo(log_to_wandb(run_dir, summary))
     return summary
+
+
+def _gain(experiment: Any, configs: list[TrainConfig],
+          outcomes: list[TrainedMember | MemberFailure],
+          kept: list[tuple[int, Any, TrainedMember]], method: str, weights: list[float],
+          data: Any) -> dict[str, Any]:
+    """The defaults against the members and the bag (search.gain), on validation and on a
+    labelled test split (no split when every default failed)."""
+    task = experiment.task
+    trained = [m for m in outcomes if isinstance(m, TrainedMember)]
+    failed = [{"seed": c.seed, "error": m.error}
+              for c, m in zip(configs, outcomes, strict=True) if isinstance(m, MemberFailure)]
+    defaults = {"config": searched_defaults(experiment, configs[0]),
+                "seeds": [c.seed for c in configs], "failed": failed}
+    if not trained:
+        return {"metric": task.metric, "name": task.name, "defaults": defaults}
+    splits = {}
+    for split in ("val", "test"):
+        if split != "val" and not data.index.labelled(split):
+            continue
+        every = [*trained, *(m for _, _, m in kept)]
+        if not all(split in m.probs for m in every):
+            continue
+        splits[split] = SplitPredictions(
+            labels=data.labels[split], defaults=[m.probs[split] for m in trained],
+            members={n: m.probs[split] for n, _, m in kept},
+            bag=bag([m.probs[split] for _, _, m in kept], method, weights))
+    patients = {s: data.index.split(s)["patient"].to_numpy() for s in splits}
+    return gain_summary(task, splits, patients, defaults=defaults)
+
+
+def _write_defaults(folder: Path, task: Task, data: Any,
+                    trained: list[tuple[TrainConfig, TrainedMember | MemberFailure]]) -> None:
+    """`final/defaults/seed_<s>_<split>.csv`: each default's predictions with probabilities on
+    validation and test (no weights: the defaults are a yardstick, not a product)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for cfg, member in trained:
+        if not isinstance(member, TrainedMember):
+            continue
+        for split, probs in member.probs.items():
+            submission_frame(task, data.index.submission_ids(split), probs,
+                             data.index.class_names, with_probs=True).to_csv(
+                folder / f"seed_{cfg.seed}_{split}.csv", index=False)
 
 
 def single_stage_baseline(cfg: TrainConfig) -> TrainConfig | None:
@@ -314,6 +381,15 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
             logged["final/stage1_minutes"] = two["stage1"]["minutes"]
         logged.update({f"final/baseline_{k}": v
                        for k, v in two["baseline"].get("val", {}).items()})
+    gain = summary.get("gain") or {}
+    for split in ("val", "test"):  # what the search bought: defaults, members, bag, gains
+        if split in gain:
+            s = gain[split]
+            logged[f"final/{split}_defaults_mean"] = s["defaults"]["mean"]
+            logged[f"final/{split}_defaults_std"] = s["defaults"]["std"]
+            for key in ("members", "best_member", "bag"):
+                logged.update({f"final/{split}_{key}_{k}": s[key][k]
+                               for k in ("value", "gain", "low", "high")})
     if summary.get("per_label"):
         logged["final/per_label"] = wandb.Table(dataframe=pd.DataFrame(summary["per_label"]))
     if summary["submission"]:
@@ -339,8 +415,10 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
                                             val_images, bag_val, val_labels)
     sections.append(("Disk", disk_section(run_dir)))
     study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
+    first = ([("What the search bought over the experiment's defaults",
+               gain_section(summary["gain"]))] if summary.get("gain") else [])
     path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
-                        final_sections=sections)
+                        final_sections=sections, first_sections=first)
     return path, localisation
 
 
@@ -441,13 +519,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="the members of the bag: the top k (default), or greedy selection on "
                         "validation among them and each architecture's best (deepdrid_ensemble's "
                         "default)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="do not train the experiment's defaults beside the members (what the "
+                        "search bought is then not measured)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
     store = RunStore.of(args.run)
     store.pull()  # a run folder on an object store: into its local stage
     summary = run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
-                        select=args.select, echo=lambda line: print(line, flush=True))
+                        select=args.select, baseline=not args.no_baseline,
+                        echo=lambda line: print(line, flush=True))
     store.push()
     print(outputs_line(store, summary))
     return 0

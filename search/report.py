@@ -211,8 +211,10 @@ def run_summary(run_dir: Path) -> str:
 
 
 def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
-                 final_sections: list[tuple[str, str]]) -> Path:
-    """The whole page: search sections from the run folder, then `final_sections`."""
+                 final_sections: list[tuple[str, str]],
+                 first_sections: list[tuple[str, str]] | None = None) -> Path:
+    """The whole page: `first_sections` (what the search bought), search sections from the
+    run folder, then `final_sections`."""
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     trials = pd.read_parquet(run_dir / "trials.parquet")
@@ -236,4 +238,4 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
                  + "".join(img(p, p) for p in figs["params"])),
                 ("Training curves of the best trials", img(figs["curves"], "training curves")
                  if "curves" in figs else "<p>no epochs recorded</p>")]
-    return write_html(run_dir, sections + final_sections)
+    return write_html(run_dir, (first_sections or []) + sections + final_sections)

@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--no-final", action="store_true",
                    help="stop after the search (python -m search.final RUN does the rest)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="the final step does not train the experiment's defaults beside the "
+                        "members (what the search bought is then not measured)")
     return p.parse_args(argv)
 
 
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nfinal step: retrain the best configurations, bag them, predict the test split",
           flush=True)
-    summary = run_final(store.local, echo=lambda line: print(line, flush=True))
+    summary = run_final(store.local, baseline=not args.no_baseline,
+                        echo=lambda line: print(line, flush=True))
     store.push()
     print(outputs_line(store, summary))
     return 0

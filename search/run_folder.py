@@ -17,7 +17,7 @@ import pandas as pd
 from ray import tune
 
 from search.driver import SearchPlan
-from trainables.config import TrainConfig
+from trainables.config import TrainConfig, config_value
 
 METRIC_PREFIXES = ("train/", "val/")
 
@@ -67,7 +67,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         started, finished = _started_finished(frame)
         row: dict[str, Any] = {"trial_id": trial_id}
         # searched keys the space did not set (heads with attention off) stay empty
-        row.update({key: _config_value(config, key) for key in searched})
+        row.update({key: config_value(config, key) for key in searched})
         row.update({"status": status, metric: best_value, "best_epoch": best_epoch,
                     "epochs": n_epochs, "seconds": round(seconds, 2),
                     "started": started, "finished": finished,
@@ -85,21 +85,6 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
             trials[key] = trials[key].astype("Int64")
     epochs_all = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return trials, epochs_all
-
-
-def _config_value(config: dict[str, Any], key: str) -> Any:
-    """A searched value of a trial's config; a phase's (phase_b_lr) from its phase when --set
-    fixed it (then it sits in `phases`, not under its own key)."""
-    from trainables.config import PHASE_KEY
-
-    if key in config:
-        return config[key]
-    match = PHASE_KEY.match(key)
-    if match:
-        for phase in config.get("phases") or ():
-            if phase.get("name") == match.group(1):
-                return phase.get(match.group(2))
-    return None
 
 
 def _trial_epochs(config: dict[str, Any], default: int) -> int:

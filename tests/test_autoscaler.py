@@ -109,7 +109,7 @@ def test_the_readmes_gpu_search_starts_gpu_workers_and_runs_there(
     assert ray.cluster_resources().get("GPU", 0) == 0  # no GPU anywhere yet
     result = search(head_home, "deepdrid_finetune", "--data", str(course_demo), "--results",
                     str(tmp_path), "--name", "auto", "--num-samples", "2", "--max-epochs", "2",
-                    "--gpus-per-trial", "0.5", *TINY)
+                    "--gpus-per-trial", "0.5", "--no-baseline", *TINY)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "autoscaler node types (" in out and "node type gpu_worker x2 (1 CPU, 1 GPU)" in out

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from trainables.demo_sets import FINDINGS
 
@@ -26,11 +29,52 @@ def final_metrics(run: Path) -> dict:
     return json.loads((run / "final" / "metrics.json").read_text())
 
 
+def check_gain_against_files(run: Path, labels: dict[str, pd.DataFrame], columns: list[str],
+                             score: Callable[[np.ndarray, np.ndarray], float]) -> dict:
+    """The final step's defaults-against-search numbers, recomputed from the files: each
+    default's predictions (final/defaults/), each member's test predictions (submission/) and
+    its validation score in metrics.json, the bag's there; `labels[split]` holds ID and the
+    true label column(s) from the dataset's own files, `columns` the probability columns."""
+    metrics = final_metrics(run)
+    gain = metrics["gain"]
+    assert set(gain) >= {"val", "test"}, "both splits are labelled"
+
+    def scored(path: Path, split: str) -> float:
+        frame = pd.read_csv(path).merge(labels[split], on="ID", suffixes=("", "_true"))
+        assert len(frame) == len(labels[split]), path  # every image, matched by ID
+        truth = frame[[c + "_true" for c in columns] if len(columns) > 1 else ["label"]]
+        return score(truth.to_numpy().squeeze(), frame[columns].to_numpy())
+
+    seeds, key = gain["defaults"]["seeds"], metrics["metric"].split("/", 1)[1]
+    for split in ("val", "test"):
+        defaults = [scored(run / "final" / "defaults" / f"seed_{s}_{split}.csv", split)
+                    for s in seeds]
+        assert gain[split]["defaults"]["values"] == pytest.approx(defaults)
+        assert gain[split]["defaults"]["mean"] == pytest.approx(np.mean(defaults))
+        assert gain[split]["bag"]["value"] == pytest.approx(metrics["bag"][split][key])
+        for key in ("members", "best_member", "bag"):
+            r = gain[split][key]
+            assert r["gain"] == pytest.approx(r["value"] - np.mean(defaults))
+            assert r["low"] <= r["gain"] <= r["high"]
+    val = {m["member"]: m["val"][key] for m in metrics["members"]}
+    best = gain["val"]["best_member"]["member"]
+    assert val[best] == max(val.values())  # best on validation
+    assert gain["val"]["best_member"]["value"] == pytest.approx(val[best])
+    assert gain["val"]["members"]["value"] == pytest.approx(np.mean(list(val.values())))
+    test = {n: scored(run / "submission" / f"member_{n}.csv", "test") for n in val}
+    assert gain["test"]["best_member"]["value"] == pytest.approx(test[best])
+    assert gain["test"]["members"]["value"] == pytest.approx(np.mean(list(test.values())))
+    html = (run / "report" / "index.html").read_text()
+    assert html.index("What the search bought") < html.index("<h2>Run</h2>")
+    return gain
+
+
 @pytest.mark.slow
 def test_imagefolder_on_a_raw_tree_draws_keeps_and_reuses_its_split(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     cli("search.data", "demo", "imagefolder", "--out", str(tree))
     cli("search.run", "imagefolder", "--data", str(tree), "--smoke-test", "--no-wandb",
+        "--no-baseline",
         "--set", "weights=none", "--set", "model=resnet18", "--results", str(tmp_path),
         "--name", "smoke")
     run = tmp_path / "imagefolder" / "smoke"
@@ -65,7 +109,7 @@ def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_medmnist_demo_learns_the_six_classes_and_reproduces(tmp_path: Path) -> None:
     cli("search.run", "medmnist", "--demo", "--num-samples", "2", "--max-epochs", "4",
-        "--top-k", "2",
+        "--top-k", "2", "--no-baseline",
         "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "medmnist" / "demo"
     metrics = final_metrics(run)
@@ -78,6 +122,12 @@ def test_medmnist_demo_learns_the_six_classes_and_reproduces(tmp_path: Path) -> 
     assert (run / "report" / "curves.png").is_file()
     reproduced = cli("search.reproduce", str(run / "best" / "config.json"))
     assert "OK" in reproduced.stdout
+
+
+def macro_auroc(truth: np.ndarray, probs: np.ndarray) -> float:
+    """Over the labels with a positive and a negative, as the task scores it."""
+    keep = [j for j in range(truth.shape[1]) if 0 < truth[:, j].sum() < len(truth)]
+    return float(roc_auc_score(truth[:, keep], probs[:, keep], average="macro"))
 
 
 @pytest.mark.slow
@@ -97,5 +147,13 @@ def test_rfmid_demo_learns_each_finding(tmp_path: Path) -> None:
     html = (run / "report" / "index.html").read_text()
     assert "Per-label table" in html and "roc.png" in html
     assert list((run / "report" / "gradcam").glob("val_*_cam*.png"))
+    # the defaults trained beside the members, scored from the files against RFMiD's own CSVs
+    data = Path(json.loads((run / "config.json").read_text())["settings"]["fixed"]["data"])
+    columns = ["Disease_Risk", *FINDINGS]
+    labels = {split: pd.read_csv(next(data.glob(f"*/RFMiD_{name}_Labels.csv")))
+              for split, name in (("val", "Validation"), ("test", "Testing"))}
+    gain = check_gain_against_files(run, labels, columns, macro_auroc)
+    assert gain["unit"] == "images" and gain["val"]["units"] == len(labels["val"])
+    assert gain["defaults"]["config"]["loss"] == "bce"  # the experiment's own, not searched
     reproduced = cli("search.reproduce", str(run / "best" / "config.json"))
     assert "OK" in reproduced.stdout

@@ -318,6 +318,14 @@ def test_final_step_writes_members_bag_and_submission(small_run: Path, final_run
         assert meta["config"]["bootstrap"] == i - 1 and meta["data_fingerprint"]
         assert meta["versions"]["torch"]
         assert (folder / "model.safetensors").is_file()
+    # the experiment's defaults, trained with the members' seeds and samples beside them
+    gain = summary["gain"]
+    assert gain["defaults"]["seeds"] == [1, 2] and gain["defaults"]["failed"] == []
+    assert gain["defaults"]["config"]["lr"] == 3e-4  # deepdrid_attention's own, not searched
+    assert sorted(p.name for p in (small_run / "final" / "defaults").iterdir()) == [
+        "seed_1_test.csv", "seed_1_val.csv", "seed_2_test.csv", "seed_2_val.csv"]
+    assert "test" not in gain  # the DeepDRiD test split has no labels
+    assert gain["unit"] == "patients" and gain["val"]["units"] == 3  # 4 images a patient
     # a bag of two members: the mean of their probabilities decides
     m1, m2 = (pd.read_csv(small_run / "submission" / f"member_{i}.csv") for i in (1, 2))
     cols = [f"p{c}" for c in range(5)]

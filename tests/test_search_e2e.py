@@ -77,6 +77,11 @@ def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path)
     assert (run / "search.log").is_file()
     assert "core_worker" not in result.stderr and "callbacks.on_trial_result" not in result.stderr
     assert "W&B: final run logged offline" in result.stdout
+    # what the search bought: the defaults trained beside the members, logged to W&B too
+    assert "what the search bought over the experiment's defaults" in result.stdout
+    gain = json.loads((run / "final" / "metrics.json").read_text())["gain"]
+    assert len(gain["defaults"]["seeds"]) == 3 and "val" in gain
+    assert files_holding(run / "wandb", "final/val_bag_gain")  # the final W&B run's file
     assert FAKE_KEY not in result.stdout + result.stderr
     assert files_holding(run, FAKE_KEY) == []
     ray_logs = Path("/tmp/ray/session_latest/logs")  # the search's Ray, the latest one here
@@ -181,7 +186,8 @@ def test_a_run_on_an_object_store_resumes_on_another_machine(course_demo: Path,
     cache, resumes from the URI alone and the final step's files land there too."""
     bucket = (tmp_path / "bucket").as_uri()
     args = ["deepdrid_finetune", "--data", str(course_demo), "--results", bucket, "--name", "obj",
-            "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--set", "batch_size=8", *TINY]
+            "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-baseline", "--set",
+            "batch_size=8", *TINY]
     first, second = tmp_path / "head-1", tmp_path / "head-2"
     driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
                               env={**os.environ, "MEDTUNE_CACHE": str(first)},

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sklearn.metrics import cohen_kappa_score
 
-from tests.test_experiments_e2e import cli, final_metrics
+from tests.test_experiments_e2e import check_gain_against_files, cli, final_metrics
 
 SEARCH = ("--no-wandb", "--max-concurrent", "2")
 
@@ -36,7 +37,7 @@ def reproduces(run: Path) -> None:
 @pytest.mark.slow
 def test_chestxray_staged_learns_in_its_second_phase_and_reproduces(tmp_path: Path) -> None:
     cli("search.run", "chestxray_staged", "--demo", "--num-samples", "2", "--top-k", "2",
-        *SEARCH, "--results", str(tmp_path), "--name", "demo")
+        "--no-baseline", *SEARCH, "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "chestxray_staged" / "demo"
     metrics = final_metrics(run)
     assert metrics["bag"]["val"]["f1_macro"] > 0.7  # chance: 1/3
@@ -60,6 +61,18 @@ def test_idrid_two_phase_keeps_its_best_epoch_and_reproduces(tmp_path: Path) -> 
     assert metrics["bag"]["val"]["kappa"] > 0.6 and "accuracy" in metrics["bag"]["val"]
     trials = pd.read_parquet(run / "trials.parquet")
     assert trials["phase_1_epochs"].notna().all()  # searched, per trial
+    # the defaults trained beside the members, scored from the files against the labels of
+    # the split medtune drew (split.csv) and of IDRiD's test CSV
+    split = pd.read_csv(run / "split.csv").assign(ID=lambda f: f["image"].map(
+        lambda p: Path(p).name))
+    labels = {s: split[split["split"] == s][["ID", "label"]] for s in ("val", "test")}
+    columns = [f"p{c}" for c in range(5)]
+    gain = check_gain_against_files(run, labels, columns, lambda y, p: cohen_kappa_score(
+        y, p.argmax(axis=1), weights="quadratic"))
+    # the experiment's own phases (spaces/idrid_two_phase.py's demo), not a searched one
+    phases = {p["name"]: p for p in json.loads((run / "config.json").read_text())[
+        "settings"]["fixed"]["phases"]}
+    assert gain["defaults"]["config"]["phase_1_epochs"] == phases["1"]["epochs"]
     reproduces(run)
 
 
@@ -68,6 +81,7 @@ def test_deepdrid_two_stage_trains_stage_1_once_and_reports_it_beside_the_baseli
         tmp_path: Path) -> None:
     result = cli("search.run", "deepdrid_two_stage", "--demo", "--num-samples", "2",
                  "--max-epochs", "2", "--top-k", "2", "--max-concurrent", "2",  # W&B offline
+                 "--no-baseline",
                  "--set", "stage1_epochs=1", "--set", "image_size=96", "--results",
                  str(tmp_path), "--name", "demo")
     assert "W&B: final run logged offline" in result.stdout
@@ -86,7 +100,7 @@ def test_deepdrid_two_stage_trains_stage_1_once_and_reports_it_beside_the_baseli
 @pytest.mark.slow
 def test_deepdrid_ensemble_bags_architectures_by_greedy_selection(tmp_path: Path) -> None:
     cli("search.run", "deepdrid_ensemble", "--demo", "--num-samples", "6", "--max-epochs", "2",
-        "--top-k", "2", *SEARCH, "--results", str(tmp_path), "--name", "demo")
+        "--top-k", "2", "--no-baseline", *SEARCH, "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "deepdrid_ensemble" / "demo"
     metrics = final_metrics(run)
     models = {m["model"] for m in metrics["members"]}

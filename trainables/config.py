@@ -225,6 +225,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def config_value(config: dict[str, Any], key: str) -> Any:
+    """A key's value in a trial config dict; a phase's (`phase_b_lr`) from its phase where
+    it is not a key of its own (then it sits in `phases`). None where the config lacks it."""
+    if key in config:
+        return config[key]
+    match = PHASE_KEY.match(key)
+    if match:
+        for phase in config.get("phases") or ():
+            if phase.get("name") == match.group(1):
+                return phase.get(match.group(2))
+    return None
+
+
 def is_config_key(key: str) -> bool:
     """A TrainConfig field, or one phase's value (phase_<name>_<field>)."""
     return key in {f.name for f in dataclasses.fields(TrainConfig)} or bool(PHASE_KEY.match(key))

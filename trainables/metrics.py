@@ -17,11 +17,33 @@ from sklearn.metrics import (
 def grading_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Quadratic weighted kappa, accuracy and macro F1 of argmax predictions."""
     preds = probs.argmax(axis=1)
+    return {"kappa": quadratic_kappa(labels, preds), **_single_label(labels, preds, probs.shape[1])}
+
+
+def quadratic_kappa(labels: np.ndarray, preds: np.ndarray) -> float:
     if len(np.unique(np.concatenate([labels, preds]))) < 2:
-        kappa = 0.0  # undefined when truth and prediction are one class: no agreement beyond chance
-    else:
-        kappa = float(cohen_kappa_score(labels, preds, weights="quadratic"))
-    return {"kappa": kappa, **_single_label(labels, preds, probs.shape[1])}
+        return 0.0  # undefined when truth and prediction are one class: no agreement beyond chance
+    return float(cohen_kappa_score(labels, preds, weights="quadratic"))
+
+
+def metric_value(kind: str, key: str, labels: np.ndarray, probs: np.ndarray) -> float:
+    """One of the task's metrics (`kind`'s metrics dict, key `key`) alone: what a bootstrap
+    computes a thousand times (every metric of a grading task costs ten times QWK alone)."""
+    if kind == "multilabel":
+        if key != "auroc_macro":
+            return multilabel_metrics(labels, probs)[key]
+        keep = scorable_labels(labels)
+        if not len(keep):
+            raise ValueError("no label has both a positive and a negative image in this split")
+        return float(roc_auc_score(labels[:, keep], probs[:, keep], average="macro"))
+    preds = probs.argmax(axis=1)
+    if key == "kappa":
+        return quadratic_kappa(labels, preds)
+    if key == "accuracy":
+        return float(accuracy_score(labels, preds))
+    if key == "balanced_accuracy":
+        return float(balanced_accuracy_score(labels, preds))
+    return _single_label(labels, preds, probs.shape[1])[key]
 
 
 def class_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

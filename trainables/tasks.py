@@ -60,6 +60,33 @@ class Task:
         """The epoch metrics of `probs` against `labels` (unprefixed keys)."""
         return epoch_scores(self.kind, labels, probs)
 
+    def value(self, labels: np.ndarray, probs: np.ndarray) -> float:
+        """The metric the search optimises, alone (as in `scores`, faster)."""
+        from trainables.metrics import metric_value
+
+        return metric_value(self.kind, self.key, labels, probs)
+
+    @property
+    def sign(self) -> float:
+        """+1 where higher is better, -1 where lower is."""
+        return 1.0 if self.mode == "max" else -1.0
+
+    @property
+    def key(self) -> str:
+        """The metric's key in `scores` (`kappa` of `val/kappa`)."""
+        return self.metric.split("/", 1)[1]
+
+    @property
+    def name(self) -> str:
+        """The metric's short name (QWK)."""
+        return dict(self.columns)[self.key]
+
+    @property
+    def bootstrap_draws(self) -> int:
+        """Resamples of a bootstrap interval: a macro AUROC over tens of labels costs twenty
+        times a QWK, so fewer (the interval's ends are coarser, not biased)."""
+        return 300 if self.multilabel else 1000
+
     def decide(self, probs: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
         """Predictions: the class (argmax), or 0/1 per label at `thresholds` (default 0.5)."""
         if self.multilabel:

@@ -1,0 +1,205 @@
+"""What the search bought: the experiment's own defaults against the search's members and bag.
+
+The final step trains the experiment's default configuration (its `defaults`, and the demo's
+under --demo, with none of the searched values: what a user gets without a search) once per
+member, with that member's seed, bootstrap sample and epochs, beside the members. Then, on
+validation and on a labelled test split, for the task's metric: the defaults' mean and spread
+over their seeds, the members' mean, the best member (best on validation) and the bag, each
+with its gain over the defaults' mean and a bootstrap 95% interval. A draw resamples patients
+(all of a patient's images together, where the data has patient ids; else images) with
+replacement, and every model is scored on the same draw, so the interval is of the difference.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spaces.base import Experiment
+from trainables.config import TrainConfig, config_value
+from trainables.tasks import Task
+
+LEVEL = 0.95  # of the intervals
+
+
+def defaults_configs(experiment: Experiment, settings: dict[str, Any],
+                     members: list[TrainConfig]) -> list[TrainConfig]:
+    """The experiment's default configuration with each member's seed, sample and epochs:
+    the run's fixed values (data, --set, budget) over the experiment's defaults (and demo
+    settings), and none of the searched values the search chose."""
+    base = experiment.config(demo=bool(settings["demo"])).to_dict()
+    default = TrainConfig.from_dict({**base, **settings["fixed"]})
+    return [default.replace(epochs=m.epochs, seed=m.seed, bootstrap=m.bootstrap,
+                            max_eval_batches=m.max_eval_batches) for m in members]
+
+
+def searched_defaults(experiment: Experiment, config: TrainConfig) -> dict[str, Any]:
+    """What the defaults use for each searched key (the search varied these; a phase's value
+    from its phase)."""
+    values = config.to_dict()
+    return {key: config_value(values, key) for key in experiment.searched}
+
+
+def resampling_units(patients: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Row indices per patient (a draw takes a patient's images together), and the unit's
+    name: "patients" where some patient has several images, else "images"."""
+    _, inverse = np.unique(patients, return_inverse=True)
+    groups = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] if len(patients) \
+        else []
+    return groups, ("patients" if len(groups) < len(patients) else "images")
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """Everything scored on one split: the labels, each default's and each member's
+    probabilities (by member number), and the bag's."""
+
+    labels: np.ndarray
+    defaults: list[np.ndarray]
+    members: dict[int, np.ndarray]
+    bag: np.ndarray
+
+
+def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
+               best_member: int, *, draws: int, seed: int = 0) -> dict[str, Any]:
+    """The defaults' mean and spread, and the members' mean, the best member and the bag
+    with their gains over the defaults' mean and a bootstrap interval of each gain."""
+    members = sorted(split.members)
+
+    def values(rows: np.ndarray | None) -> np.ndarray:
+        """[defaults..., members..., bag] scored on `rows` (all rows when None)."""
+        pick = slice(None) if rows is None else rows
+        labels = split.labels[pick]
+        probs = [*split.defaults, *(split.members[n] for n in members), split.bag]
+        try:
+            return np.array([task.value(labels, p[pick]) for p in probs])
+        except ValueError:  # a draw where the metric is undefined (no label with both kinds)
+            return np.full(len(probs), np.nan)
+
+    def gains(v: np.ndarray) -> np.ndarray:
+        """members' mean, best member, bag: each less the defaults' mean."""
+        d, m = len(split.defaults), v[len(split.defaults):-1]
+        base = v[:d].mean()
+        return np.array([m.mean() - base, v[d + members.index(best_member)] - base, v[-1] - base])
+
+    point = values(None)
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for _ in range(draws):
+        chosen = rng.integers(0, len(groups), len(groups))
+        drawn.append(gains(values(np.concatenate([groups[i] for i in chosen]))))
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.nanpercentile(np.array(drawn), [tail, 100 - tail], axis=0)
+    d = len(split.defaults)
+    estimate = gains(point)
+    out: dict[str, Any] = {
+        "units": len(groups),
+        "defaults": {"mean": float(point[:d].mean()), "std": float(point[:d].std()),
+                     "values": [float(v) for v in point[:d]]},
+    }
+    for i, (name, value) in enumerate((("members", float(point[d:-1].mean())),
+                                       ("best_member", float(point[d + members.index(best_member)])),
+                                       ("bag", float(point[-1])))):
+        out[name] = {"value": value, "gain": float(estimate[i]), "low": float(low[i]),
+                     "high": float(high[i])}
+    out["best_member"]["member"] = best_member
+    out["draws"] = int(np.isfinite(np.array(drawn)[:, 0]).sum())
+    return out
+
+
+def gain_summary(task: Task, splits: dict[str, SplitPredictions], patients: dict[str, np.ndarray],
+                 *, defaults: dict[str, Any]) -> dict[str, Any]:
+    """`final/metrics.json`'s `gain`: per split (validation, and test where labelled);
+    `defaults` says what they were (config, seeds, failures)."""
+    val = splits["val"]
+    best = max(val.members, key=lambda n: task.sign * task.value(val.labels, val.members[n]))
+    out: dict[str, Any] = {"metric": task.metric, "name": task.name, "level": LEVEL,
+                           "defaults": defaults}
+    for name, split in splits.items():
+        groups, unit = resampling_units(patients[name])
+        out["unit"] = unit
+        out[name] = split_gain(task, split, groups, best, draws=task.bootstrap_draws)
+    return out
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.4f}"
+
+
+def describe_gain(gain: dict[str, Any], split: str) -> str:
+    """One line: defaults, best member and bag on a split, each gain with its interval."""
+    s = gain[split]
+    best = s["best_member"]
+
+    def part(label: str, r: dict[str, Any]) -> str:
+        return (f"{label} {r['value']:.4f} ({_signed(r['gain'])}, {int(100 * gain['level'])}% "
+                f"[{_signed(r['low'])}, {_signed(r['high'])}])")
+
+    where = "validation" if split == "val" else "test"
+    return (f"{where} {gain['name']} over {s['units']} {gain['unit']}: defaults "
+            f"{s['defaults']['mean']:.4f} ± {s['defaults']['std']:.4f} "
+            f"({len(s['defaults']['values'])} seeds); "
+            + "; ".join([part("members' mean", s["members"]),
+                         part(f"best member ({best['member']})", best), part("bag", s["bag"])]))
+
+
+def gain_lines(gain: dict[str, Any]) -> str:
+    lines = ["what the search bought over the experiment's defaults (the same seeds and samples):"]
+    lines += [f"  {describe_gain(gain, split)}" for split in ("val", "test") if split in gain]
+    if "val" in gain:
+        lines.append(f"  {verdict(gain)}")
+    for f in gain["defaults"]["failed"]:
+        lines.append(f"  defaults with seed {f['seed']} failed: {f['error']}")
+    if "val" not in gain:
+        lines.append("  every default failed: nothing to compare the search with")
+    return "\n".join(lines)
+
+
+def verdict(gain: dict[str, Any]) -> str:
+    """Whether the gain is more than noise: its interval excludes zero, or not (test first)."""
+    split = "test" if "test" in gain else "val"
+    bag = gain[split]["bag"]
+    where = "test" if split == "test" else "validation (which also chose the members)"
+    if bag["low"] > 0:
+        return f"the bag beats the defaults on {where}: the interval excludes zero"
+    if bag["high"] < 0:
+        return f"the defaults beat the bag on {where}: the interval excludes zero"
+    return (f"the bag and the defaults are not told apart on {where}: the interval holds "
+            "zero (more data, or a longer search, would have to show a difference)")
+
+
+def gain_section(gain: dict[str, Any]) -> str:
+    """The report's first section: one line, then the table."""
+    import pandas as pd
+
+    from search.report import table
+
+    if "val" not in gain:
+        return ("<p class='flag'>every training of the experiment's defaults failed: "
+                + html.escape("; ".join(f["error"] for f in gain["defaults"]["failed"]))
+                + "</p>")
+    rows = {}
+    for split in ("val", "test"):
+        if split not in gain:
+            continue
+        s = gain[split]
+        rows[f"{split}: defaults (mean ± std over seeds)"] = {
+            "value": s["defaults"]["mean"], "± / gain": s["defaults"]["std"]}
+        for key, label in (("members", "members' mean"),
+                           ("best_member", f"best member ({s['best_member']['member']})"),
+                           ("bag", "bag")):
+            rows[f"{split}: {label}"] = {"value": s[key]["value"], "± / gain": s[key]["gain"],
+                                         "low": s[key]["low"], "high": s[key]["high"]}
+    defaults = ", ".join(f"{k}={v}" for k, v in gain["defaults"]["config"].items())
+    return (f"<p><b>{html.escape(verdict(gain))}</b></p>"
+            f"<p>{html.escape(describe_gain(gain, 'test' if 'test' in gain else 'val'))}</p>"
+            + table(pd.DataFrame(rows).T)
+            + f"<p>defaults: the experiment's own configuration ({html.escape(defaults)}), "
+              f"trained with each member's seed, bootstrap sample and epochs. Intervals: "
+              f"{int(100 * gain['level'])}% bootstrap over {gain['unit']}, every model scored "
+              "on the same draw. The best member is the best on validation, and validation "
+              "chose the configurations: the test split, where labelled, is the fair "
+              "comparison.</p>")

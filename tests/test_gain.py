@@ -1,0 +1,121 @@
+"""What the search bought (search.gain): the defaults' configuration, the gains and their
+bootstrap intervals, checked against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search.gain import (
+    SplitPredictions,
+    defaults_configs,
+    describe_gain,
+    gain_summary,
+    resampling_units,
+    split_gain,
+    verdict,
+)
+from search.run import parse_args, resolve_settings
+from spaces import get_experiment
+from trainables.tasks import GRADING, MULTILABEL, classes_task
+
+ACCURACY = classes_task("val/accuracy")
+
+
+def onehot(classes: list[int], confidence: float = 1.0, n: int = 2) -> np.ndarray:
+    out = np.full((len(classes), n), (1 - confidence) / (n - 1))
+    out[np.arange(len(classes)), classes] = confidence
+    return out
+
+
+def example() -> SplitPredictions:
+    """Labels 0,1,0,1. Defaults: all 0 (accuracy 0.5) and 0,1,1,1 (0.75): mean 0.625, std
+    0.125. Member 1 right on all four (0.9 sure), member 2 says 0,1,0,0 (0.6 sure): 1.0 and
+    0.75, mean 0.875. The bag's fourth image: (0.9 + 0.4) / 2 = 0.65 for class 1: all right."""
+    labels = np.array([0, 1, 0, 1])
+    return SplitPredictions(
+        labels=labels, defaults=[onehot([0, 0, 0, 0]), onehot([0, 1, 1, 1])],
+        members={1: onehot([0, 1, 0, 1], 0.9), 2: onehot([0, 1, 0, 0], 0.6)},
+        bag=(onehot([0, 1, 0, 1], 0.9) + onehot([0, 1, 0, 0], 0.6)) / 2)
+
+
+def test_gains_over_the_defaults_are_the_hand_worked_ones() -> None:
+    split = example()
+    groups, unit = resampling_units(np.array(["a", "b", "c", "d"]))
+    assert unit == "images" and [g.tolist() for g in groups] == [[0], [1], [2], [3]]
+    out = split_gain(ACCURACY, split, groups, best_member=1, draws=500)
+    assert out["defaults"] == {"mean": 0.625, "std": 0.125, "values": [0.5, 0.75]}
+    assert out["members"]["value"] == 0.875 and out["members"]["gain"] == 0.25
+    assert out["best_member"]["value"] == 1.0 and out["best_member"]["gain"] == 0.375
+    assert out["bag"]["value"] == 1.0 and out["bag"]["gain"] == 0.375
+    for key in ("members", "best_member", "bag"):
+        r = out[key]
+        assert r["low"] < r["gain"] <= r["high"], (key, r)  # images vary: a real interval
+    # the best member is right on every image, so its gain on a draw is 1 less the defaults'
+    # mean there. The defaults are right twice on the first image and once on each other one:
+    # their mean on any draw is between 0.5 and 1, and the gain between 0 and 0.5
+    assert out["best_member"]["low"] >= 0.0 and out["best_member"]["high"] <= 0.5
+    assert out["units"] == 4 and out["draws"] == 500
+
+
+def test_a_patient_is_resampled_whole() -> None:
+    # one patient holds all four images: every draw is the whole split, so the interval of
+    # each gain is the gain itself
+    groups, unit = resampling_units(np.array(["p1"] * 4))
+    assert unit == "patients" and len(groups) == 1
+    out = split_gain(ACCURACY, example(), groups, best_member=1, draws=50)
+    for key, gain in (("members", 0.25), ("best_member", 0.375), ("bag", 0.375)):
+        assert out[key]["low"] == out[key]["high"] == gain
+    groups, unit = resampling_units(np.array(["p1", "p2", "p1", "p2"]))
+    assert unit == "patients" and [g.tolist() for g in groups] == [[0, 2], [1, 3]]
+
+
+def test_no_difference_gives_an_interval_of_zero_and_the_verdict_says_so() -> None:
+    labels = np.array([0, 1, 2, 3, 4, 0, 1, 2])
+    good = onehot([0, 1, 2, 3, 4, 0, 1, 1], 0.8, n=5)
+    split = SplitPredictions(labels, [good, good], {1: good, 2: good}, good)
+    units = np.array([f"p{i}" for i in range(8)])
+    gain = gain_summary(GRADING, {"val": split}, {"val": units},
+                        defaults={"config": {}, "seeds": [1, 2], "failed": []})
+    for key in ("members", "best_member", "bag"):
+        assert gain["val"][key]["gain"] == gain["val"][key]["low"] == gain["val"][key]["high"] == 0
+    assert gain["val"]["draws"] == 1000 and gain["unit"] == "images"
+    assert "not told apart on validation" in verdict(gain)
+    assert describe_gain(gain, "val").startswith("validation QWK over 8 images: defaults")
+    # QWK by hand: 7 of 8 right, the last one grade off (1 for 2), weights (i-j)^2 / 16.
+    # Observed: sum(w * O) = 1/16 of one image in 8 = 8/1024. Expected from the marginals
+    # (truth 2,2,2,1,1; predicted 2,3,1,1,1): sum_ij r_i c_j (i-j)^2 = 64+32+32+32+64 = 224,
+    # over 16 * 8^2: 224/1024. kappa = 1 - 8/224 = 27/28
+    assert gain["val"]["defaults"]["mean"] == pytest.approx(27 / 28)
+
+
+def test_a_draw_where_the_metric_is_undefined_is_left_out() -> None:
+    # two labels; a draw of only the first image has no negative for label 0, no positive
+    # for label 1: macro AUROC is undefined there and the draw does not count
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.1, 0.3]])
+    split = SplitPredictions(labels, [probs * 0.5], {1: probs}, probs)
+    groups, _ = resampling_units(np.arange(4))
+    out = split_gain(MULTILABEL, split, groups, best_member=1, draws=1000)
+    # scaling every probability by 0.5 keeps each label's ranking: AUROC, and the gain, the same
+    assert out["defaults"]["mean"] == out["bag"]["value"] == 1.0
+    # only a draw of one image four times over is undefined: 4 / 4**4 of them, about 16
+    assert 960 < out["draws"] < 1000
+
+
+def test_the_defaults_are_the_experiments_own_configuration_with_each_members_seeds() -> None:
+    experiment = get_experiment("deepdrid_finetune")
+    settings = resolve_settings(parse_args(["deepdrid_finetune", "--demo", "--set",
+                                            "batch_size=16", "--max-epochs", "4"]), experiment)
+    settings["fixed"]["data"] = "/data/somewhere"
+    members = [experiment.config(demo=True, overrides={"lr": 5e-5, "unfreeze_depth": 0,
+                                                       "seed": 1 + i, "bootstrap": i,
+                                                       "epochs": 4})
+               for i in range(3)]
+    defaults = defaults_configs(experiment, settings, members)
+    assert [(d.seed, d.bootstrap, d.epochs) for d in defaults] == [(1, 0, 4), (2, 1, 4), (3, 2, 4)]
+    for d in defaults:
+        assert d.lr == 1e-3  # the demo's own lr (spaces/deepdrid_finetune.py DEMO), not 5e-5
+        assert d.unfreeze_depth == "all" and d.augment == "flip+rotate"  # the defaults'
+        assert d.batch_size == 16  # --set fixes it for every trial, the defaults included
+        assert (d.model, d.weights, d.data) == ("efficientnet_lite0", "bundled", "/data/somewhere")
