@@ -20,9 +20,17 @@ Sections:
               with one inter-op thread; and the share of system time in its CPU time
   overhead    tiny trials through medtune's search against the same configs as plain calls
               (search/bench_tune.py). Target: at most 1.5 s added per trial.
-  efficiency  TPE + ASHA against random search with full-length trials on the experiment's demo,
-              over --seeds. Target: the target value in a third of random search's epochs.
+  efficiency  random search with full-length trials against TPE alone, ASHA alone and TPE + ASHA
+              on the experiment's demo, --seeds each (default 5), each arm's samplers seeded
+              apart: epochs and minutes to random search's median final best and the regret at
+              equal epochs, with bootstrap intervals over seeds; an anytime figure beside the
+              record (search/efficiency.py). Target: TPE + ASHA in a third of the epochs.
   scale       a fixed random search on 1 and then 2 one-CPU worker nodes. Target: 1.8x.
+  replay      the efficiency comparisons on every learning-curve table in results/bench/curves/
+              (recorded by `collect`), replayed through the real search in simulated time,
+              --seeds each (default 20; search/bench_replay.py)
+
+  python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]   # a curve table
 
 The images are full-size synthetic fundus JPEGs (2048x1944 like a fundus camera; 512 px with
 --quick), generated once into the cache folder; with `--experiment NAME` the sections run on
@@ -48,12 +56,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search import bench_tune
+from search import bench_replay, bench_tune
+from search.bench_rows import row, value_row
 from search.cli import positive_int, run
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
-SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale")
+SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "replay")
 AUGMENT = "flip+rotate+color"
 
 
@@ -61,10 +70,10 @@ def bench_sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"width": 544, "height": 512, "train_patients": 6, "image_size": 96, "batch": 16,
                 "epochs": 2, "model": "resnet18", "train_batches": 3, "trials": 2, "seeds": 1,
-                "scale_trials": 2, "scale_batches": 1, "quick": True}
+                "replay_seeds": 1, "scale_trials": 2, "scale_batches": 1, "quick": True}
     return {"width": 2048, "height": 1944, "train_patients": 24, "image_size": 224, "batch": 32,
-            "epochs": 3, "model": "resnet18", "train_batches": 3, "trials": 6, "seeds": 3,
-            "scale_trials": 8, "scale_batches": 12, "quick": False}
+            "epochs": 3, "model": "resnet18", "train_batches": 3, "trials": 6, "seeds": 5,
+            "replay_seeds": 20, "scale_trials": 8, "scale_batches": 12, "quick": False}
 
 
 def bench_data(sizes: dict[str, Any]) -> Path:
@@ -352,6 +361,7 @@ MEASURES = {
     "limit-model": measure_limit_model,
     "overhead-search": bench_tune.measure_overhead_search,
     "efficiency": bench_tune.measure_efficiency, "scale": bench_tune.measure_scale,
+    "replay": bench_replay.measure_replay,
 }
 
 
@@ -405,29 +415,15 @@ def bench_train(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
             row("train", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False)]
 
 
-def row(section: str, measure: str, ours: float, baseline: float,
-        higher_is_better: bool, *, target: float | None = None) -> dict[str, Any]:
-    """A row whose ratio reads 'times better' for ours: >1 means ours wins; with a `target`,
-    whether the ratio reaches it."""
-    ratio = ours / baseline if higher_is_better else baseline / ours
-    out = {"section": section, "measure": measure, "ours": ours, "baseline": baseline,
-           "ratio": ratio, "better": "higher" if higher_is_better else "lower"}
-    if target is not None:
-        out.update(target=target, met=ratio >= target)
-    return out
-
-
-def value_row(section: str, measure: str, value: float, *,
-              at_most: float | None = None) -> dict[str, Any]:
-    """A row of one number, with no baseline; with `at_most`, whether it stays under it."""
-    out = {"section": section, "measure": measure, "ours": value, "baseline": None, "ratio": None}
-    if at_most is not None:
-        out.update(target=at_most, met=value <= at_most)
-    return out
-
-
 def _num(v: float | None) -> str:
     return "" if v is None else f"{v:.4g}"
+
+
+def _ratio(r: dict[str, Any]) -> str:
+    """The ratio, with its interval where the row has one (over seeds)."""
+    if r.get("low") is None:
+        return _num(r["ratio"])
+    return f"{_num(r['ratio'])} [{_num(r['low'])}, {_num(r['high'])}]"
 
 
 def _target(r: dict[str, Any]) -> str:
@@ -441,7 +437,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'section':11}{'measure':52}{'medtune':>10}{'baseline':>10}{'x better':>10}  target"]
     for r in rows:
         lines.append(f"{r['section']:11}{r['measure']:52}{_num(r['ours']):>10}"
-                     f"{_num(r['baseline']):>10}{_num(r['ratio']):>10}  {_target(r)}")
+                     f"{_num(r['baseline']):>10}{_ratio(r):>10}  {_target(r)}")
     return "\n".join(lines)
 
 
@@ -473,7 +469,7 @@ def readme_table(records: list[Path]) -> str:
             commit += " + changes"
         for r in (r for r in record["rows"] if r["section"] == section):
             lines.append(f"| {section} | {r['measure']} | {_num(r['ours'])} | {_num(r['baseline'])} "
-                         f"| {_num(r['ratio'])} | {_target(r)} | `{path.name}` ({commit}) |")
+                         f"| {_ratio(r)} | {_target(r)} | `{path.name}` ({commit}) |")
     return "\n".join(lines)
 
 
@@ -497,7 +493,8 @@ def quiet_search_env(*, wandb: bool) -> None:
 
 BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
            "threads": bench_threads, "overhead": bench_tune.bench_overhead,
-           "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale}
+           "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale,
+           "replay": bench_replay.bench_replay}
 
 
 def collect_main(argv: list[str]) -> int:
@@ -540,10 +537,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="whose demo data and task the sections run on (default "
                         "deepdrid_finetune: full-size fundus JPEGs)")
     p.add_argument("--seeds", type=positive_int,
-                   help="efficiency: seeds of each method (default 3; 1 with --quick)")
-    p.add_argument("--target", type=float,
-                   help="efficiency: the validation value to reach (default: the lowest of "
-                        "every run's best, which each run reaches)")
+                   help="efficiency and replay: seeds of each method (default 5 and 20; 1 with "
+                        "--quick)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="efficiency: a fixed config value of every trial (e.g. image_size=96)")
+    p.add_argument("--tables", nargs="+", type=Path,
+                   help="replay: these learning-curve tables (default: results/bench/curves/)")
     p.add_argument("--out", type=Path, help="the JSON record (default results/bench/bench-<time>.json)")
     p.add_argument("--readme", action="store_true",
                    help="write README.md's table from the records in results/bench/ and stop")
@@ -564,17 +563,18 @@ def main(argv: list[str] | None = None) -> int:
     sections = args.sections or list(SECTIONS)
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
+    out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     params = {**sizes, **experiment_params(args.experiment, sizes), "workers": args.workers,
-              "target": args.target}
+              "sets": args.sets, "figures": str(out.parent),
+              "tables": [str(t) for t in args.tables or ()]}
     if args.seeds:
-        params["seeds"] = args.seeds
+        params["seeds"] = params["replay_seeds"] = args.seeds
     echo = lambda line: print(line, flush=True)  # noqa: E731
     rows: list[dict[str, Any]] = []
     for section in sections:
         echo(f"{section}: {repeats} run(s) of each side")
         rows += BENCHES[section](params, repeats, echo)
     print(table(rows))
-    out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     from search.environment import describe, git_changed
 

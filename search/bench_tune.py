@@ -3,9 +3,8 @@
   overhead    tiny trials through medtune's search (Optuna study, scheduler, callbacks,
               checkpoints; W&B offline or off) against the same configs as plain calls of the
               trainable: the seconds a search adds per trial once it runs, and to start
-  efficiency  TPE + ASHA against random search with full-length trials on the experiment's
-              demo, over seeds: epochs and minutes until validation reaches a target, and the
-              best value at equal epochs
+  efficiency  random search with full-length trials against TPE alone, ASHA alone and
+              TPE + ASHA on the experiment's demo, over seeds (search/efficiency.py)
   scale       one fixed random search on a `ray.cluster_utils` cluster with one, then two
               one-CPU worker nodes (the head has no CPU): trials per minute
 
@@ -23,6 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from search.efficiency import (
+    ARMS,
+    BASELINE,
+    COMPARISONS,
+    anytime_figure,
+    arm_seed,
+    comparison_rows,
+)
 
 TINY = {"model": "resnet18", "weights": "none", "image_size": 64, "batch_size": 8,
         "max_train_batches": 2, "max_eval_batches": 1, "device": "cpu"}
@@ -105,7 +113,8 @@ def _tiny_config(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench import measure, row, value_row
+    from search.bench import measure
+    from search.bench_rows import row, value_row
 
     rows: list[dict[str, Any]] = []
     for wandb in (False, True):
@@ -134,23 +143,26 @@ def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict
 
 # ---- efficiency
 
-def _demo_search(p: dict[str, Any], results: str, name: str, sampler: str, scheduler: str,
-                 seed: int) -> list[str]:
+def _demo_search(p: dict[str, Any], results: str, name: str, arm: str, seed: int) -> list[str]:
+    sampler, scheduler = arm.split("-")
     quick = ["--smoke-test", "--num-samples", "3"] if p.get("quick") else []
-    return [p["experiment"], "--demo", "--results", results, "--name", name, "--seed", str(seed),
-            "--sampler", sampler, "--scheduler", scheduler, "--no-final", "--no-wandb", *quick]
+    return [p["experiment"], "--demo", "--results", results, "--name", name,
+            "--seed", str(arm_seed(arm, seed)), "--sampler", sampler, "--scheduler", scheduler,
+            "--no-final", "--no-wandb", *[a for s in p.get("sets") or () for a in ("--set", s)],
+            *quick]
 
 
 def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
-    """One demo search; its epochs in the order they finished, each with its value."""
+    """One demo search of an arm; its epochs in the order they finished, each with its value
+    and minutes since the search's first trial started."""
     from search.bench import quiet_search_env
     from spaces import get_experiment
 
     quiet_search_env(wandb=False)
     metric = get_experiment(p["experiment"]).metric
     with tempfile.TemporaryDirectory() as results:
-        name = f"{p['sampler']}-{p['scheduler']}-{p['seed']}"
-        seconds = _search(_demo_search(p, results, name, p["sampler"], p["scheduler"], p["seed"]))
+        name = f"{p['arm']}-{p['seed']}"
+        seconds = _search(_demo_search(p, results, name, p["arm"], p["seed"]))
         run_dir = Path(results) / p["experiment"] / name
         epochs = pd.read_parquet(run_dir / "epochs.parquet")
         trials = pd.read_parquet(run_dir / "trials.parquet")
@@ -161,73 +173,44 @@ def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
             "trials": len(trials)}
 
 
-def best_so_far(values: list[float], mode: str) -> list[float]:
-    out, best = [], None
-    for v in values:
-        if v == v:  # NaN never counts
-            best = v if best is None else (max(best, v) if mode == "max" else min(best, v))
-        out.append(float("nan") if best is None else best)
-    return out
-
-
-def epochs_to(values: list[float], target: float, mode: str) -> int | None:
-    """Epochs (finished, counted over all trials) until the best value reaches `target`."""
-    for i, v in enumerate(best_so_far(values, mode), 1):
-        if v == v and (v >= target if mode == "max" else v <= target):
-            return i
-    return None
-
-
-def efficiency_rows(runs: dict[str, list[dict[str, Any]]], mode: str, metric: str,
-                    target: float | None) -> list[dict[str, Any]]:
-    """TPE + ASHA ("ours") against random search ("baseline"), medians over seeds and their
-    spread. The default target: the worst of every run's best value, so each run reaches it."""
-    from search.bench import row
-
-    ours, base = runs["tpe-asha"], runs["random-fifo"]
-    every = [best_so_far(r["values"], mode)[-1] for r in ours + base]
-    if target is None:
-        target = min(every) if mode == "max" else max(every)
-
-    def reach(r: dict[str, Any]) -> tuple[float, float]:
-        n = epochs_to(r["values"], target, mode)
-        return (float("inf"), float("inf")) if n is None else (float(n), r["minutes"][n - 1])
-
-    ours_reach, base_reach = [reach(r) for r in ours], [reach(r) for r in base]
-    equal = min(len(r["values"]) for r in ours)  # the epochs TPE + ASHA spent, at the least
-    at_equal = ([best_so_far(r["values"], mode)[equal - 1] for r in ours],
-                [best_so_far(r["values"], mode)[min(equal, len(r["values"])) - 1] for r in base])
-    epochs_row = row("efficiency", f"epochs until {metric} >= {target:.3f}",
-                     statistics.median(e for e, _ in ours_reach),
-                     statistics.median(e for e, _ in base_reach), False, target=3.0)
-    epochs_row["spread"] = [[e for e, _ in ours_reach], [e for e, _ in base_reach]]
-    minutes_row = row("efficiency", "minutes until then",
-                      statistics.median(m for _, m in ours_reach),
-                      statistics.median(m for _, m in base_reach), False)
-    minutes_row["spread"] = [[m for _, m in ours_reach], [m for _, m in base_reach]]
-    value_row = row("efficiency", f"best {metric} at {equal} epochs",
-                    statistics.median(at_equal[0]), statistics.median(at_equal[1]), mode == "max")
-    value_row["spread"] = [at_equal[0], at_equal[1]]
-    total_row = row("efficiency", "epochs in the whole search",
-                    statistics.median(len(r["values"]) for r in ours),
-                    statistics.median(len(r["values"]) for r in base), False)
-    return [epochs_row, minutes_row, value_row, total_row]
-
-
 def bench_efficiency(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    """Every arm (search.efficiency.ARMS) over `seeds` seeds of real demo searches, seeds
+    outermost so that drift on the machine hits every arm alike."""
     from search.bench import measure
     from spaces import get_experiment
 
     experiment = get_experiment(params["experiment"])
     seeds = params["seeds"]
-    runs: dict[str, list[dict[str, Any]]] = {"tpe-asha": [], "random-fifo": []}
-    for seed in range(seeds):  # the two methods alternate
-        for method in runs:
-            sampler, scheduler = method.split("-")
-            runs[method].append(measure("efficiency", {**params, "sampler": sampler,
-                                                       "scheduler": scheduler, "seed": seed}))
-            echo(f"  efficiency {method}: seed {seed + 1} of {seeds}")
-    return efficiency_rows(runs, experiment.mode, experiment.metric, params.get("target"))
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+    for seed in range(seeds):
+        for arm in ARMS:
+            runs[arm].append(measure("efficiency", {**params, "arm": arm, "seed": seed}))
+            echo(f"  efficiency {arm}: seed {seed + 1} of {seeds}")
+    return efficiency_record(params, "efficiency", runs, experiment.mode, experiment.metric,
+                             clock="minutes", title=f"{experiment.name} demo, real training")
+
+
+def efficiency_record(params: dict[str, Any], section: str,
+                      runs: dict[str, list[dict[str, Any]]], mode: str, metric: str, *,
+                      clock: str, title: str, label: str = "",
+                      best: float | None = None) -> list[dict[str, Any]]:
+    """The comparisons' rows, and beside the record the anytime figure and the runs."""
+    from search.bench_rows import interval_row
+
+    rows = comparison_rows(section, runs, mode, metric, clock=clock, label=label, best=best)
+    prefix = f"{label}: " if label else ""
+    for arm, name in COMPARISONS.items():  # what each method spends in all
+        rows.append(interval_row(section, f"{prefix}{name}: epochs in the whole search",
+                                 ([len(r["values"]) for r in runs[arm]],
+                                  [len(r["values"]) for r in runs[BASELINE]]), arm=arm))
+    folder = Path(params.get("figures") or "results/bench")
+    stem = f"{section}-{label or params['experiment']}"
+    figure = anytime_figure(runs, mode, metric, folder / f"{stem}.png", title=title, clock=clock)
+    (folder / f"{stem}-runs.json").write_text(json.dumps({"metric": metric, "mode": mode,
+                                                         "clock": clock, "runs": runs}))
+    for r in rows:
+        r["figure"] = figure.name
+    return rows
 
 
 # ---- scale
@@ -264,7 +247,8 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_scale(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench import data_keys, measure, row
+    from search.bench import data_keys, measure
+    from search.bench_rows import row
 
     # the cache at 96 px, built once before the clocks start
     from trainables.config import TrainConfig

@@ -126,6 +126,7 @@ class SearchPlan:
     demo: bool = False  # the experiment's demo space (shorter phases), where it has one
     sampler: str = "tpe"  # or "random" (a baseline)
     scheduler: str = "asha"  # or "fifo": no early stopping (a baseline)
+    replay: dict[str, Any] | None = None  # table, time_scale: served curves (search.replay)
 
     @property
     def run_dir(self) -> Path:
@@ -361,8 +362,14 @@ def make_scheduler(plan: SearchPlan, grace_period: int,
 
 
 def trainable_with_resources(plan: SearchPlan) -> Any:
-    return tune.with_resources(plan.experiment.trainable(),
-                               {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    trainable = plan.experiment.trainable()
+    if plan.replay:  # recorded curves instead of training; the surrogate travels once
+        from search.replay import load_surrogate, replay_trainable
+
+        trainable = tune.with_parameters(
+            replay_trainable, surrogate=load_surrogate(plan.replay["table"]),
+            metric=plan.experiment.metric, time_scale=float(plan.replay["time_scale"]))
+    return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 
 def trial_dirname(trial: Any) -> str:

@@ -80,6 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--no-final", action="store_true",
                    help="stop after the search (python -m search.final RUN does the rest)")
+    p.add_argument("--replay", metavar="TABLE",
+                   help="no training: serve a learning-curve table (python -m search.bench "
+                        "collect) through the search, in simulated time (search/replay.py); "
+                        "budget: the experiment's, or its demo's with --demo")
     p.add_argument("--no-baseline", action="store_true",
                    help="the final step does not train the experiment's defaults beside the "
                         "members (what the search bought is then not measured)")
@@ -113,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         if store.uri:  # a stage left by an earlier run of that name that never reached the store
             shutil.rmtree(store.local, ignore_errors=True)
         settings = resolve_settings(args, experiment)
+        if args.replay:
+            settings = replay_settings(args, experiment, settings)
     from search.search import run_search  # imports Ray: after the cheap checks
 
     code = run_search(experiment, store, settings, resume=args.resume,
                       command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])],
                       verbose=args.verbose)
-    if code != 0 or args.no_final:
+    if code != 0 or args.no_final or settings.get("replay"):
         return code
     from search.final import outputs_line, run_final
 
@@ -167,6 +173,35 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         "top_k": args.top_k or budget.top_k,
         "cache_dir": str(cache_root(cfg.cache_dir)),
     }
+
+
+def replay_settings(args: argparse.Namespace, experiment: Experiment,
+                    settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a search served from a learning-curve table: the table's fixed trial
+    config (its data need not exist here) under this command's --set values, epochs at most
+    the table's, the real trainable replaced by the replay one."""
+    from search.curves import read_curves
+    from search.replay import REPLAY_EPOCH_SECONDS, load_surrogate
+    from trainables.config import TrainConfig
+
+    curves = read_curves(args.replay)
+    if curves.meta["experiment"] != experiment.name:
+        raise ConfigError(f"--replay {args.replay}: a table of {curves.meta['experiment']}, not "
+                          f"{experiment.name}")
+    max_epochs = args.max_epochs or min(settings["max_epochs"], curves.epochs)
+    if max_epochs > curves.epochs:
+        raise ConfigError(f"--max-epochs {max_epochs}: {args.replay} records {curves.epochs} "
+                          "epochs a configuration")
+    overrides = parse_overrides(args.overrides)
+    cfg = TrainConfig.from_dict({**curves.meta["fixed"], **overrides, "epochs": max_epochs,
+                                 "seed": args.seed})
+    fixed = {k: v for k, v in cfg.to_dict().items()
+             if k not in experiment.searched or k in overrides}
+    surrogate = load_surrogate(args.replay)
+    return {**settings, "fixed": fixed, "max_epochs": max_epochs, "demo": False,
+            "grace_period": min(settings["grace_period"], max_epochs),
+            "replay": {"table": str(Path(args.replay).resolve()),
+                       "time_scale": REPLAY_EPOCH_SECONDS / surrogate.median_seconds}}
 
 
 if __name__ == "__main__":

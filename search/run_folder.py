@@ -19,7 +19,7 @@ from ray import tune
 from search.driver import SearchPlan
 from trainables.config import TrainConfig, config_value
 
-METRIC_PREFIXES = ("train/", "val/")
+METRIC_PREFIXES = ("train/", "val/", "sim/")  # sim/: a replayed search's simulated clock
 
 
 def _error_text(error: BaseException | None) -> str | None:

@@ -87,6 +87,8 @@ def _check_data(fixed: dict[str, Any]) -> Any:
 def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """The settings with the demo set's path and the data's class count filled in, once the
     data is checked and cached, and the data's index."""
+    if settings.get("replay"):  # recorded curves: no data is read, no image cached
+        return settings, None
     fixed = dict(settings["fixed"])
     if settings["demo"]:
         fixed.update(experiment.demo_paths(Path(settings["cache_dir"]), fixed))
@@ -110,7 +112,8 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         seed=settings["seed"], cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=settings["max_concurrent"] or default_concurrency(cpus, gpus, cluster),
         wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"],
-        sampler=settings.get("sampler", "tpe"), scheduler=settings.get("scheduler", "asha"))
+        sampler=settings.get("sampler", "tpe"), scheduler=settings.get("scheduler", "asha"),
+        replay=settings.get("replay"))
 
 
 def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[str],

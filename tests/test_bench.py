@@ -4,12 +4,23 @@ check the plumbing and the arithmetic, never a speed (DESIGN.md: no timed tests)
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from search.bench import main, readme_table, row, table, write_readme
-from search.bench_tune import best_so_far, efficiency_rows, epochs_to
+from search.driver import make_sampler
+from search.efficiency import (
+    ARMS,
+    anytime,
+    arm_seed,
+    best_so_far,
+    comparison_rows,
+    epochs_to,
+    ratio_interval,
+)
 from trainables.errors import ConfigError
 
 
@@ -23,7 +34,7 @@ def test_a_ratio_reads_times_better_for_medtune_whichever_way_is_better() -> Non
 
 def test_an_unknown_section_is_named() -> None:
     with pytest.raises(ConfigError, match="unknown section speed; known: input, train, limit, "
-                       "threads, overhead, efficiency, scale"):
+                       "threads, overhead, efficiency, scale, replay"):
         main(["speed"])
 
 
@@ -78,27 +89,73 @@ def test_epochs_to_a_target_count_every_finished_epoch_of_every_trial() -> None:
     assert epochs_to([0.9, 0.4], 0.5, "min") == 2
 
 
-def test_efficiency_rows_compare_the_methods_at_a_target_every_run_reaches() -> None:
-    def run(values: list[float]) -> dict:
-        return {"values": values, "minutes": [i / 2 for i in range(1, len(values) + 1)]}
+def _run(values: list[float]) -> dict:
+    return {"values": values, "minutes": [i / 2 for i in range(1, len(values) + 1)]}
 
-    runs = {"tpe-asha": [run([0.2, 0.6, 0.7]), run([0.5, 0.8, 0.4, 0.9]), run([0.7, 0.7, 0.7])],
-            "random-fifo": [run([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
-                            run([0.1, 0.7, 0.1, 0.1, 0.1, 0.1]),
-                            run([0.0] * 8 + [0.75])]}
-    rows = {r["measure"]: r for r in efficiency_rows(runs, "max", "val/kappa", None)}
-    # the worst best: 0.7 (the first TPE run, the third, and the second random one)
-    reach = rows["epochs until val/kappa >= 0.700"]
-    assert reach["spread"] == [[3.0, 2.0, 1.0], [7.0, 2.0, 9.0]]
-    assert (reach["ours"], reach["baseline"], reach["ratio"]) == (2.0, 7.0, 3.5)
-    assert reach["met"] and reach["target"] == 3.0
-    assert rows["minutes until then"]["ours"] == 1.0  # the median run's 2nd epoch
-    at_equal = rows["best val/kappa at 3 epochs"]  # the shortest TPE + ASHA run's epochs
-    assert at_equal["spread"] == [[0.7, 0.8, 0.7], [0.3, 0.7, 0.0]]
-    assert (at_equal["ours"], at_equal["baseline"]) == (0.7, 0.3)
-    assert rows["epochs in the whole search"]["baseline"] == 9  # of 9, 6 and 9
-    never = efficiency_rows(runs, "max", "val/kappa", 0.95)[0]
-    assert never["ours"] == never["baseline"] == float("inf")
+
+RUNS = {  # three seeds an arm
+    "random-fifo": [_run([0.1, 0.5, 0.6]), _run([0.2, 0.3, 0.9]), _run([0.4, 0.4, 0.7])],
+    "tpe-fifo": [_run([0.7, 0.95, 0.2]), _run([0.7, 0.1, 0.1]), _run([0.8, 0.1, 0.1])],
+    "random-asha": [_run([0.1, 0.2]), _run([0.3]), _run([0.6, 0.65])],
+    "tpe-asha": [_run([0.8]), _run([0.5, 0.75]), _run([0.1, 0.2])],
+}
+
+
+def test_each_method_against_random_search_by_hand() -> None:
+    rows = {(r["arm"], r["measure"].split(": ")[1].split(" ")[0]): r
+            for r in comparison_rows("efficiency", RUNS, "max", "val/kappa")}
+    # random search's final bests 0.6, 0.9, 0.7: at least two of three reach 0.7 (the target)
+    epochs = rows[("tpe-asha", "epochs")]
+    assert "median best val/kappa (0.700)" in epochs["measure"]
+    # random: never, 3, 3 -> lower median 3; TPE + ASHA: 1, 2, never -> 2; 3/2 = 1.5 times
+    assert epochs["spread"] == [[1.0, 2.0, math.inf], [math.inf, 3.0, 3.0]]
+    assert (epochs["ours"], epochs["baseline"], epochs["ratio"]) == (2.0, 3.0, 1.5)
+    assert epochs["target"] == 3.0 and not epochs["met"]
+    assert epochs["low"] <= epochs["ratio"] <= epochs["high"]
+    assert rows[("tpe-fifo", "epochs")]["ratio"] == 3.0  # 1 epoch each, no target of its own
+    assert "target" not in rows[("tpe-fifo", "epochs")]
+    assert rows[("random-asha", "epochs")]["ratio"] == 0.0  # it never gets there
+    assert rows[("tpe-asha", "minutes")]["ratio"] == 1.5  # half a minute an epoch
+    # regret at equal epochs: TPE + ASHA spends 1, 2, 2 (lower median 2), random 3: at 2 epochs
+    # the best known is 0.95 (TPE alone); TPE + ASHA holds 0.8, 0.75, 0.2 -> regrets 0.15,
+    # 0.2, 0.75 (median 0.2); random holds 0.5, 0.3, 0.4 -> 0.45, 0.65, 0.55 (median 0.55)
+    regret = rows[("tpe-asha", "regret")]
+    assert "regret at 2 epochs (best known 0.950)" in regret["measure"]
+    assert regret["spread"] == [pytest.approx([0.15, 0.2, 0.75]), pytest.approx([0.45, 0.65, 0.55])]
+    assert regret["ratio"] == pytest.approx(0.55 / 0.2)
+
+
+def test_the_arms_never_share_their_start_up_trials() -> None:
+    import optuna
+
+    def first(sampler: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(sampler=sampler)
+        return [study.ask().suggest_float("lr", 1e-5, 1e-2, log=True) for _ in range(4)]
+
+    # with one seed, TPE's random start-up trials are random search's, exactly
+    assert first(make_sampler(0, 4)) == first(optuna.samplers.RandomSampler(seed=0))
+    seeds = {arm: arm_seed(arm, 0) for arm in ARMS}
+    assert len(set(seeds.values())) == len(ARMS)
+    assert first(make_sampler(seeds["tpe-asha"], 4)) != first(
+        optuna.samplers.RandomSampler(seed=seeds["random-fifo"]))
+
+
+def test_anytime_curves_hold_a_finished_runs_best() -> None:
+    runs = [_run([0.1, 0.5]), _run([0.3])]
+    low, mid, high = anytime(runs, "max", np.array([1.0, 2.0, 3.0]))
+    assert mid.tolist() == pytest.approx([0.2, 0.4, 0.4])
+    # quartiles of two values a and b (a < b), interpolated: a + (b - a) / 4 and a + 3(b - a) / 4
+    assert low.tolist() == pytest.approx([0.15, 0.35, 0.35])
+    assert high.tolist() == pytest.approx([0.25, 0.45, 0.45])
+    mid = anytime(runs, "max", np.array([0.25, 0.5, 1.0]), clock="minutes")[1]
+    assert np.isnan(mid[0]) and mid[1:].tolist() == pytest.approx([0.2, 0.4])
+
+
+def test_a_ratio_interval_comes_from_resampled_seeds() -> None:
+    ratio, low, high = ratio_interval([1.0] * 5, [3.0] * 5)
+    assert ratio == low == high == 3.0  # no spread over seeds: no width
+    ratio, low, high = ratio_interval([1.0, 2.0, 4.0, 8.0, 16.0], [10.0] * 5)
+    assert ratio == 2.5 and low < ratio < high and high == 10.0
 
 
 def test_the_readme_table_comes_from_the_newest_full_record_of_each_section(tmp_path: Path) -> None:

@@ -1,0 +1,155 @@
+"""The replay backend: a hand-made learning-curve table served through the real search
+(search.run --replay: Optuna, Ray Tune, ASHA, the run folder), its simulated clock, and the
+surrogate for configurations the table never saw; numbers worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import ray
+
+from search.curves import read_curves, write_curves
+from search.replay import fit_surrogate, held_out_error, simulated_times
+from search.run import main as run_main
+from spaces import get_experiment
+
+AUGMENTS = ["none", "flip", "flip+rotate", "flip+rotate+scale", "flip+rotate+scale+color"]
+PINNED = {"lr": 0.001, "weight_decay": 0.0001, "batch_size": 32, "preprocess": "circle",
+          "unfreeze_depth": "all", "label_smoothing": 0.1}
+# a configuration per augmentation policy, the rest pinned: QWK by epoch, and its seconds
+KAPPA = {"none": [0.30, 0.50, 0.55], "flip": [0.40, 0.45, 0.50], "flip+rotate": [0.20, 0.70, 0.90],
+         "flip+rotate+scale": [0.60, 0.62, 0.64], "flip+rotate+scale+color": [0.10, 0.15, 0.20]}
+SECONDS = {a: [3.0 + i, 1.0, 1.0 + i / 2] for i, a in enumerate(AUGMENTS)}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def space_json() -> dict[str, str]:
+    """deepdrid_finetune's distributions, as the collector records them."""
+    study = optuna.create_study()
+    trial = study.ask()
+    get_experiment("deepdrid_finetune").space(trial)  # type: ignore[misc]
+    return {k: optuna.distributions.distribution_to_json(d) for k, d in trial.distributions.items()}
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows = []
+    for augment in AUGMENTS:
+        params = json.dumps({**PINNED, "augment": augment}, sort_keys=True)
+        for epoch in (1, 2, 3):
+            k = KAPPA[augment][epoch - 1]
+            rows.append({"config": f"c/{augment}", "params": params, "epoch": epoch,
+                         "train/loss": 2 - k, "val/loss": 1.5 - k, "val/kappa": k,
+                         "seconds": SECONDS[augment][epoch - 1]})
+    fixed = get_experiment("deepdrid_finetune").config(demo=True, overrides={
+        "data": "/nowhere", "num_classes": 5}).to_dict()
+    path = tmp_path_factory.mktemp("curves") / "tiny.parquet"
+    write_curves(path, pd.DataFrame(rows), {
+        "experiment": "deepdrid_finetune", "metric": "val/kappa", "mode": "max",
+        "task": "grading", "space": space_json(), "fixed": fixed, "max_epochs": 3,
+        "configs": 5, "failed": []})
+    return path
+
+
+def replay(table: Path, results: Path, name: str, scheduler: str, samples: int) -> Path:
+    sets = [a for k, v in PINNED.items() for a in ("--set", f"{k}={v}")]
+    code = run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(results),
+                     "--name", name, "--sampler", "random", "--scheduler", scheduler,
+                     "--num-samples", str(samples), "--max-concurrent", "1", "--no-wandb",
+                     "--seed", "3", *sets])
+    assert code == 0
+    return results / "deepdrid_finetune" / name
+
+
+def in_order(run: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The epochs, and the trials in the order they ran (one at a time)."""
+    epochs = pd.read_parquet(run / "epochs.parquet").sort_values("sim/clock")
+    return epochs, list(dict.fromkeys(epochs["trial_id"]))
+
+
+def test_a_replayed_search_serves_the_recorded_curves(local_ray: None, table: Path,
+                                                      tmp_path: Path) -> None:
+    run = replay(table, tmp_path, "fifo", "fifo", 4)
+    trials = pd.read_parquet(run / "trials.parquet").set_index("trial_id")
+    epochs, order = in_order(run)
+    assert len(order) == 4 and set(trials["status"]) == {"completed"}
+    for trial_id, rows in epochs.groupby("trial_id"):
+        augment = trials.loc[trial_id, "augment"]
+        assert rows.sort_values("epoch")["val/kappa"].tolist() == pytest.approx(KAPPA[augment])
+        assert rows.sort_values("epoch")["sim/epoch_seconds"].tolist() == SECONDS[augment]
+        assert trials.loc[trial_id, "val/kappa"] == pytest.approx(max(KAPPA[augment]))
+    best = json.loads((run / "best" / "config.json").read_text())
+    assert best["value"] == pytest.approx(max(max(KAPPA[a]) for a in trials["augment"]))
+    # one trial at a time: each epoch ends the recorded seconds after the one before it
+    ends = simulated_times(epochs, workers=1)
+    by_hand = np.cumsum([s for t in order for s in SECONDS[trials.loc[t, "augment"]]])
+    assert ends.loc[epochs.index].tolist() == pytest.approx(by_hand.tolist())
+    # two workers: the first two trials start at 0, the third when the first is done
+    two = simulated_times(epochs, workers=2)
+    first, second = (sum(SECONDS[trials.loc[t, "augment"]]) for t in order[:2])
+    third = epochs[epochs["trial_id"] == order[2]].sort_values("epoch").index[0]
+    assert two[third] == pytest.approx(min(first, second) + SECONDS[trials.loc[order[2],
+                                                                              "augment"]][0])
+    study = optuna.load_study(study_name="fifo", storage=f"sqlite:///{run / 'study.db'}")
+    assert len(study.trials) == 4  # the real study, one Optuna trial per replayed one
+
+
+def test_asha_stops_replayed_trials_as_worked_out_by_hand(local_ray: None, table: Path,
+                                                          tmp_path: Path) -> None:
+    # deepdrid_finetune's budget: grace period 2, reduction factor 2, the table's 3 epochs:
+    # one rung, at epoch 2. A trial goes on if its epoch-2 QWK is at least the median of
+    # the epoch-2 values recorded there before it (ray's ASHA), the first one always
+    run = replay(table, tmp_path, "asha", "asha", 5)
+    trials = pd.read_parquet(run / "trials.parquet").set_index("trial_id")
+    _, order = in_order(run)
+    recorded: list[float] = []
+    for trial_id in order:
+        value = KAPPA[trials.loc[trial_id, "augment"]][1]
+        stops = bool(recorded) and value < np.percentile(recorded, 50)
+        recorded.append(value)
+        assert trials.loc[trial_id, "status"] == ("stopped early" if stops else "completed"), \
+            (trial_id, value, recorded)
+        assert trials.loc[trial_id, "epochs"] == (2 if stops else 3)
+    assert "stopped early" in set(trials["status"])  # this seed's draws put ASHA to work
+
+
+def test_the_surrogate_answers_configurations_the_table_never_saw(table: Path) -> None:
+    curves = read_curves(table)
+    surrogate = fit_surrogate(curves)
+    recorded = surrogate.predict({**PINNED, "augment": "flip+rotate"})
+    assert recorded["val/kappa"].tolist() == KAPPA["flip+rotate"]  # a recorded one: its own
+    unseen = surrogate.predict({**PINNED, "augment": "flip", "lr": 3e-3})
+    low, high = min(min(v) for v in KAPPA.values()), max(max(v) for v in KAPPA.values())
+    assert all(low <= v <= high for v in unseen["val/kappa"])  # averages of recorded values
+    assert set(unseen) == {"val/kappa", "val/loss", "train/loss", "seconds"}
+    error = held_out_error(curves)
+    assert error["configs"] == 5 and error["mae_best"] >= 0
+    # answering the median best (0.55) for every configuration: |0.55-0.55| + |0.5-0.55| +
+    # |0.9-0.55| + |0.64-0.55| + |0.2-0.55| = 0.84, a mean of 0.168
+    assert error["mae_best_of_the_median"] == pytest.approx(0.168)
+
+
+def test_a_table_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
+    from trainables.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no learning-curve table there"):
+        read_curves(tmp_path / "missing.parquet")
+    plain = tmp_path / "plain.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(plain)
+    with pytest.raises(ConfigError, match="without medtune's metadata"):
+        read_curves(plain)
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(ConfigError, match="not a parquet table"):
+        read_curves(tmp_path / "text.parquet")
