@@ -116,12 +116,16 @@ def _train_frame(p: dict[str, Any]) -> Any:
     return index, index.split("train")
 
 
-def experiment_params(name: str, sizes: dict[str, Any]) -> dict[str, Any]:
-    """The data, dataset kind, task and preprocessing the sections run on."""
+def experiment_params(name: str, sizes: dict[str, Any], *,
+                      images: bool = True) -> dict[str, Any]:
+    """The data, dataset kind, task and preprocessing the sections run on (without `images`,
+    none are generated: the replay section reads recorded curves only)."""
     from spaces import get_experiment
     from trainables.demo import ensure_demo
 
     experiment = get_experiment(name)
+    if not images:
+        return {"experiment": name, "dataset": experiment.dataset, "task": experiment.task.kind}
     if experiment.dataset == "deepdrid":
         data = bench_data(sizes)
     else:
@@ -434,10 +438,12 @@ def _target(r: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'section':11}{'measure':52}{'medtune':>10}{'baseline':>10}{'x better':>10}  target"]
+    width = max(10, *(len(_ratio(r)) + 2 for r in rows)) if rows else 10
+    lines = [f"{'section':11}{'measure':52}{'medtune':>10}{'baseline':>10}"
+             f"{'x better':>{width}}  target"]
     for r in rows:
         lines.append(f"{r['section']:11}{r['measure']:52}{_num(r['ours']):>10}"
-                     f"{_num(r['baseline']):>10}{_ratio(r):>10}  {_target(r)}")
+                     f"{_num(r['baseline']):>10}{_ratio(r):>{width}}  {_target(r)}")
     return "\n".join(lines)
 
 
@@ -564,7 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
     out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    params = {**sizes, **experiment_params(args.experiment, sizes), "workers": args.workers,
+    needs_data = bool(set(sections) - {"replay"})
+    params = {**sizes, **experiment_params(args.experiment, sizes, images=needs_data),
+              "workers": args.workers,
               "sets": args.sets, "figures": str(out.parent),
               "tables": [str(t) for t in args.tables or ()]}
     if args.seeds:

@@ -23,14 +23,18 @@ import pandas as pd
 from search.efficiency import ARMS, arm_seed
 
 REPLAY_WORKERS = 4  # trials at a time, as on a 4-GPU machine
+# replayed searches' seeds start here: far from the collector's (chunk i: seed i), so that no
+# arm draws the recorded configurations themselves (a random sampler with a chunk's seed would
+# replay its exact curves while every other arm gets the surrogate's)
+REPLAY_SEED_BASE = 10_000
 
 
 def replay_argv(p: dict[str, Any], results: str, name: str, arm: str, seed: int) -> list[str]:
     sampler, scheduler = arm.split("-")
     quick = ["--num-samples", "6"] if p.get("quick") else []
     return [p["table_experiment"], "--replay", p["table"], "--results", results, "--name", name,
-            "--seed", str(arm_seed(arm, seed)), "--sampler", sampler, "--scheduler", scheduler,
-            "--cpus-per-trial", str(2 / REPLAY_WORKERS), "--max-concurrent",
+            "--seed", str(REPLAY_SEED_BASE + arm_seed(arm, seed)), "--sampler", sampler,
+            "--scheduler", scheduler, "--cpus-per-trial", str(2 / REPLAY_WORKERS), "--max-concurrent",
             str(REPLAY_WORKERS), "--no-wandb", *quick]
 
 

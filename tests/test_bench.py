@@ -46,13 +46,13 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     record = json.loads(out.read_text())
     rows = {(r["section"], r["measure"]): r for r in record["rows"]}
     assert {s for s, _ in rows} == {"input", "train", "limit", "threads", "overhead",
-                                    "efficiency", "scale"}
+                                    "efficiency", "scale", "replay"}
     for key in [("input", "images/s"), ("input", "CPU s/image"), ("train", "resnet18 images/s"),
                 ("limit", "trainable / model alone, training images/s"),
                 ("threads", "2 threads: images/s vs 1 thread"),
                 ("overhead", "s per tiny trial in a search (W&B offline) vs plain"),
                 ("scale", "trials per minute, 2 worker nodes vs 1"),
-                ("efficiency", "epochs in the whole search")]:
+                ]:
         row = rows[key]
         assert row["ours"] > 0 and row["baseline"] > 0, row
         assert row["ratio"] == pytest.approx(
@@ -61,6 +61,14 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     assert rows[("input", "cache build s/image (once per node)")]["ours"] > 0
     assert rows[("overhead", "s to start a local Ray (once)")]["ours"] > 0
     assert rows[("scale", "trials per minute, 2 worker nodes vs 1")]["nodes_used"] == [2]
+    # efficiency and replay: every method against random search, a seed each, and a figure
+    for section in ("efficiency", "replay"):
+        total = [r for (s, m), r in rows.items() if s == section and m.endswith(
+            "TPE + ASHA: epochs in the whole search")]
+        assert len(total) == 1 and total[0]["baseline"] > 0 and total[0]["spread"][0]
+        assert (tmp_path / total[0]["figure"]).is_file()
+    error = next(r for (s, m), r in rows.items() if s == "replay" and "held-out error" in m)
+    assert 0 <= error["ours"] < 0.2  # the surrogate of a committed table
     assert "met" in rows[("limit", "trainable / model alone, training images/s")]
     env = record["environment"]
     assert env["python"] and env["cpus"] and env["git_commit"] and env["packages"]["torch"]

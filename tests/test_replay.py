@@ -153,3 +153,39 @@ def test_a_table_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "text.parquet").write_text("not parquet")
     with pytest.raises(ConfigError, match="not a parquet table"):
         read_curves(tmp_path / "text.parquet")
+
+
+@pytest.mark.slow
+def test_collect_records_whole_curves_and_a_second_run_trains_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from search.bench import main as bench_main
+
+    out = tmp_path / "curves.parquet"
+    args = ["collect", "deepdrid_finetune", "--configs", "2", "--out", str(out),
+            *[a for s in ("image_size=64", "max_train_batches=1", "max_eval_batches=1",
+                          "model=resnet18", "weights=none") for a in ("--set", s)]]
+    assert bench_main(args) == 0
+    curves = read_curves(out)
+    assert curves.meta["configs"] == 2 and curves.epochs == 6  # the demo budget's epochs
+    assert len(curves.frame) == 12 and curves.frame["seconds"].gt(0).all()
+    distributions = curves.distributions()
+    assert set(distributions) == set(get_experiment("deepdrid_finetune").searched)
+    for params in curves.configs()["params"]:  # inside the space
+        for name, value in params.items():
+            dist = distributions[name]
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                assert value in dist.choices, (name, value)
+            else:
+                assert dist.low <= value <= dist.high, (name, value)
+    assert curves.meta["fixed"]["image_size"] == 64 and curves.meta["data_fingerprint"]
+    assert curves.meta["environment"]["packages"]["torch"]
+    assert "collect deepdrid_finetune --configs 2" in curves.meta["command"]
+    # every configuration's recorded curve comes back from the surrogate as it was
+    surrogate = fit_surrogate(curves)
+    first = curves.configs()["params"][0]
+    assert surrogate.predict(first)["val/kappa"].tolist() == pytest.approx(
+        curves.matrix("val/kappa")[0].tolist())
+    capsys.readouterr()
+    assert bench_main(args) == 0  # the chunk is finished: nothing is trained again
+    assert "chunk-000" not in capsys.readouterr().out
+    assert read_curves(out).frame.equals(curves.frame)
