@@ -146,6 +146,9 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
         raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     run_config = json.loads((run_dir / "config.json").read_text())
     settings = run_config["settings"]
+    if settings.get("replay"):
+        raise ConfigError(f"{run_dir} is a replayed search (--replay {settings['replay']['table']})"
+                          ": it trained no model, so there is nothing to retrain")
     experiment = get_experiment(run_config["experiment"])
     task = experiment.task
     if task.multilabel and method == "vote":

@@ -40,10 +40,10 @@ def check_gain_against_files(run: Path, labels: dict[str, pd.DataFrame], columns
     assert set(gain) >= {"val", "test"}, "both splits are labelled"
 
     def scored(path: Path, split: str) -> float:
-        frame = pd.read_csv(path).merge(labels[split], on="ID", suffixes=("", "_true"))
-        assert len(frame) == len(labels[split]), path  # every image, matched by ID
-        truth = frame[[c + "_true" for c in columns] if len(columns) > 1 else ["label"]]
-        return score(truth.to_numpy().squeeze(), frame[columns].to_numpy())
+        truth = labels[split].set_index("ID").add_prefix("true:")
+        frame = pd.read_csv(path).merge(truth, left_on="ID", right_index=True)
+        assert len(frame) == len(truth), path  # every image, matched by ID
+        return score(frame[truth.columns].to_numpy().squeeze(), frame[columns].to_numpy())
 
     seeds, key = gain["defaults"]["seeds"], metrics["metric"].split("/", 1)[1]
     for split in ("val", "test"):

@@ -15,9 +15,11 @@ import pytest
 import ray
 
 from search.curves import read_curves, write_curves
+from search.final import run_final
 from search.replay import fit_surrogate, held_out_error, simulated_times
 from search.run import main as run_main
 from spaces import get_experiment
+from trainables.errors import ConfigError
 
 AUGMENTS = ["none", "flip", "flip+rotate", "flip+rotate+scale", "flip+rotate+scale+color"]
 PINNED = {"lr": 0.001, "weight_decay": 0.0001, "batch_size": 32, "preprocess": "circle",
@@ -104,6 +106,8 @@ def test_a_replayed_search_serves_the_recorded_curves(local_ray: None, table: Pa
                                                                               "augment"]][0])
     study = optuna.load_study(study_name="fifo", storage=f"sqlite:///{run / 'study.db'}")
     assert len(study.trials) == 4  # the real study, one Optuna trial per replayed one
+    with pytest.raises(ConfigError, match=r"a replayed search .* nothing to retrain"):
+        run_final(run)
 
 
 def test_asha_stops_replayed_trials_as_worked_out_by_hand(local_ray: None, table: Path,
@@ -142,8 +146,6 @@ def test_the_surrogate_answers_configurations_the_table_never_saw(table: Path) -
 
 
 def test_a_table_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
-    from trainables.errors import ConfigError
-
     with pytest.raises(ConfigError, match="no learning-curve table there"):
         read_curves(tmp_path / "missing.parquet")
     plain = tmp_path / "plain.parquet"
