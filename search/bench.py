@@ -1,6 +1,6 @@
 """Benchmarks as ratios of runs side by side, never as absolute times.
 
-    python -m search.bench                      # every section, full size (about an hour on 2 cores)
+    python -m search.bench                      # every section, full size (hours on 2 cores)
     python -m search.bench input limit          # some sections
     python -m search.bench --quick              # small sizes: the plumbing only
     python -m search.bench --readme             # README.md's table from results/bench/*.json
