@@ -80,10 +80,12 @@ def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
             return np.full(len(probs), np.nan)
 
     def gains(v: np.ndarray) -> np.ndarray:
-        """members' mean, best member, bag: each less the defaults' mean."""
+        """members' mean, best member, bag: how much better each is than the defaults' mean
+        (their difference, turned where lower is better: a gain is always > 0 when better)."""
         d, m = len(split.defaults), v[len(split.defaults):-1]
         base = v[:d].mean()
-        return np.array([m.mean() - base, v[d + members.index(best_member)] - base, v[-1] - base])
+        return task.sign * np.array([m.mean() - base, v[d + members.index(best_member)] - base,
+                                     v[-1] - base])
 
     point = values(None)
     rng = np.random.default_rng(seed)
