@@ -170,14 +170,23 @@ def anytime_figure(runs: dict[str, list[dict[str, Any]]], mode: str, metric: str
     longest = max(len(r["values"]) for rs in runs.values() for r in rs)
     last = max(r[clock][-1] for rs in runs.values() for r in rs)
     grids = (np.arange(1, longest + 1, dtype=float), np.linspace(0, last, 200))
+    every = [final_best(r, mode) for rs in runs.values() for r in rs]
+    best = max(every) if mode == "max" else min(every)
     for ax, grid, use in zip(axes, grids, ("", clock), strict=True):
+        medians = []
         for arm, rs in runs.items():
             low, mid, high = anytime(rs, mode, grid, use)
             name = "random search" if arm == BASELINE else COMPARISONS[arm]
             line = ax.plot(grid, mid, label=f"{name} ({len(rs)} seeds)")[0]
             ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.15)
+            medians.append(mid[len(grid) // 20:])  # past the first 5%: the searches' start
         ax.axhline(median_target(runs[BASELINE], mode), ls=":", color="grey",
                    label="random search's median final best")
+        # the range where the methods differ: from the worst median past the start to the best
+        edge = np.nanmin(medians) if mode == "max" else np.nanmax(medians)
+        margin = 0.1 * abs(best - edge) or 0.01
+        ax.set_ylim(*sorted((edge - margin if mode == "max" else edge + margin,
+                             best + margin if mode == "max" else best - margin)))
         ax.set_xlabel("epochs, all trials together" if not use else clock.replace("_", " "))
         ax.set_ylabel(f"best {metric} so far")
     axes[0].legend(fontsize=7)
