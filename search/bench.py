@@ -49,7 +49,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from search import bench_replay, bench_tune
+from search.bench_process import data_keys, measure
 from search.bench_rows import row, value_row
 from search.cli import positive_int, run
 from trainables.cache import cache_root
@@ -317,15 +317,6 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
     return {"images": n, "seconds": seconds, "rss_mb": _usage()["rss_mb"]}
 
 
-def data_keys(p: dict[str, Any]) -> dict[str, Any]:
-    """The trial config's data keys, the class count taken from the data."""
-    from trainables.datasets import read_dataset
-
-    index = read_dataset(p["dataset"], p["data"])
-    return {"data": p["data"], "dataset": p["dataset"], "task": p["task"],
-            "preprocess": p["preprocess"], "num_classes": index.num_classes}
-
-
 def bench_limit(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     measure("input-ours", params)  # the trainable's cache for these images and size
     ours, model = _pairs("train-ours", "limit-model", params, repeats, echo)
@@ -367,16 +358,6 @@ MEASURES = {
     "efficiency": bench_tune.measure_efficiency, "scale": bench_tune.measure_scale,
     "replay": bench_replay.measure_replay,
 }
-
-
-def measure(name: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
-    """Run one measurement in a fresh process; its last stdout line is the JSON result."""
-    done = subprocess.run([sys.executable, "-m", "search.bench", "--measure", name,
-                           "--params", json.dumps(params)], capture_output=True, text=True,
-                          env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0", **env})
-    if done.returncode != 0:
-        raise RuntimeError(f"bench {name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _pairs(ours: str, baseline: str, params: dict[str, Any], repeats: int,
@@ -489,48 +470,16 @@ def write_readme(readme: Path, records: list[Path]) -> None:
     readme.write_text(f"{head}{README_START}\n{readme_table(records)}\n{README_END}{tail}")
 
 
-def quiet_search_env(*, wandb: bool) -> None:
-    """A search run by the bench: Ray's old console output off, W&B offline."""
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    if wandb:
-        os.environ["WANDB_MODE"] = "offline"
-        os.environ.pop("WANDB_API_KEY", None)
-
-
 BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
            "threads": bench_threads, "overhead": bench_tune.bench_overhead,
            "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale,
            "replay": bench_replay.bench_replay}
 
 
-def collect_main(argv: list[str]) -> int:
-    """`python -m search.bench collect EXPERIMENT --configs N`: a learning-curve table."""
-    from search.curves import CURVES_DIR, collect
-    from search.curves import __doc__ as doc
-
-    p = argparse.ArgumentParser(prog="python -m search.bench collect", description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", help="see python -m search.list")
-    p.add_argument("--configs", type=positive_int, required=True,
-                   help="configurations drawn from the space, each trained to full length")
-    p.add_argument("--seed", type=int, default=0, help="the sampler's seed (chunk i: seed + i)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="a fixed config value of every configuration (e.g. image_size=96)")
-    p.add_argument("--out", type=Path, help="the table (default results/bench/curves/"
-                                            "<experiment>.parquet)")
-    args = p.parse_args(argv)
-    quiet_search_env(wandb=False)
-    out = args.out or CURVES_DIR / f"{args.experiment}.parquet"
-    collect(args.experiment, args.configs, sets=args.sets, seed=args.seed, out=out,
-            root=cache_root() / "curves", echo=lambda line: print(line, flush=True))
-    print(f"written to {out}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["collect"]:
-        return collect_main(argv[1:])
+        return bench_replay.collect_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sections", nargs="*", metavar="SECTION",

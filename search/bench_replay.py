@@ -7,12 +7,16 @@ reduction factor, TPE's start-up trials; epochs: the table's), `REPLAY_WORKERS` 
 time, through `search.run --replay` in one process per table (one Ray). A run's epochs are
 ordered by the simulated clock (search.replay.simulated_times). The rows name the table's
 experiment; the surrogate's held-out error comes first.
+
+`python -m search.bench collect` records the tables (`collect`, below; COLLECT_DOC).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,20 @@ import numpy as np
 import pandas as pd
 
 from search.efficiency import ARMS, arm_seed
+
+COLLECT_DOC = """python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]: a
+learning-curve table (search/curves.py). N configurations drawn at random from the experiment's
+space, each trained to full length on its demo data with every epoch recorded, by `search.run`
+itself (Optuna's random sampler, no early stopping, the demo's budget) in chunks of 25, each a
+run folder of its own under the cache (MEDTUNE_CACHE/curves/<experiment>/chunk-<i>): an
+interrupted collection continues where it stopped (the chunk in progress resumes through
+`search.run --resume`), a larger --configs adds chunks, and the table is rewritten after every
+chunk.
+
+    python -m search.bench collect deepdrid_finetune --configs 250 --set image_size=96
+    python -m search.bench collect medmnist --configs 250
+"""
+CHUNK = 25  # configurations per search: what an interruption can cost at most
 
 REPLAY_WORKERS = 4  # trials at a time, as on a 4-GPU machine
 # replayed searches' seeds start here: far from the collector's (chunk i: seed i), so that no
@@ -51,7 +69,7 @@ def replay_run(run_dir: Path, metric: str) -> dict[str, Any]:
 
 def measure_replay(p: dict[str, Any]) -> dict[str, Any]:
     """Every arm and seed on one table, in this process (Ray started once)."""
-    from search.bench import quiet_search_env
+    from search.bench_process import quiet_search_env
     from search.bench_tune import _search
     from search.curves import read_curves
 
@@ -77,7 +95,7 @@ def tables(params: dict[str, Any]) -> list[Path]:
 
 
 def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench import measure
+    from search.bench_process import measure
     from search.bench_rows import value_row
     from search.bench_tune import efficiency_record
     from search.curves import read_curves
@@ -111,3 +129,91 @@ def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[s
                                   title=f"{name}: {curves.meta['configs']} recorded "
                                         f"configurations, replayed")
     return rows
+
+
+# ---- collecting learning curves
+
+def chunk_argv(experiment: str, root: Path, name: str, *, configs: int, seed: int,
+               sets: list[str], resume: bool) -> list[str]:
+    """`search.run` arguments of one chunk: random configurations, each trained whole."""
+    if resume:  # the chunk's own settings are in its config.json
+        return [experiment, "--results", str(root), "--name", name, "--resume", "--no-final"]
+    return [experiment, "--demo", "--results", str(root), "--name", name, "--seed", str(seed),
+            "--num-samples", str(configs), "--sampler", "random", "--scheduler", "fifo",
+            "--cpus-per-trial", "1", "--no-final", "--no-wandb",
+            *[arg for s in sets for arg in ("--set", s)]]
+
+
+def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: Path,
+            root: Path, echo: Any = print) -> Path:
+    """Train `configs` random configurations of `experiment` (in chunks; finished chunks are
+    kept, an unfinished one resumes) and write their curves to `out`."""
+    from search.curves import write_table
+    from search.run import main as search_run
+    from spaces import get_experiment
+    from trainables.errors import ConfigError
+
+    get_experiment(experiment)  # an unknown name: the known ones, before anything runs
+    chunks = [(i, min(CHUNK, configs - i * CHUNK)) for i in range((configs + CHUNK - 1) // CHUNK)]
+    for i, n in chunks:
+        name = f"chunk-{i:03d}"
+        run_dir = root / experiment / name
+        if _finished(run_dir, n):
+            continue
+        resume = (run_dir / "config.json").is_file()
+        echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
+             f"{i * CHUNK + 1}-{i * CHUNK + n} of {configs}")
+        code = search_run(chunk_argv(experiment, root, name, configs=n, seed=seed + i,
+                                     sets=sets, resume=resume))
+        if code not in (0, 1):  # 1: some trial failed (a NaN loss), which the table records
+            raise ConfigError(f"collect {experiment}: {name} stopped (code {code}); run the "
+                              "same command again to continue")
+        done = [root / experiment / f"chunk-{j:03d}" for j, _ in chunks[: i + 1]]
+        table = write_table(experiment, done, out,
+                            command=_command(experiment, configs, sets, seed))
+        echo(f"collect {experiment}: {out} holds the curves of {table.meta['configs']} "
+             f"configurations ({len(table.meta['failed'])} failed)")
+    if not out.is_file():  # every chunk was finished before: the table from them
+        write_table(experiment, [root / experiment / f"chunk-{i:03d}" for i, _ in chunks], out,
+                    command=_command(experiment, configs, sets, seed))
+    return out
+
+
+def _command(experiment: str, configs: int, sets: list[str], seed: int) -> str:
+    return shlex.join(["python", "-m", "search.bench", "collect", experiment, "--configs",
+                       str(configs), "--seed", str(seed),
+                       *[arg for s in sets for arg in ("--set", s)]])
+
+
+def _finished(run_dir: Path, n: int) -> bool:
+    trials = run_dir / "trials.parquet"
+    if not trials.is_file():
+        return False
+    status = pd.read_parquet(trials, columns=["status"])["status"]
+    return int(status.isin(["completed", "failed"]).sum()) >= n
+
+
+def collect_main(argv: list[str]) -> int:
+    """`python -m search.bench collect EXPERIMENT --configs N`: a learning-curve table."""
+    from search.bench_process import quiet_search_env
+    from search.cli import positive_int
+    from search.curves import CURVES_DIR
+    from trainables.cache import cache_root
+
+    p = argparse.ArgumentParser(prog="python -m search.bench collect", description=COLLECT_DOC,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", help="see python -m search.list")
+    p.add_argument("--configs", type=positive_int, required=True,
+                   help="configurations drawn from the space, each trained to full length")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed (chunk i: seed + i)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fixed config value of every configuration (e.g. image_size=96)")
+    p.add_argument("--out", type=Path, help="the table (default results/bench/curves/"
+                                            "<experiment>.parquet)")
+    args = p.parse_args(argv)
+    quiet_search_env(wandb=False)
+    out = args.out or CURVES_DIR / f"{args.experiment}.parquet"
+    collect(args.experiment, args.configs, sets=args.sets, seed=args.seed, out=out,
+            root=cache_root() / "curves", echo=lambda line: print(line, flush=True))
+    print(f"written to {out}")
+    return 0

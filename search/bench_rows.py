@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
+
+import numpy as np
+
+DRAWS = 2000  # bootstrap draws over seeds
+LEVEL = 0.95
 
 
 def row(section: str, measure: str, ours: float, baseline: float,
@@ -34,8 +40,6 @@ def interval_row(section: str, measure: str, costs: tuple[list[float], list[floa
     medians of ours and the baseline's, their ratio "times fewer" with its bootstrap interval
     over seeds (`low`, `high`), every seed's cost (`spread`) and, with a `target`, whether the
     ratio reaches it."""
-    from search.efficiency import LEVEL, ratio_interval
-
     ours, base = costs
     ratio, low, high = ratio_interval(ours, base)
     out = {"section": section, "measure": measure,
@@ -45,3 +49,29 @@ def interval_row(section: str, measure: str, costs: tuple[list[float], list[floa
     if target is not None:
         out.update(target=target, met=ratio >= target)
     return out
+
+
+def _lower_median(values: list[float] | np.ndarray) -> float:
+    return float(statistics.median_low(list(values)))
+
+
+def ratio_interval(ours: list[float], base: list[float], *, seed: int = 0,
+                   draws: int = DRAWS) -> tuple[float, float, float]:
+    """base / ours of the lower medians over seeds ("times fewer"), and a bootstrap interval:
+    each side's seeds resampled on their own. inf where ours is 0 or base is inf (and ours
+    is not); a draw where both are inf or 0 is left out."""
+    def ratio(b: float, o: float) -> float:
+        if (math.isinf(b) and math.isinf(o)) or (b == 0 and o == 0):
+            return math.nan
+        return math.inf if o == 0 or math.isinf(b) else b / o
+
+    rng = np.random.default_rng(seed)
+    o, b = np.array(ours, dtype=float), np.array(base, dtype=float)
+    drawn = [ratio(_lower_median(rng.choice(b, len(b))), _lower_median(rng.choice(o, len(o))))
+             for _ in range(draws)]
+    tail = 100 * (1 - LEVEL) / 2
+    finite = np.array([d for d in drawn if d == d])
+    # percentiles of actual draws (no interpolation: a draw may be inf)
+    low, high = (np.percentile(finite, [tail, 100 - tail], method="inverted_cdf")
+                 if len(finite) else (math.nan, math.nan))
+    return ratio(_lower_median(b), _lower_median(o)), float(low), float(high)

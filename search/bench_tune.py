@@ -81,7 +81,7 @@ def measure_overhead_search(p: dict[str, Any]) -> dict[str, Any]:
     calls, with the one thread a one-CPU trial gets."""
     import torch
 
-    from search.bench import quiet_search_env
+    from search.bench_process import quiet_search_env
     from trainables.config import TrainConfig
     from trainables.reporting import LocalReporter
     from trainables.trainable import fit
@@ -107,13 +107,13 @@ def measure_overhead_search(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tiny_config(p: dict[str, Any]) -> dict[str, Any]:
-    from search.bench import data_keys
+    from search.bench_process import data_keys
 
     return {**data_keys(p), **TINY, "epochs": 2}
 
 
 def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench import measure
+    from search.bench_process import measure
     from search.bench_rows import row, value_row
 
     rows: list[dict[str, Any]] = []
@@ -155,7 +155,7 @@ def _demo_search(p: dict[str, Any], results: str, name: str, arm: str, seed: int
 def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
     """One demo search of an arm; its epochs in the order they finished, each with its value
     and minutes since the search's first trial started."""
-    from search.bench import quiet_search_env
+    from search.bench_process import quiet_search_env
     from spaces import get_experiment
 
     quiet_search_env(wandb=False)
@@ -176,7 +176,7 @@ def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
 def bench_efficiency(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     """Every arm (search.efficiency.ARMS) over `seeds` seeds of real demo searches, seeds
     outermost so that drift on the machine hits every arm alike."""
-    from search.bench import measure
+    from search.bench_process import measure
     from spaces import get_experiment
 
     experiment = get_experiment(params["experiment"])
@@ -221,7 +221,7 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from search.bench import quiet_search_env
+    from search.bench_process import quiet_search_env
 
     quiet_search_env(wandb=False)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -247,7 +247,7 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_scale(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench import data_keys, measure
+    from search.bench_process import data_keys, measure
     from search.bench_rows import row
 
     # the cache at 96 px, built once before the clocks start

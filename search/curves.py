@@ -12,17 +12,14 @@ experiment, its metric and mode, the space (each parameter's Optuna distribution
 trial config, the epochs, the data's fingerprint, package versions, the machine, the command
 and the configurations that failed (with their error; they are not in the rows).
 
-The configurations are trained by `search.run` itself (Optuna's random sampler, no early
-stopping, the experiment's demo data and budget) in chunks of `CHUNK`, each a run folder of its
-own under the cache (`MEDTUNE_CACHE/curves/<experiment>/chunk-<i>`): an interrupted collection
-continues where it stopped (the chunk in progress resumes through `search.run --resume`), a
-larger `--configs` adds chunks, and the table is rewritten after every chunk.
+The configurations are trained by `search.run` itself in resumable chunks
+(search/bench_replay.py: `collect`); `write_table` makes the table of the finished chunks'
+run folders.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +29,6 @@ import pandas as pd
 
 from trainables.errors import ConfigError
 
-CHUNK = 25  # configurations per search: what an interruption can cost at most
 META_KEY = b"medtune"
 CURVES_DIR = Path("results") / "bench" / "curves"
 
@@ -114,66 +110,6 @@ def read_curves(path: str | Path) -> Curves:
         raise ConfigError(f"{path}: configuration {short.index[0]} has {short.iloc[0]} epochs, "
                           f"not {meta['max_epochs']}")
     return Curves(frame, meta)
-
-
-# ---- collecting
-
-def chunk_argv(experiment: str, root: Path, name: str, *, configs: int, seed: int,
-               sets: list[str], resume: bool) -> list[str]:
-    """`search.run` arguments of one chunk: random configurations, each trained whole."""
-    if resume:  # the chunk's own settings are in its config.json
-        return [experiment, "--results", str(root), "--name", name, "--resume", "--no-final"]
-    return [experiment, "--demo", "--results", str(root), "--name", name, "--seed", str(seed),
-            "--num-samples", str(configs), "--sampler", "random", "--scheduler", "fifo",
-            "--cpus-per-trial", "1", "--no-final", "--no-wandb",
-            *[arg for s in sets for arg in ("--set", s)]]
-
-
-def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: Path,
-            root: Path, echo: Any = print) -> Path:
-    """Train `configs` random configurations of `experiment` (in chunks; finished chunks are
-    kept, an unfinished one resumes) and write their curves to `out`."""
-    from search.run import main as search_run
-    from spaces import get_experiment
-
-    get_experiment(experiment)  # an unknown name: the known ones, before anything runs
-    chunks = [(i, min(CHUNK, configs - i * CHUNK)) for i in range((configs + CHUNK - 1) // CHUNK)]
-    for i, n in chunks:
-        name = f"chunk-{i:03d}"
-        run_dir = root / experiment / name
-        if _finished(run_dir, n):
-            continue
-        resume = (run_dir / "config.json").is_file()
-        echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
-             f"{i * CHUNK + 1}-{i * CHUNK + n} of {configs}")
-        code = search_run(chunk_argv(experiment, root, name, configs=n, seed=seed + i,
-                                     sets=sets, resume=resume))
-        if code not in (0, 1):  # 1: some trial failed (a NaN loss), which the table records
-            raise ConfigError(f"collect {experiment}: {name} stopped (code {code}); run the "
-                              "same command again to continue")
-        done = [root / experiment / f"chunk-{j:03d}" for j, _ in chunks[: i + 1]]
-        table = write_table(experiment, done, out,
-                            command=_command(experiment, configs, sets, seed))
-        echo(f"collect {experiment}: {out} holds the curves of {table.meta['configs']} "
-             f"configurations ({len(table.meta['failed'])} failed)")
-    if not out.is_file():  # every chunk was finished before: the table from them
-        write_table(experiment, [root / experiment / f"chunk-{i:03d}" for i, _ in chunks], out,
-                    command=_command(experiment, configs, sets, seed))
-    return out
-
-
-def _command(experiment: str, configs: int, sets: list[str], seed: int) -> str:
-    return shlex.join(["python", "-m", "search.bench", "collect", experiment, "--configs",
-                       str(configs), "--seed", str(seed),
-                       *[arg for s in sets for arg in ("--set", s)]])
-
-
-def _finished(run_dir: Path, n: int) -> bool:
-    trials = run_dir / "trials.parquet"
-    if not trials.is_file():
-        return False
-    status = pd.read_parquet(trials, columns=["status"])["status"]
-    return int(status.isin(["completed", "failed"]).sum()) >= n
 
 
 def write_table(experiment: str, chunks: list[Path], out: Path, *, command: str) -> Curves:

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from search.bench_rows import interval_row
+
 BASELINE = "random-fifo"
 ARMS = (BASELINE, "tpe-fifo", "random-asha", "tpe-asha")  # sampler-scheduler
 COMPARISONS = {"tpe-fifo": "TPE alone", "random-asha": "ASHA alone", "tpe-asha": "TPE + ASHA"}
 TARGETS = {"tpe-asha": 3.0}  # epochs to the target: at least 3 times fewer than random search
 ARM_SEED_STRIDE = 1000  # arm i searches with seeds i * 1000 + s
-DRAWS = 2000  # bootstrap draws over seeds
-LEVEL = 0.95
 
 
 def arm_seed(arm: str, seed: int) -> int:
@@ -81,32 +81,6 @@ def regret_at(run: dict[str, Any], epochs: int, best: float, mode: str) -> float
     return best - value if mode == "max" else value - best
 
 
-def _lower_median(values: list[float] | np.ndarray) -> float:
-    return float(statistics.median_low(list(values)))
-
-
-def ratio_interval(ours: list[float], base: list[float], *, seed: int = 0,
-                   draws: int = DRAWS) -> tuple[float, float, float]:
-    """base / ours of the lower medians over seeds ("times fewer"), and a bootstrap interval:
-    each side's seeds resampled on their own. inf where ours is 0 or base is inf (and ours
-    is not); a draw where both are inf or 0 is left out."""
-    def ratio(b: float, o: float) -> float:
-        if (math.isinf(b) and math.isinf(o)) or (b == 0 and o == 0):
-            return math.nan
-        return math.inf if o == 0 or math.isinf(b) else b / o
-
-    rng = np.random.default_rng(seed)
-    o, b = np.array(ours, dtype=float), np.array(base, dtype=float)
-    drawn = [ratio(_lower_median(rng.choice(b, len(b))), _lower_median(rng.choice(o, len(o))))
-             for _ in range(draws)]
-    tail = 100 * (1 - LEVEL) / 2
-    finite = np.array([d for d in drawn if d == d])
-    # percentiles of actual draws (no interpolation: a draw may be inf)
-    low, high = (np.percentile(finite, [tail, 100 - tail], method="inverted_cdf")
-                 if len(finite) else (math.nan, math.nan))
-    return ratio(_lower_median(b), _lower_median(o)), float(low), float(high)
-
-
 def comparison_rows(section: str, runs: dict[str, list[dict[str, Any]]], mode: str,
                     metric: str, *, clock: str = "minutes", label: str = "",
                     best: float | None = None) -> list[dict[str, Any]]:
@@ -114,8 +88,6 @@ def comparison_rows(section: str, runs: dict[str, list[dict[str, Any]]], mode: s
     best, and the regret at equal epochs, each with its interval over seeds. `best` is the
     best value known (default: the best of every run); `label` prefixes each measure (the
     experiment, for a replay)."""
-    from search.bench_rows import interval_row
-
     base = runs[BASELINE]
     target = median_target(base, mode)
     every = [final_best(r, mode) for rs in runs.values() for r in rs]

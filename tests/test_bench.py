@@ -11,16 +11,9 @@ import numpy as np
 import pytest
 
 from search.bench import main, readme_table, row, table, write_readme
+from search.bench_rows import ratio_interval
 from search.driver import make_sampler
-from search.efficiency import (
-    ARMS,
-    anytime,
-    arm_seed,
-    best_so_far,
-    comparison_rows,
-    epochs_to,
-    ratio_interval,
-)
+from search.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
 from trainables.errors import ConfigError
 
 
