@@ -432,29 +432,29 @@ README_START, README_END = "<!-- bench table: start -->", "<!-- bench table: end
 
 
 def readme_table(records: list[Path]) -> str:
-    """The README's table: for each section, the rows of the newest full-size record that has
-    it, each row naming its record."""
-    newest: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+    """The README's table: for each section (and for replay, each learning-curve table), the
+    rows of the newest full-size record that has it, each row naming its record."""
+    newest: dict[tuple[str, str], tuple[str, Path, dict[str, Any]]] = {}
     for path in records:
         record = json.loads(path.read_text())
         if record["params"].get("quick"):
             continue
-        for section in {r["section"] for r in record["rows"]}:
+        for key in {(r["section"], r.get("table", "")) for r in record["rows"]}:
             stamp = record.get("finished", path.name)
-            if section not in newest or stamp > newest[section][0]:
-                newest[section] = (stamp, path, record)
+            if key not in newest or stamp > newest[key][0]:
+                newest[key] = (stamp, path, record)
     lines = ["| section | measure | medtune | baseline | x better | target | record |",
              "|---|---|---|---|---|---|---|"]
-    for section in SECTIONS:
-        if section not in newest:
-            continue
-        _, path, record = newest[section]
+    for key in sorted(newest, key=lambda k: (SECTIONS.index(k[0]), k[1])):
+        section, curves = key
+        _, path, record = newest[key]
         commit = (record["environment"].get("git_commit") or "")[:7]
         changed = [f for f in record["environment"].get("git_changed") or ()
                    if not f.endswith(".md")]  # documentation does not change a measurement
         if changed:
             commit += " + changes"
-        for r in (r for r in record["rows"] if r["section"] == section):
+        for r in (r for r in record["rows"]
+                  if r["section"] == section and r.get("table", "") == curves):
             lines.append(f"| {section} | {r['measure']} | {_num(r['ours'])} | {_num(r['baseline'])} "
                          f"| {_ratio(r)} | {_target(r)} | `{path.name}` ({commit}) |")
     return "\n".join(lines)

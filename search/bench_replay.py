@@ -111,7 +111,7 @@ def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[s
         curves = read_curves(table)
         name, metric, mode = curves.meta["experiment"], curves.metric, curves.mode
         error = held_out_error(curves)
-        rows += [
+        error_rows = [
             value_row("replay", f"{name}: surrogate's held-out error of a configuration's best "
                                 f"{metric} ({error['configs']} configurations; always the "
                                 f"median: {error['mae_best_of_the_median']:.3f})",
@@ -124,10 +124,11 @@ def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[s
                                   "seeds": params["replay_seeds"]})["runs"]
         pick = np.max if mode == "max" else np.min
         best = float(pick(curves.matrix(metric)))  # the table's best: no replay exceeds it
-        rows += efficiency_record(params, "replay", runs, mode, metric,
-                                  clock="simulated_minutes", label=name, best=best,
-                                  title=f"{name}: {curves.meta['configs']} recorded "
-                                        f"configurations, replayed")
+        table_rows = [*error_rows, *efficiency_record(
+            params, "replay", runs, mode, metric, clock="simulated_minutes", label=name,
+            best=best, title=f"{name}: {curves.meta['configs']} recorded configurations, "
+                             "replayed")]
+        rows += [{**r, "table": name} for r in table_rows]  # README: the newest per table
     return rows
 
 

@@ -178,6 +178,13 @@ def test_the_readme_table_comes_from_the_newest_full_record_of_each_section(tmp_
     assert lines[2] == "| input | images/s | 300 | 10 | 30 |  | `b.json` (abcdef0) |"
     assert lines[3] == ("| scale | trials per minute, 2 worker nodes vs 1 | 3.4 | 2 | 1.7 | "
                         ">= 1.8: MISSED | `d.json` (abcdef0 + changes) |")
+    # replay: the newest record of each learning-curve table, however many records hold them
+    a = record("r1.json", "2026-04-01", [{**row("replay", "a: x", 2.0, 1.0, True), "table": "a"},
+                                          {**row("replay", "b: x", 9.0, 1.0, True), "table": "b"}])
+    b = record("r2.json", "2026-05-01", [{**row("replay", "b: x", 3.0, 1.0, True), "table": "b"}])
+    replay = [line for line in readme_table([a, b]).splitlines() if line.startswith("| replay")]
+    assert replay == ["| replay | a: x | 2 | 1 | 2 |  | `r1.json` (abcdef0) |",
+                      "| replay | b: x | 3 | 1 | 3 |  | `r2.json` (abcdef0) |"]
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench table: start -->\nold\n<!-- bench table: end -->\nrest\n")
     write_readme(readme, [new])
