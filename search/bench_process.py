@@ -16,7 +16,8 @@ def measure(name: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
                            "--params", json.dumps(params)], capture_output=True, text=True,
                           env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0", **env})
     if done.returncode != 0:
-        raise RuntimeError(f"bench {name} failed:\n{done.stderr[-3000:]}")
+        said = (done.stderr.strip() or done.stdout.strip())[-3000:]  # the CLI's line is on stdout
+        raise RuntimeError(f"bench {name} failed (exit {done.returncode}):\n{said}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

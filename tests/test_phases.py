@@ -171,8 +171,14 @@ def test_a_trial_killed_in_phase_b_resumes_in_ray_tune_and_matches_an_uninterrup
         ray.shutdown()
     frames = {r.config["kill"]: r.metrics_dataframe for r in results}
     assert all(r.error is None for r in results)
-    killed, whole = frames[True], frames[False]
-    assert killed["epoch"].tolist() == [1, 2, 3, 4, 5]  # the retry began at epoch 4, in phase b
-    assert killed["phase"].tolist() == [1, 1, 2, 2, 2]
+    killed, whole = frames[True], frames[False].set_index("epoch")
+    # the retry began at epoch 4, in phase b (no epoch trained twice). Epoch 3's row can be
+    # missing: a restarted trial's result.json is copied back from the storage copy, which Ray
+    # may not have synced since epoch 3 (JsonLoggerCallback._restore_from_remote)
+    assert killed["epoch"].tolist() in ([1, 2, 3, 4, 5], [1, 2, 4, 5])
+    killed = killed.set_index("epoch")
+    assert killed.loc[[4, 5], "phase"].tolist() == [2, 2]
+    assert whole["phase"].tolist() == [1, 1, 2, 2, 2]
     for column in ("val/loss", "train/loss", "lr"):
-        assert killed[column].tolist() == pytest.approx(whole[column].tolist(), rel=1e-6)
+        assert killed[column].tolist() == pytest.approx(whole.loc[killed.index, column].tolist(),
+                                                        rel=1e-6)
