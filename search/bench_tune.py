@@ -117,7 +117,7 @@ def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict
     from search.bench_rows import row, value_row
 
     rows: list[dict[str, Any]] = []
-    for wandb in (False, True):
+    for wandb in (True,) if params.get("quick") else (False, True):  # quick: the plumbing once
         runs = []
         for i in range(repeats):
             runs.append(measure("overhead-search", {**params, "wandb": wandb}))
@@ -145,7 +145,7 @@ def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict
 
 def _demo_search(p: dict[str, Any], results: str, name: str, arm: str, seed: int) -> list[str]:
     sampler, scheduler = arm.split("-")
-    quick = ["--smoke-test", "--num-samples", "3"] if p.get("quick") else []
+    quick = ["--smoke-test", "--num-samples", "2"] if p.get("quick") else []
     return [p["experiment"], "--demo", "--results", results, "--name", name,
             "--seed", str(arm_seed(arm, seed)), "--sampler", sampler, "--scheduler", scheduler,
             "--no-final", "--no-wandb", *[a for s in p.get("sets") or () for a in ("--set", s)],
