@@ -460,6 +460,11 @@ def readme_table(records: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def records_in(folder: Path) -> list[Path]:
+    """The bench records in `folder` (the runs written beside a record are not records)."""
+    return [p for p in sorted(folder.glob("*.json")) if not p.name.endswith(bench_tune.RUNS_SUFFIX)]
+
+
 def write_readme(readme: Path, records: list[Path]) -> None:
     """Replace the table between the README's bench markers with one made from `records`."""
     text = readme.read_text()
@@ -508,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(MEASURES[args.measure](json.loads(args.params))), flush=True)
         return 0
     if args.readme:
-        records = sorted(Path("results/bench").glob("*.json"))
+        records = records_in(Path("results/bench"))
         write_readme(Path("README.md"), records)
         print(f"README.md: the table from {len(records)} record(s) in results/bench/")
         return 0

@@ -32,6 +32,7 @@ from search.efficiency import (
     comparison_rows,
 )
 
+RUNS_SUFFIX = "-runs.json"  # beside a record: every run's best so far (not a record)
 TINY = {"model": "resnet18", "weights": "none", "image_size": 64, "batch_size": 8,
         "max_train_batches": 2, "max_eval_batches": 1, "device": "cpu"}
 
@@ -206,7 +207,7 @@ def efficiency_record(params: dict[str, Any], section: str,
     folder = Path(params.get("figures") or "results/bench")
     stem = f"{section}-{label or params['experiment']}"
     figure = anytime_figure(runs, mode, metric, folder / f"{stem}.png", title=title, clock=clock)
-    (folder / f"{stem}-runs.json").write_text(json.dumps({"metric": metric, "mode": mode,
+    (folder / f"{stem}{RUNS_SUFFIX}").write_text(json.dumps({"metric": metric, "mode": mode,
                                                          "clock": clock, "runs": runs}))
     for r in rows:
         r["figure"] = figure.name

@@ -102,8 +102,8 @@ def comparison_rows(section: str, runs: dict[str, list[dict[str, Any]]], mode: s
                      f"({target:.3f})", epochs, target=TARGETS.get(arm), arm=arm))
         minutes = ([cost_to(r, target, mode, clock) for r in ours],
                    [cost_to(r, target, mode, clock) for r in base])
-        rows.append(interval_row(section, f"{prefix}{name}: {clock} to the same", minutes,
-                                 arm=arm))
+        rows.append(interval_row(section, f"{prefix}{name}: {clock.replace('_', ' ')} to the same",
+                                 minutes, arm=arm))
         equal = int(min(statistics.median_low([len(r["values"]) for r in rs])
                         for rs in (ours, base)))
         regrets = ([regret_at(r, equal, best, mode) for r in ours],

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.bench import main, readme_table, row, table, write_readme
+from search.bench import main, readme_table, records_in, row, table, write_readme
 from search.bench_rows import ratio_interval
 from search.driver import make_sampler
 from search.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
@@ -182,6 +182,9 @@ def test_the_readme_table_comes_from_the_newest_full_record_of_each_section(tmp_
     a = record("r1.json", "2026-04-01", [{**row("replay", "a: x", 2.0, 1.0, True), "table": "a"},
                                           {**row("replay", "b: x", 9.0, 1.0, True), "table": "b"}])
     b = record("r2.json", "2026-05-01", [{**row("replay", "b: x", 3.0, 1.0, True), "table": "b"}])
+    (tmp_path / "replay-a-runs.json").write_text(json.dumps({"metric": "x", "runs": {}}))
+    assert {p.name for p in records_in(tmp_path)} == {"a.json", "b.json", "c.json", "d.json",
+                                                      "r1.json", "r2.json"}
     replay = [line for line in readme_table([a, b]).splitlines() if line.startswith("| replay")]
     assert replay == ["| replay | a: x | 2 | 1 | 2 |  | `r1.json` (abcdef0) |",
                       "| replay | b: x | 3 | 1 | 3 |  | `r2.json` (abcdef0) |"]
