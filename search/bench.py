@@ -31,6 +31,7 @@ Sections:
               --seeds each (default 20; search/bench_replay.py)
 
   python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]   # a curve table
+  python -m search.bench curves [TABLE ...]     # a table's size, spread, early ranks, surrogate error
 
 The images are full-size synthetic fundus JPEGs (2048x1944 like a fundus camera; 512 px with
 --quick), generated once into the cache folder; with `--experiment NAME` the sections run on
@@ -485,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["collect"]:
         return bench_replay.collect_main(argv[1:])
+    if argv[:1] == ["curves"]:
+        return bench_replay.curves_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sections", nargs="*", metavar="SECTION",

@@ -218,3 +218,39 @@ def collect_main(argv: list[str]) -> int:
             root=cache_root() / "curves", echo=lambda line: print(line, flush=True))
     print(f"written to {out}")
     return 0
+
+
+def describe(table: Path) -> list[str]:
+    """What `python -m search.bench curves` prints of one table: its size, the surrogate's
+    held-out error, and how much the choice matters (search.replay.landscape)."""
+    from search.curves import read_curves
+    from search.replay import held_out_error, landscape
+
+    curves = read_curves(table)
+    error, land = held_out_error(curves), landscape(curves)
+    spread = ", ".join(f"{q}%: {v:.3f}" for q, v in land["last_percentiles"].items())
+    ranks = ", ".join(f"{e}: {r:.2f}" for e, r in enumerate(land["rank_by_epoch"], start=1))
+    return [f"{table}: {curves.meta['experiment']}, {land['configs']} configurations of "
+            f"{curves.epochs} epochs, {curves.metric} ({curves.mode})",
+            f"  last epoch's {curves.metric}, percentiles over configurations: {spread}; "
+            f"best recorded {land['best']:.3f}",
+            f"  rank correlation of an epoch's value with the configuration's best: {ranks}",
+            f"  surrogate's held-out error of the best: {error['mae_best']:.3f} (always the "
+            f"median: {error['mae_best_of_the_median']:.3f}), rank correlation "
+            f"{error['spearman_best']:.2f}"]
+
+
+def curves_main(argv: list[str]) -> int:
+    """`python -m search.bench curves [TABLE ...]`: describe learning-curve tables."""
+    from search.curves import CURVES_DIR
+
+    p = argparse.ArgumentParser(prog="python -m search.bench curves",
+                                description="describe learning-curve tables: their size, how "
+                                            "much the choice matters, the surrogate's error")
+    p.add_argument("tables", nargs="*", type=Path,
+                   help="learning-curve tables (default: results/bench/curves/*.parquet)")
+    args = p.parse_args(argv)
+    for table in args.tables or sorted(CURVES_DIR.glob("*.parquet")):
+        print("\n".join(describe(table)))
+    return 0
+

@@ -157,6 +157,24 @@ def held_out_error(curves: Curves, *, seed: int = 0) -> dict[str, Any]:
             "mae_best_of_the_median": float(np.abs(true_best - np.median(true_best)).mean())}
 
 
+QUANTILES = (10, 25, 50, 75, 90)
+
+
+def landscape(curves: Curves) -> dict[str, Any]:
+    """How much the choice matters in a table: percentiles of a configuration's last-epoch
+    value, the best value recorded, and how well each epoch's value ranks the configurations
+    by their best (Spearman; what an early stop at that epoch goes by)."""
+    from scipy.stats import spearmanr
+
+    metric = curves.matrix(curves.metric)
+    pick = np.max if curves.mode == "max" else np.min
+    best = pick(metric, axis=1)
+    return {"configs": len(metric), "best": float(pick(metric)),
+            "last_percentiles": {q: float(np.quantile(metric[:, -1], q / 100)) for q in QUANTILES},
+            "rank_by_epoch": [float(spearmanr(metric[:, e], best).statistic)
+                              for e in range(metric.shape[1])]}
+
+
 @functools.lru_cache(maxsize=4)
 def _surrogate(path: str, mtime: float) -> Surrogate:
     return fit_surrogate(read_curves(path))

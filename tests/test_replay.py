@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import ray
 
+from search.bench import main as bench_main
 from search.curves import read_curves, write_curves
 from search.final import run_final
-from search.replay import fit_surrogate, held_out_error, simulated_times
+from search.replay import fit_surrogate, held_out_error, landscape, simulated_times
 from search.run import main as run_main
 from spaces import get_experiment
 from trainables.errors import ConfigError
@@ -143,6 +144,24 @@ def test_the_surrogate_answers_configurations_the_table_never_saw(table: Path) -
     # answering the median best (0.55) for every configuration: |0.55-0.55| + |0.5-0.55| +
     # |0.9-0.55| + |0.64-0.55| + |0.2-0.55| = 0.84, a mean of 0.168
     assert error["mae_best_of_the_median"] == pytest.approx(0.168)
+
+
+def test_a_tables_landscape_by_hand(table: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    land = landscape(read_curves(table))
+    # last epochs 0.2, 0.5, 0.55, 0.64, 0.9 (sorted): the 10th percentile lies 0.4 of the way
+    # from 0.2 to 0.5, the 90th 0.6 of the way from 0.64 to 0.9
+    assert land["last_percentiles"][10] == pytest.approx(0.32)
+    assert land["last_percentiles"][50] == pytest.approx(0.55)
+    assert land["last_percentiles"][90] == pytest.approx(0.796)
+    assert land["best"] == 0.9 and land["configs"] == 5
+    # each curve rises, so its best is its last epoch: ranks 3, 2, 5, 4, 1. Epoch 1 ranks
+    # 3, 4, 2, 5, 1: squared differences 0 + 4 + 9 + 1 + 0 = 14, 1 - 6 * 14 / (5 * 24) = 0.3;
+    # epoch 2 ranks them as the best does
+    assert land["rank_by_epoch"] == pytest.approx([0.3, 1.0, 1.0])
+    assert bench_main(["curves", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert "5 configurations of 3 epochs, val/kappa (max)" in printed
+    assert "10%: 0.320" in printed and "best recorded 0.900" in printed and "1: 0.30" in printed
 
 
 def test_a_table_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
