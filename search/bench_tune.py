@@ -32,7 +32,7 @@ from search.efficiency import (
     comparison_rows,
 )
 
-RUNS_SUFFIX = "-runs.json"  # beside a record: every run's best so far (not a record)
+RUNS_SUFFIX = "-runs.json"  # beside a record: the runs its figure is drawn from (not a record)
 TINY = {"model": "resnet18", "weights": "none", "image_size": 64, "batch_size": 8,
         "max_train_batches": 2, "max_eval_batches": 1, "device": "cpu"}
 

@@ -177,8 +177,7 @@ def test_a_trial_killed_in_phase_b_resumes_in_ray_tune_and_matches_an_uninterrup
     # may not have synced since epoch 3 (JsonLoggerCallback._restore_from_remote)
     assert killed["epoch"].tolist() in ([1, 2, 3, 4, 5], [1, 2, 4, 5])
     killed = killed.set_index("epoch")
-    assert killed.loc[[4, 5], "phase"].tolist() == [2, 2]
     assert whole["phase"].tolist() == [1, 1, 2, 2, 2]
-    for column in ("val/loss", "train/loss", "lr"):
+    for column in ("phase", "val/loss", "train/loss", "lr"):  # each kept epoch as uninterrupted
         assert killed[column].tolist() == pytest.approx(whole.loc[killed.index, column].tolist(),
                                                         rel=1e-6)
