@@ -154,24 +154,28 @@ def _demo_search(p: dict[str, Any], results: str, name: str, arm: str, seed: int
 
 
 def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
-    """One demo search of an arm; its epochs in the order they finished, each with its value
-    and minutes since the search's first trial started."""
+    """One seed's demo searches, an arm after another on one local Ray (each arm's minutes
+    count from its own first trial's start, so Ray's start is in none of them); each arm's
+    epochs in the order they finished, each with its value and minutes."""
     from search.bench_process import quiet_search_env
     from spaces import get_experiment
 
     quiet_search_env(wandb=False)
     metric = get_experiment(p["experiment"]).metric
+    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as results:
-        name = f"{p['arm']}-{p['seed']}"
-        seconds = _search(_demo_search(p, results, name, p["arm"], p["seed"]))
-        run_dir = Path(results) / p["experiment"] / name
-        epochs = pd.read_parquet(run_dir / "epochs.parquet")
-        trials = pd.read_parquet(run_dir / "trials.parquet")
-    epochs = epochs.sort_values("timestamp", kind="stable")
-    start = float(trials["started"].min())
-    return {"seconds": seconds, "values": [float(v) for v in epochs[metric]],
-            "minutes": [(float(t) - start) / 60 for t in epochs["timestamp"]],
-            "trials": len(trials)}
+        for arm in p["arms"]:
+            name = f"{arm}-{p['seed']}"
+            seconds = _search(_demo_search(p, results, name, arm, p["seed"]))
+            run_dir = Path(results) / p["experiment"] / name
+            epochs = pd.read_parquet(run_dir / "epochs.parquet").sort_values("timestamp",
+                                                                              kind="stable")
+            trials = pd.read_parquet(run_dir / "trials.parquet")
+            start = float(trials["started"].min())
+            runs[arm] = {"seconds": seconds, "values": [float(v) for v in epochs[metric]],
+                         "minutes": [(float(t) - start) / 60 for t in epochs["timestamp"]],
+                         "trials": len(trials)}
+    return {"runs": runs}
 
 
 def bench_efficiency(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
@@ -184,9 +188,10 @@ def bench_efficiency(params: dict[str, Any], repeats: int, echo: Any) -> list[di
     seeds = params["seeds"]
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     for seed in range(seeds):
+        done = measure("efficiency", {**params, "arms": list(ARMS), "seed": seed})["runs"]
         for arm in ARMS:
-            runs[arm].append(measure("efficiency", {**params, "arm": arm, "seed": seed}))
-            echo(f"  efficiency {arm}: seed {seed + 1} of {seeds}")
+            runs[arm].append(done[arm])
+        echo(f"  efficiency: seed {seed + 1} of {seeds}, every arm")
     return efficiency_record(params, "efficiency", runs, experiment.mode, experiment.metric,
                              clock="minutes", title=f"{experiment.name} demo, real training")
 
@@ -253,7 +258,7 @@ def bench_scale(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
 
     # the cache at 96 px, built once before the clocks start
     from trainables.config import TrainConfig
-    from trainables.trainable import load_data, resolve_data
+    from trainables.trial_data import load_data, resolve_data
 
     load_data(resolve_data(TrainConfig.from_dict({**data_keys(params), **TINY,
                                                   "image_size": 96}))[0])

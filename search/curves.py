@@ -177,7 +177,7 @@ def _data_fingerprint(fixed: dict[str, Any]) -> str | None:
     from trainables.cache import fingerprint
     from trainables.config import TrainConfig
     from trainables.errors import MedtuneError
-    from trainables.trainable import resolve_data
+    from trainables.trial_data import resolve_data
 
     try:
         return fingerprint(resolve_data(TrainConfig.from_dict(fixed))[1])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -45,15 +47,41 @@ def git_changed(where: Path | None = None) -> list[str] | None:
     return None if out is None else [line[3:] for line in out.splitlines()]
 
 
-def describe() -> dict[str, Any]:
-    import torch
+def gpu_names() -> list[str]:
+    """This machine's GPUs by name, as nvidia-smi lists them; none where it is absent. The
+    driver never initialises CUDA to ask: a CUDA context in it would hold memory on a GPU that
+    the trials need (and importing torch costs a search's driver seconds)."""
+    try:
+        res = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in res.stdout.splitlines() if line.strip()] \
+        if res.returncode == 0 else []
 
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+def torch_cuda() -> str | None:
+    """The CUDA version torch was built for (None: a CPU build), read from torch/version.py
+    without importing torch."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].version.cuda
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^cuda\s*(?::[^=]*)?=\s*'([^']*)'", text, flags=re.M)
+    return found.group(1) if found else None
+
+
+def describe() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0], "platform": platform.platform(),
         "host": socket.gethostname(), "cpus": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
         if hasattr(os, "sysconf") else None,
-        "gpus": gpus, "cuda": torch.version.cuda, "git_commit": git_commit(),
+        "gpus": gpu_names(), "cuda": torch_cuda(), "git_commit": git_commit(),
         "packages": package_versions(),
     }

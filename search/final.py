@@ -140,7 +140,7 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     `baseline`, the experiment's defaults are trained beside the members (search.gain)."""
     from search.driver import check_resources
     from search.run_folder import check_split
-    from trainables.trainable import load_data
+    from trainables.trial_data import load_data
 
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")

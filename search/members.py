@@ -50,7 +50,8 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     from trainables.cache import fingerprint
     from trainables.loop import plan_runtime, predict
     from trainables.reporting import LocalReporter
-    from trainables.trainable import fit, load_data
+    from trainables.trainable import fit
+    from trainables.trial_data import load_data
 
     cfg = TrainConfig.from_dict(config)
     runtime = plan_runtime(cfg)

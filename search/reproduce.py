@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from search.run_folder import check_split
-    from trainables.trainable import resolve_data
+    from trainables.trial_data import resolve_data
 
     check_split(path.parent.parent, resolve_data(cfg)[1])  # the search's split, if it drew one
     # Ray gives a trial as many threads as CPUs; the same count gives the same float sums

@@ -75,7 +75,7 @@ def _check_data(fixed: dict[str, Any]) -> Any:
     """Read, validate and cache the data once, before any trial: a bad dataset costs no trial.
     Returns the data's index (its class count goes into every trial's config)."""
     from trainables.stage1 import stage1_config
-    from trainables.trainable import load_data, resolve_data
+    from trainables.trial_data import load_data, resolve_data
 
     cfg, _ = resolve_data(TrainConfig.from_dict(fixed))
     index = load_data(cfg).index  # raises DatasetError listing every problem

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.data:
         raise ConfigError("no dataset: pass --data DIR or --demo")
     experiment.check(cfg)
-    from trainables.trainable import resolve_data
+    from trainables.trial_data import resolve_data
 
     cfg, _ = resolve_data(cfg)  # the class count comes from the data
     out = args.out or Path("results") / experiment.name / time.strftime("train-%Y%m%d-%H%M%S")

@@ -1,5 +1,6 @@
 """Every numeric flag of every CLI refuses zero, negatives and junk with one line naming the
-flag (argparse's usage error, exit 2), before anything runs; other inputs that slipped through."""
+flag (argparse's usage error, exit 2), before anything runs; other inputs that slipped through;
+and what a search's driver imports."""
 
 from __future__ import annotations
 
@@ -84,3 +85,23 @@ def test_results_pointing_at_a_file_is_one_clear_error(course_demo: Path, tmp_pa
                             text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is a file, not a folder" in result.stderr
+
+
+def test_a_searchs_driver_imports_neither_torch_nor_timm_before_its_trials() -> None:
+    """The driver checks the data, writes environment.json and hands Ray Tune the trainable;
+    only a worker that trains imports torch and timm (seconds on a CPU, and a CUDA context on a
+    GPU head that the trials need)."""
+    code = (
+        "import sys\n"
+        "from search.environment import describe\n"
+        "from spaces import get_experiment\n"
+        "from trainables.trial_data import load_data, resolve_data\n"
+        "env = describe()\n"
+        "trainable = get_experiment('deepdrid_finetune').trainable()\n"
+        "print(trainable.__module__, env['cuda'], sorted(m for m in ('torch', 'timm', 'torchvision')"
+        " if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import torch
+
+    assert done.stdout.split() == ["trainables.tune_entry", str(torch.version.cuda), "[]"]

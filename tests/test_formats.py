@@ -12,18 +12,18 @@ from PIL import Image
 
 from search.data import main as data_main
 from tests.helpers import read_rows, write_rows
+from trainables.cache import cache_root
 from trainables.datasets import ReadOptions, read_dataset
-from trainables.demo import DemoSpec, demo_writers
+from trainables.demo import ensure_demo
 from trainables.demo_sets import FINDINGS, SHAPE_CLASSES, SHAPES_PER_CLASS
 from trainables.errors import DatasetError
 
 
 @pytest.fixture(scope="module")
-def demos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every format's demo set, written once for the module (do not modify: copy first)."""
-    root = tmp_path_factory.mktemp("formats")
-    writers = demo_writers()
-    return {kind: writers[kind](root / kind, spec=DemoSpec(seed=0))
+def demos() -> dict[str, Path]:
+    """Every format's demo set, as `--demo` finds it (generated once into the test session's
+    cache, so the end-to-end runs later reuse them; do not modify: copy first)."""
+    return {kind: ensure_demo(kind, cache_root())
             for kind in ("medmnist", "imagefolder", "medmnist_npz", "rfmid", "idrid", "aptos",
                          "kaggle_dr", "chestxray")}
 

@@ -19,7 +19,7 @@ from trainables.stage1 import (
     stage1_weights,
     start_registry,
 )
-from trainables.trainable import resolve_data
+from trainables.trial_data import resolve_data
 
 
 @pytest.fixture(scope="module")

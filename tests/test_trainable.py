@@ -193,7 +193,7 @@ def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
     from trainables.loop import Runtime, evaluate, train_one_epoch
     from trainables.models import build_model
     from trainables.objectives import make_objective
-    from trainables.trainable import load_data
+    from trainables.trial_data import load_data
 
     cfg = tiny_config(course_demo)
     runtime = Runtime(torch.device("cpu"), amp=True, channels_last=True)

@@ -151,7 +151,7 @@ def stage1_weights(cfg: TrainConfig) -> tuple[bytes, dict[str, Any], bool]:
 def _locate(cfg: TrainConfig) -> tuple[TrainConfig, str, Store]:
     """The stage-1 run of `cfg` (its class count from its data), its key and its store."""
     from trainables.cache import fingerprint
-    from trainables.trainable import resolve_data
+    from trainables.trial_data import resolve_data
 
     cfg1, index = resolve_data(stage1_config(cfg))
     return cfg1, stage1_key(cfg1, fingerprint(index)), Store(cfg.stage1_store or default_store(cfg))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 KINDS = ("grading", "classes", "multilabel")
-TRAINABLE = "trainables.trainable:train"
+TRAINABLE = "trainables.tune_entry:train"  # light: the driver imports no torch
 FIT = "trainables.trainable:fit"
 
 # the metrics every epoch reports (under val/), per kind, with their short names

@@ -10,93 +10,27 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from trainables.augment import BatchAugment
-from trainables.cache import build_cache, cache_root
 from trainables.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from trainables.config import Phase, TrainConfig
-from trainables.datasets import ImageIndex, ReadOptions, read_dataset
 from trainables.errors import ConfigError
 from trainables.loop import Runtime, evaluate, lr_factor, plan_runtime, train_one_epoch
-from trainables.metrics import scorable_labels
 from trainables.models import FundusClassifier, build_model, set_unfreeze_depth
 from trainables.objectives import Objective, make_objective
 from trainables.reporting import Reporter, current_reporter
 from trainables.stage1 import uses_stage1
 from trainables.tasks import task_of
+from trainables.trial_data import TrialData, load_data
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrialData:
-    index: ImageIndex
-    images: dict[str, np.ndarray]  # split -> uint8 (N, S, S, C), memory-mapped; C = 1 or 3
-    labels: dict[str, np.ndarray]  # split -> int64 (N,) classes or float32 (N, L) labels
-    train_sample: np.ndarray  # indices of the training images an epoch visits
-
-
-def load_data(cfg: TrainConfig) -> TrialData:
-    """Read and validate the dataset, then open (building if needed) the node's image cache."""
-    if not cfg.data:
-        raise ConfigError("no dataset: pass --data DIR (or --demo), or set data=DIR")
-    index = read_dataset(cfg.dataset, cfg.data, options=read_options(cfg))
-    index.raise_if_problems()
-    check_task(cfg, index)
-    cached = build_cache(index, size=cfg.image_size, preprocess=cfg.preprocess,
-                         root=cache_root(cfg.cache_dir), dataset=cfg.dataset)
-    labels = {s: index.targets(s) for s in cached.images}
-    n_train = len(labels["train"])
-    sample = (np.random.default_rng(cfg.bootstrap).integers(0, n_train, n_train)
-              if cfg.bootstrap >= 0 else np.arange(n_train))  # bagging: drawn with replacement
-    return TrialData(index, cached.images, labels, sample)
-
-
-def check_task(cfg: TrainConfig, index: ImageIndex) -> None:
-    """The data's labels fit the config's task and class count (the CLIs set num_classes from
-    the data; a hand-written config may not)."""
-    multilabel = index.task == "multilabel"
-    if multilabel != (cfg.task == "multilabel"):
-        what = f"multi-label data ({index.num_classes} labels)" if multilabel else \
-            f"single-label data ({index.num_classes} classes)"
-        hint = ("rfmid_multilabel, with --set dataset=medmnist_npz --set preprocess=none"
-                if multilabel and index.source == "npz" else "python -m search.list")
-        raise ConfigError(f"{cfg.data} holds {what}, but the config's task is {cfg.task}: use "
-                          f"an experiment for {index.task} data ({hint})")
-    if index.channels == 1 and cfg.preprocess != "none":
-        raise ConfigError(f"preprocess={cfg.preprocess!r} is for colour fundus photos; "
-                          f"{cfg.data} is grayscale: use preprocess=none")
-    if cfg.num_classes != index.num_classes:
-        raise ConfigError(f"num_classes={cfg.num_classes}, but {cfg.data} has "
-                          f"{index.num_classes}: {', '.join(index.class_names[:8])}"
-                          f"{', ...' if index.num_classes > 8 else ''} (drop num_classes from the "
-                          "config: the CLIs take it from the data)")
-    if multilabel and index.labelled("val") and not len(scorable_labels(index.targets("val"))):
-        raise ConfigError(f"{cfg.data}: no label has both a positive and a negative image in "
-                          "the validation split, so AUROC is undefined for every label")
-
-
-def read_options(cfg: TrainConfig) -> ReadOptions:
-    return ReadOptions(val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                       split_seed=cfg.split_seed)
-
-
-def resolve_data(cfg: TrainConfig) -> tuple[TrainConfig, ImageIndex]:
-    """The config with `num_classes` taken from its data, and the data's index (validated)."""
-    if not cfg.data:
-        raise ConfigError("no dataset: pass --data DIR (or --demo), or set data=DIR")
-    index = read_dataset(cfg.dataset, cfg.data, options=read_options(cfg))
-    index.raise_if_problems()
-    return cfg.replace(num_classes=index.num_classes), index
 
 
 def train(config: dict[str, Any]) -> None:
