@@ -55,7 +55,7 @@ def test_chestxray_staged_learns_in_its_second_phase_and_reproduces(tmp_path: Pa
 @pytest.mark.slow
 def test_idrid_two_phase_keeps_its_best_epoch_and_reproduces(tmp_path: Path) -> None:
     cli("search.run", "idrid_two_phase", "--demo", "--num-samples", "3", "--top-k", "2",
-        *SEARCH, "--results", str(tmp_path), "--name", "demo")
+        "--set", "image_size=96", *SEARCH, "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "idrid_two_phase" / "demo"
     metrics = final_metrics(run)
     assert metrics["bag"]["val"]["kappa"] > 0.6 and "accuracy" in metrics["bag"]["val"]
