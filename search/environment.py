@@ -48,9 +48,9 @@ def git_changed(where: Path | None = None) -> list[str] | None:
 
 
 def gpu_names() -> list[str]:
-    """This machine's GPUs by name, as nvidia-smi lists them; none where it is absent. The
-    driver never initialises CUDA to ask: a CUDA context in it would hold memory on a GPU that
-    the trials need (and importing torch costs a search's driver seconds)."""
+    """This machine's GPUs by name, as nvidia-smi lists them; none where it is absent. A
+    search's driver asks without importing torch (seconds on a CPU) or initialising CUDA on a
+    GPU head whose GPUs are the trials'."""
     try:
         res = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)

@@ -87,21 +87,25 @@ def test_results_pointing_at_a_file_is_one_clear_error(course_demo: Path, tmp_pa
     assert "is a file, not a folder" in result.stderr
 
 
-def test_a_searchs_driver_imports_neither_torch_nor_timm_before_its_trials() -> None:
-    """The driver checks the data, writes environment.json and hands Ray Tune the trainable;
-    only a worker that trains imports torch and timm (seconds on a CPU, and a CUDA context on a
-    GPU head that the trials need)."""
+def test_a_searchs_driver_imports_neither_torch_nor_timm_before_its_trials(
+        course_demo: Path, tmp_path: Path) -> None:
+    """The driver checks and caches the data, writes environment.json and hands Ray Tune the
+    trainable; only a worker that trains imports torch and timm (seconds on a CPU)."""
     code = (
         "import sys\n"
         "from search.environment import describe\n"
         "from spaces import get_experiment\n"
         "from trainables.trial_data import load_data, resolve_data\n"
+        "experiment = get_experiment('deepdrid_finetune')\n"
+        f"cfg = experiment.config(demo=True, overrides={{'data': {str(course_demo)!r}, "
+        f"'cache_dir': {str(tmp_path)!r}, 'image_size': 64}})\n"
+        "data = load_data(resolve_data(cfg)[0])\n"
         "env = describe()\n"
-        "trainable = get_experiment('deepdrid_finetune').trainable()\n"
-        "print(trainable.__module__, env['cuda'], sorted(m for m in ('torch', 'timm', 'torchvision')"
-        " if m in sys.modules))\n")
+        "trainable = experiment.trainable()\n"
+        "print(trainable.__module__, len(data.images['train']), env['cuda'],"
+        " sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     import torch
 
-    assert done.stdout.split() == ["trainables.tune_entry", str(torch.version.cuda), "[]"]
+    assert done.stdout.split() == ["trainables.tune_entry", "24", str(torch.version.cuda), "[]"]

@@ -1,8 +1,8 @@
 """The Ray Tune function trainable, as the search's driver hands it to Ray Tune.
 
 The driver only passes this function on (Ray pickles it by name); the trial's worker runs it
-and imports the training code then. So the driver never imports torch and timm (about 5 s on
-a CPU) for a search: only a worker that trains does.
+and imports the training code then. So the driver starts a search without importing torch and
+timm (about 5 s on a CPU): only a worker that trains does.
 """
 
 from __future__ import annotations
