@@ -89,7 +89,7 @@ class Experiment:
         return self.task.mode
 
     def trainable(self) -> Callable[[dict[str, Any]], None]:
-        """The Ray Tune function trainable (imported on first use: it pulls in torch and timm)."""
+        """The Ray Tune function trainable (light: the worker that runs it imports torch and timm)."""
         return _load(self.task.trainable)
 
     def fit(self) -> Callable[..., Any]:
