@@ -156,7 +156,8 @@ def _demo_search(p: dict[str, Any], results: str, name: str, arm: str, seed: int
 def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
     """One seed's demo searches, an arm after another on one local Ray (each arm's minutes
     count from its own first trial's start, so Ray's start is in none of them); each arm's
-    epochs in the order they finished, each with its value and minutes."""
+    epochs in the order they finished, each with its value and minutes, and the search's wall
+    seconds (the first arm's include Ray's start; no row reads them)."""
     from search.bench_process import quiet_search_env
     from spaces import get_experiment
 
