@@ -22,7 +22,7 @@ from trainables.errors import DatasetError
 @pytest.fixture(scope="module")
 def demos() -> dict[str, Path]:
     """Every format's demo set, as `--demo` finds it (generated once into the test session's
-    cache, so the end-to-end runs later reuse them; do not modify: copy first)."""
+    cache, which the end-to-end runs share; do not modify: copy first)."""
     return {kind: ensure_demo(kind, cache_root())
             for kind in ("medmnist", "imagefolder", "medmnist_npz", "rfmid", "idrid", "aptos",
                          "kaggle_dr", "chestxray")}
