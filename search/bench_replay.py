@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from search.efficiency import ARMS, arm_seed
@@ -122,11 +121,9 @@ def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[s
         echo(f"  replay {name}: {params['replay_seeds']} seeds x {len(ARMS)} arms on {table}")
         runs = measure("replay", {**params, "table": str(table), "table_experiment": name,
                                   "seeds": params["replay_seeds"]})["runs"]
-        pick = np.max if mode == "max" else np.min
-        best = float(pick(curves.matrix(metric)))  # the table's best: no replay exceeds it
         table_rows = [*error_rows, *efficiency_record(
             params, "replay", runs, mode, metric, clock="simulated_minutes", label=name,
-            best=best, title=f"{name}: {curves.meta['configs']} recorded configurations, "
+            best=curves.best(), title=f"{name}: {curves.meta['configs']} recorded configurations, "
                              "replayed")]
         rows += [{**r, "table": name} for r in table_rows]  # README: the newest per table
     return rows
@@ -253,4 +250,3 @@ def curves_main(argv: list[str]) -> int:
     for table in args.tables or sorted(CURVES_DIR.glob("*.parquet")):
         print("\n".join(describe(table)))
     return 0
-

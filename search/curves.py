@@ -70,6 +70,19 @@ class Curves:
         order = self.frame.drop_duplicates("config")["config"]
         return wide.loc[order.tolist(), list(range(1, self.epochs + 1))].to_numpy(dtype=float)
 
+    def best_of(self, curves: Any) -> Any:
+        """Each row's best value by the table's mode: a (configurations, epochs) array of the
+        metric (recorded or predicted) gives each configuration's best."""
+        return curves.max(axis=1) if self.mode == "max" else curves.min(axis=1)
+
+    def bests(self) -> Any:
+        """Each configuration's best recorded value of the metric, in `configs()` order."""
+        return self.best_of(self.matrix(self.metric))
+
+    def best(self) -> float:
+        """The best value the table recorded (no replayed search exceeds it)."""
+        return float(self.best_of(self.bests()[None, :])[0])
+
 
 def write_curves(path: Path, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
     import pyarrow as pa

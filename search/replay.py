@@ -144,12 +144,11 @@ def held_out_error(curves: Curves, *, seed: int = 0) -> dict[str, Any]:
     encoder = Encoder(curves.distributions(), configs)
     x = np.stack([encoder(c) for c in configs])
     metric = curves.matrix(curves.metric)
-    pick = np.max if curves.mode == "max" else np.min
-    true_best, folds = pick(metric, axis=1), min(FOLDS, len(x))
+    true_best, folds = curves.best_of(metric), min(FOLDS, len(x))
     predicted = np.zeros_like(metric)
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(x):
         predicted[test] = _forest().fit(x[train], metric[train]).predict(x[test])
-    best = pick(predicted, axis=1)
+    best = curves.best_of(predicted)
     return {"configs": len(x), "folds": folds,
             "mae_best": float(np.abs(best - true_best).mean()),
             "mae_last": float(np.abs(predicted[:, -1] - metric[:, -1]).mean()),
@@ -167,9 +166,8 @@ def landscape(curves: Curves) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     metric = curves.matrix(curves.metric)
-    pick = np.max if curves.mode == "max" else np.min
-    best = pick(metric, axis=1)
-    return {"configs": len(metric), "best": float(pick(metric)),
+    best = curves.best_of(metric)
+    return {"configs": len(metric), "best": curves.best(),
             "last_percentiles": {q: float(np.quantile(metric[:, -1], q / 100)) for q in QUANTILES},
             "rank_by_epoch": [float(spearmanr(metric[:, e], best).statistic)
                               for e in range(metric.shape[1])]}
