@@ -18,12 +18,16 @@ import contextlib
 import io
 import shlex
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from search.curves import Curves
 from search.efficiency import ARMS, arm_seed
+from trainables.cache import cache_root
+from trainables.errors import ConfigError
 
 COLLECT_DOC = """python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]: a
 learning-curve table (search/curves.py). N configurations drawn at random from the experiment's
@@ -31,8 +35,9 @@ space, each trained to full length on its demo data with every epoch recorded, b
 itself (Optuna's random sampler, no early stopping, the demo's budget) in chunks of 25, each a
 run folder of its own under the cache (MEDTUNE_CACHE/curves/<experiment>/chunk-<i>): an
 interrupted collection continues where it stopped (the chunk in progress resumes through
-`search.run --resume`), a larger --configs adds chunks, and the table is rewritten after every
-chunk.
+`search.run --resume`), a larger --configs adds chunks (chunk i searches with seed --seed + i;
+the chunks that the table at --out already holds are kept from it, so a committed table grows
+without its run folders), and the table is rewritten after every chunk.
 
     python -m search.bench collect deepdrid_finetune --configs 250 --set image_size=96
     python -m search.bench collect medmnist --configs 250
@@ -99,7 +104,6 @@ def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[s
     from search.bench_tune import efficiency_record
     from search.curves import read_curves
     from search.replay import held_out_error
-    from trainables.errors import ConfigError
 
     found = tables(params)
     if not found:
@@ -143,43 +147,139 @@ def chunk_argv(experiment: str, root: Path, name: str, *, configs: int, seed: in
 
 
 def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: Path,
-            root: Path, echo: Any = print) -> Path:
+            root: Path, chunk: int = CHUNK, echo: Any = print) -> Path:
     """Train `configs` random configurations of `experiment` (in chunks; finished chunks are
-    kept, an unfinished one resumes) and write their curves to `out`."""
+    kept, an unfinished one resumes, and chunks that the table at `out` already holds are
+    taken from it, so that a table grows without its run folders) and write their curves to
+    `out`."""
     from search.curves import write_table
     from search.run import main as search_run
     from spaces import get_experiment
-    from trainables.errors import ConfigError
 
-    get_experiment(experiment)  # an unknown name: the known ones, before anything runs
-    chunks = [(i, min(CHUNK, configs - i * CHUNK)) for i in range((configs + CHUNK - 1) // CHUNK)]
+    exp = get_experiment(experiment)  # an unknown name: the known ones, before anything runs
+    exp.demo_paths(cache_root(), {})  # the demo sets the chunks train on (made once)
+    chunks = [(i, min(chunk, configs - i * chunk)) for i in range((configs + chunk - 1) // chunk)]
+    recorded = held_chunks(out, experiment, sets=sets, seed=seed, chunk=chunk)
+    settings = {"seed": seed, "sets": sets, "chunk": chunk}
+    command = _command(experiment, configs, sets, seed, chunk)
+    ran = False
     for i, n in chunks:
         name = f"chunk-{i:03d}"
         run_dir = root / experiment / name
-        if _finished(run_dir, n):
+        if _finished(run_dir, n) or recorded.holds(name, n):
             continue
         resume = (run_dir / "config.json").is_file()
         echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
-             f"{i * CHUNK + 1}-{i * CHUNK + n} of {configs}")
+             f"{i * chunk + 1}-{i * chunk + n} of {configs}")
         code = search_run(chunk_argv(experiment, root, name, configs=n, seed=seed + i,
                                      sets=sets, resume=resume))
         if code not in (0, 1):  # 1: some trial failed (a NaN loss), which the table records
             raise ConfigError(f"collect {experiment}: {name} stopped (code {code}); run the "
                               "same command again to continue")
-        done = [root / experiment / f"chunk-{j:03d}" for j, _ in chunks[: i + 1]]
-        table = write_table(experiment, done, out,
-                            command=_command(experiment, configs, sets, seed))
+        table = write_table(experiment, _sources(root / experiment, chunks[: i + 1], recorded),
+                            out, command=command, settings=settings, recorded=recorded)
+        ran = True
         echo(f"collect {experiment}: {out} holds the curves of {table.meta['configs']} "
              f"configurations ({len(table.meta['failed'])} failed)")
-    if not out.is_file():  # every chunk was finished before: the table from them
-        write_table(experiment, [root / experiment / f"chunk-{i:03d}" for i, _ in chunks], out,
-                    command=_command(experiment, configs, sets, seed))
+    if not ran and (not out.is_file() or not recorded.holds_all(chunks)):
+        # every chunk was finished before (in run folders, or some in the table)
+        write_table(experiment, _sources(root / experiment, chunks, recorded), out,
+                    command=command, settings=settings, recorded=recorded)
     return out
 
 
-def _command(experiment: str, configs: int, sets: list[str], seed: int) -> str:
+def held_chunks(out: Path, experiment: str, *, sets: list[str], seed: int,
+                chunk: int) -> Recorded:
+    """The chunks that the table at `out` holds: a collection with its settings, on its data,
+    takes them from it instead of training them again. A table recorded otherwise is left as it
+    is (one clear error naming the difference): nothing already trained is overwritten."""
+    from search.curves import read_curves
+
+    if not out.is_file():
+        return Recorded(None)
+    meta = read_curves(out).meta
+    asked = {"experiment": experiment, "seed": seed, "sets": sets, "chunk": chunk}
+    there = {"experiment": meta.get("experiment"), **_recorded_settings(meta)}
+    differ = [f"{k} {there[k]!r} there, {asked[k]!r} asked" for k in asked if there[k] != asked[k]]
+    if not _same_data(meta):
+        differ.append(f"its data ({meta['fixed'].get('data')}) is not the data here")
+    if differ:
+        raise ConfigError(f"{out} holds curves collected otherwise ({'; '.join(differ)}): "
+                          "collect into another --out, or move that table away")
+    return Recorded(read_curves(out))
+
+
+def _same_data(meta: dict[str, Any]) -> bool:
+    """The table's configurations were trained on the data this collection trains on: the
+    same fingerprint, or the same generated demo set (its folder names its generator's seed
+    and version, and it is generated alike on every machine)."""
+    from search.curves import data_fingerprint
+
+    recorded = meta.get("data_fingerprint")
+    if recorded is not None and data_fingerprint(meta["fixed"]) == recorded:
+        return True
+    data = Path(str(meta["fixed"].get("data", "")))
+    return data.parent.name == "demo" and (cache_root() / "demo" / data.name).is_dir()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The chunks that an earlier collection wrote into the table (their run folders may be
+    gone): a chunk counts when all its configurations are there, completed or failed."""
+
+    curves: Curves | None
+
+    def _count(self, name: str) -> int:
+        if self.curves is None:
+            return 0
+        ids = self.curves.frame["config"].drop_duplicates()
+        failed = [f for f in self.curves.meta["failed"] if "config" in f]
+        return (int(ids.str.startswith(f"{name}/").sum())
+                + sum(f["config"].startswith(f"{name}/") for f in failed))
+
+    def holds(self, name: str, n: int) -> bool:
+        return self._count(name) == n
+
+    def holds_all(self, chunks: list[tuple[int, int]]) -> bool:
+        return all(self.holds(f"chunk-{i:03d}", n) for i, n in chunks)
+
+    def rows(self, name: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        """The chunk's rows and failed configurations, as the table holds them."""
+        assert self.curves is not None
+        frame = self.curves.frame
+        own = frame[frame["config"].str.startswith(f"{name}/")]
+        return own, [f for f in self.curves.meta["failed"]
+                     if f.get("config", "").startswith(f"{name}/")]
+
+
+def _sources(folder: Path, chunks: list[tuple[int, int]],
+             recorded: Recorded) -> list[Path | str]:
+    """Each chunk's source for the table: its run folder when it has finished there, else its
+    name (the rows the table already holds)."""
+    sources: list[Path | str] = []
+    for i, n in chunks:
+        run_dir = folder / f"chunk-{i:03d}"
+        held = not _finished(run_dir, n) and recorded.holds(run_dir.name, n)
+        sources.append(run_dir.name if held else run_dir)
+    return sources
+
+
+def _recorded_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """The seed, --set values and chunk size a table was collected with (tables written before
+    they were in the metadata: from its command)."""
+    if "settings" in meta:
+        return dict(meta["settings"])
+    words = shlex.split(meta.get("command", ""))
+    value = {words[k]: words[k + 1] for k in range(len(words) - 1)}
+    sets = [words[k + 1] for k in range(len(words) - 1) if words[k] == "--set"]
+    return {"seed": int(value.get("--seed", 0)), "sets": sets,
+            "chunk": int(value.get("--chunk", CHUNK))}
+
+
+def _command(experiment: str, configs: int, sets: list[str], seed: int, chunk: int) -> str:
     return shlex.join(["python", "-m", "search.bench", "collect", experiment, "--configs",
                        str(configs), "--seed", str(seed),
+                       *(["--chunk", str(chunk)] if chunk != CHUNK else []),
                        *[arg for s in sets for arg in ("--set", s)]])
 
 
@@ -196,7 +296,6 @@ def collect_main(argv: list[str]) -> int:
     from search.bench_process import quiet_search_env
     from search.cli import positive_int
     from search.curves import CURVES_DIR
-    from trainables.cache import cache_root
 
     p = argparse.ArgumentParser(prog="python -m search.bench collect", description=COLLECT_DOC,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,6 +303,9 @@ def collect_main(argv: list[str]) -> int:
     p.add_argument("--configs", type=positive_int, required=True,
                    help="configurations drawn from the space, each trained to full length")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (chunk i: seed + i)")
+    p.add_argument("--chunk", type=positive_int, default=CHUNK,
+                   help=f"configurations per search (default {CHUNK}): what an interruption "
+                        "costs at most")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a fixed config value of every configuration (e.g. image_size=96)")
     p.add_argument("--out", type=Path, help="the table (default results/bench/curves/"
@@ -212,7 +314,7 @@ def collect_main(argv: list[str]) -> int:
     quiet_search_env(wandb=False)
     out = args.out or CURVES_DIR / f"{args.experiment}.parquet"
     collect(args.experiment, args.configs, sets=args.sets, seed=args.seed, out=out,
-            root=cache_root() / "curves", echo=lambda line: print(line, flush=True))
+            root=cache_root() / "curves", chunk=args.chunk, echo=lambda line: print(line, flush=True))
     print(f"written to {out}")
     return 0
 

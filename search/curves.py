@@ -125,30 +125,50 @@ def read_curves(path: str | Path) -> Curves:
     return Curves(frame, meta)
 
 
-def write_table(experiment: str, chunks: list[Path], out: Path, *, command: str) -> Curves:
-    """The table of the finished chunks' trials (failed ones listed in the metadata)."""
+def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command: str,
+                settings: dict[str, Any], recorded: Any = None) -> Curves:
+    """The table of the finished chunks' trials (failed ones listed in the metadata). A chunk
+    is its run folder, or its name where `recorded` (search.bench_replay.Recorded: the table
+    that was at `out`) holds its rows and its run folder is gone."""
     from search.environment import describe
     from spaces import get_experiment
 
     exp = get_experiment(experiment)
     frames, space, failed, fixed = [], {}, [], {}
-    for run_dir in chunks:
-        settings = json.loads((run_dir / "config.json").read_text())["settings"]
-        fixed = settings["fixed"]
-        frame, distributions, errors = chunk_rows(run_dir, exp.metric)
+    for source in chunks:
+        if isinstance(source, str):
+            frame, errors = recorded.rows(source)
+            space.update(recorded.curves.meta["space"])
+        else:
+            fixed = json.loads((source / "config.json").read_text())["settings"]["fixed"]
+            frame, distributions, errors = chunk_rows(source, exp.metric)
+            space.update(distributions)
         frames.append(frame)
-        space.update(distributions)
         failed += errors
+    if not fixed:  # no chunk was trained here: the table's own
+        fixed = recorded.curves.meta["fixed"]
+    elif recorded is not None and recorded.curves is not None:
+        _check_same_settings(out, recorded.curves.meta["fixed"], fixed)
     frame = pd.concat(frames, ignore_index=True)
     meta = {
         "experiment": experiment, "metric": exp.metric, "mode": exp.mode, "task": exp.task.kind,
         "space": space, "fixed": fixed, "max_epochs": int(frame["epoch"].max()),
         "configs": int(frame["config"].nunique()), "failed": failed,
-        "data_fingerprint": _data_fingerprint(fixed), "command": command,
+        "data_fingerprint": data_fingerprint(fixed), "command": command, "settings": settings,
         "collected": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": describe(),
     }
     write_curves(out, frame, meta)
     return Curves(frame, meta)
+
+
+def _check_same_settings(out: Path, recorded: dict[str, Any], fixed: dict[str, Any]) -> None:
+    """A table grown by a later collection holds curves of one trial config (but the seed)."""
+    differ = sorted(k for k in {*recorded, *fixed} - {"seed"} if recorded.get(k) != fixed.get(k))
+    if differ:
+        said = ", ".join(f"{k}: {recorded.get(k)!r} there, {fixed.get(k)!r} now" for k in differ)
+        raise ConfigError(f"{out}: its configurations were trained with other settings "
+                          f"({said}); collect into another --out (the new chunks stay in "
+                          "the cache)")
 
 
 def chunk_rows(run_dir: Path, metric: str) -> tuple[pd.DataFrame, dict[str, str], list[dict]]:
@@ -170,7 +190,8 @@ def chunk_rows(run_dir: Path, metric: str) -> tuple[pd.DataFrame, dict[str, str]
                             .read_text())
         params = {k: config[k] for k in distributions if k in config}
         if trial["status"] != "completed":
-            failed.append({"params": params, "status": trial["status"], "error": trial["error"]})
+            failed.append({"config": f"{run_dir.name}/{trial['trial_id']}", "params": params,
+                           "status": trial["status"], "error": trial["error"]})
             continue
         own = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")
         keep = [c for c in own.columns if c.startswith(("val/", "train/loss"))]
@@ -185,7 +206,7 @@ def chunk_rows(run_dir: Path, metric: str) -> tuple[pd.DataFrame, dict[str, str]
     return frame, distributions, failed
 
 
-def _data_fingerprint(fixed: dict[str, Any]) -> str | None:
+def data_fingerprint(fixed: dict[str, Any]) -> str | None:
     """The data the curves were recorded on (None where it is no longer on this machine)."""
     from trainables.cache import fingerprint
     from trainables.config import TrainConfig

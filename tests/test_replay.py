@@ -5,6 +5,7 @@ surrogate for configurations the table never saw; numbers worked out by hand."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from search.final import run_final
 from search.replay import fit_surrogate, held_out_error, landscape, simulated_times
 from search.run import main as run_main
 from spaces import get_experiment
+from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
 AUGMENTS = ["none", "flip", "flip+rotate", "flip+rotate+scale", "flip+rotate+scale+color"]
@@ -177,18 +179,36 @@ def test_a_table_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_collect_records_whole_curves_and_a_second_run_trains_nothing(
+def test_collect_records_whole_curves_grows_a_table_and_trains_nothing_twice(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from search.bench import main as bench_main
 
     out = tmp_path / "curves.parquet"
-    args = ["collect", "deepdrid_finetune", "--configs", "2", "--out", str(out),
-            *[a for s in ("image_size=64", "max_train_batches=1", "max_eval_batches=1",
-                          "model=resnet18", "weights=none") for a in ("--set", s)]]
-    assert bench_main(args) == 0
+    sets = [a for s in ("image_size=64", "max_train_batches=1", "max_eval_batches=1",
+                        "model=resnet18", "weights=none") for a in ("--set", s)]
+
+    def collect(configs: int, *more: str) -> str:
+        capsys.readouterr()
+        assert bench_main(["collect", "deepdrid_finetune", "--configs", str(configs), "--chunk",
+                           "1", "--out", str(out), *sets, *more]) == 0
+        return capsys.readouterr().out
+
+    assert "chunk-000" in collect(1)
+    first = read_curves(out)
+    # the run folders are gone (a cleaned cache, another machine): a larger collection trains
+    # only the configurations the table lacks, with the seed the next chunk always had
+    shutil.rmtree(cache_root() / "curves" / "deepdrid_finetune")
+    said = collect(2)
+    assert "chunk-001" in said and "chunk-000" not in said
     curves = read_curves(out)
     assert curves.meta["configs"] == 2 and curves.epochs == 6  # the demo budget's epochs
     assert len(curves.frame) == 12 and curves.frame["seconds"].gt(0).all()
+    assert curves.frame[curves.frame["config"].str.startswith("chunk-000/")].reset_index(
+        drop=True).equals(first.frame)
+    trained = json.loads((cache_root() / "curves" / "deepdrid_finetune" / "chunk-001"
+                          / "config.json").read_text())["settings"]
+    assert trained["seed"] == 1 and curves.meta["settings"] == {"seed": 0, "sets": sets[1::2],
+                                                                  "chunk": 1}
     distributions = curves.distributions()
     assert set(distributions) == set(get_experiment("deepdrid_finetune").searched)
     for params in curves.configs()["params"]:  # inside the space
@@ -200,13 +220,18 @@ def test_collect_records_whole_curves_and_a_second_run_trains_nothing(
                 assert dist.low <= value <= dist.high, (name, value)
     assert curves.meta["fixed"]["image_size"] == 64 and curves.meta["data_fingerprint"]
     assert curves.meta["environment"]["packages"]["torch"]
-    assert "collect deepdrid_finetune --configs 2" in curves.meta["command"]
+    assert "collect deepdrid_finetune --configs 2 --seed 0 --chunk 1" in curves.meta["command"]
     # every configuration's recorded curve comes back from the surrogate as it was
     surrogate = fit_surrogate(curves)
-    first = curves.configs()["params"][0]
-    assert surrogate.predict(first)["val/kappa"].tolist() == pytest.approx(
+    first_params = curves.configs()["params"][0]
+    assert surrogate.predict(first_params)["val/kappa"].tolist() == pytest.approx(
         curves.matrix("val/kappa")[0].tolist())
-    capsys.readouterr()
-    assert bench_main(args) == 0  # the chunk is finished: nothing is trained again
-    assert "chunk-000" not in capsys.readouterr().out
+    assert "chunk-0" not in collect(2)  # every chunk is finished: nothing is trained again
+    assert read_curves(out).frame.equals(curves.frame)
+    # a table collected otherwise is left as it is, with the difference named
+    for more, named in ((["--chunk", "1", "--seed", "1"], "seed 0 there, 1 asked"),
+                        (["--chunk", "2"], "chunk 1 there, 2 asked")):
+        with pytest.raises(ConfigError, match=named):
+            bench_main(["collect", "deepdrid_finetune", "--configs", "3", "--out", str(out),
+                        *sets, *more])
     assert read_curves(out).frame.equals(curves.frame)

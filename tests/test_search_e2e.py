@@ -1,5 +1,6 @@
-"""The search CLI end to end in fresh processes (slow): a demo search, reproduce, SIGKILL + resume,
-a run folder on an object store (a file:// URI) resumed from another machine."""
+"""The search CLI end to end in fresh processes (slow): a demo search, reproduce, Ctrl-C +
+resume, a run folder on an object store (a file:// URI) whose driver is killed (SIGKILL) and
+resumed from another machine."""
 
 from __future__ import annotations
 
@@ -128,39 +129,9 @@ def _logged_epochs(run: Path) -> tuple[int, dict[str, int]]:
     return distinct, again
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
-def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
-        course_demo: Path, tmp_path: Path, stop: signal.Signals) -> None:
-    args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
-            "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-final",
-            "--set", "batch_size=8", *TINY]
-    run = tmp_path / "deepdrid_finetune" / "killed"
-    printed = tmp_path / "stdout.txt"
-    with open(printed, "w") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
-                                  stdout=out, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)  # its own process group, Ray included
-    deadline = time.monotonic() + 600
-    while _completed_trials(run / "study.db") < 2 and time.monotonic() < deadline:
-        assert driver.poll() is None, "the search ended before it could be killed"
-        time.sleep(1)
-    if stop == signal.SIGKILL:
-        time.sleep(2)  # let Ray write its experiment state once more
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
-        driver.wait()
-    else:  # Ctrl-C: Ray Tune saves its state, the driver writes its tables and says so
-        os.killpg(driver.pid, signal.SIGINT)
-        assert driver.wait(timeout=120) == 130
-        assert len(pd.read_parquet(run / "trials.parquet")) >= 2
-        assert (f"the search was interrupted: continue it with python -m search.run "
-                f"deepdrid_finetune --results {tmp_path} --name killed --resume"
-                ) in printed.read_text()
-    before = _completed_trials(run / "study.db")
-    assert 2 <= before < 6
-
-    result = search(*args, "--resume")
-    assert result.returncode == 0, result.stderr[-3000:]
+def check_resumed(run: Path, before: int) -> None:
+    """A search stopped with `before` trials complete and resumed: every planned trial once,
+    every epoch once, and nothing of the stopped session left over."""
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 6 and trials["trial_id"].is_unique  # the planned number, none twice
     assert set(trials["status"]) <= {"completed", "stopped early"}, trials[["status", "error"]]
@@ -171,19 +142,56 @@ def test_resume_after_the_driver_is_stopped_keeps_every_completed_trial(
     # state) is trained again, once, and by at most the two trials that were running
     again = _logged_epochs(run)[1]
     assert all(n == 1 for n in again.values()) and len(again) <= 2, again
-    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{run / 'study.db'}")
+    study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}")
     states = [t.state for t in study.trials]
-    assert optuna.trial.TrialState.RUNNING not in states
+    assert len(states) == 6 and optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.COMPLETE) >= before
     # the resumed search ended every trial: no checkpoint is left, the killed session's included
     assert list((run / "tune").glob("trial_*/checkpoint_*")) == []
 
 
+def wait_for_two_trials(driver: subprocess.Popen[bytes], study: Path) -> None:
+    """Until two trials of the search's study are complete (the driver still running)."""
+    deadline = time.monotonic() + 600
+    while _completed_trials(study) < 2 and time.monotonic() < deadline:
+        assert driver.poll() is None, "the search ended before it could be stopped"
+        time.sleep(1)
+
+
 @pytest.mark.slow
-def test_a_run_on_an_object_store_resumes_on_another_machine(course_demo: Path,
-                                                             tmp_path: Path) -> None:
-    """--results URI: the first driver dies with its stage; a second one, with another local
-    cache, resumes from the URI alone and the final step's files land there too."""
+def test_resume_after_ctrl_c_keeps_every_completed_trial(course_demo: Path,
+                                                         tmp_path: Path) -> None:
+    # SIGKILL and a resume on another machine: the object-store test below
+    args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
+            "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-final",
+            "--set", "batch_size=8", *TINY]
+    run = tmp_path / "deepdrid_finetune" / "killed"
+    printed = tmp_path / "stdout.txt"
+    with open(printed, "w") as out:
+        driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
+                                  stdout=out, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)  # its own process group, Ray included
+    wait_for_two_trials(driver, run / "study.db")
+    # Ctrl-C: Ray Tune saves its state, the driver writes its tables and says so
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=120) == 130
+    assert len(pd.read_parquet(run / "trials.parquet")) >= 2
+    assert (f"the search was interrupted: continue it with python -m search.run "
+            f"deepdrid_finetune --results {tmp_path} --name killed --resume"
+            ) in printed.read_text()
+    before = _completed_trials(run / "study.db")
+    assert 2 <= before < 6
+
+    result = search(*args, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_resumed(run, before)
+
+
+@pytest.mark.slow
+def test_a_run_on_an_object_store_resumes_on_another_machine_after_sigkill(
+        course_demo: Path, tmp_path: Path) -> None:
+    """--results URI: the first driver is killed (SIGKILL) with its stage; a second one, with
+    another local cache, resumes from the URI alone and the final step's files land there too."""
     bucket = (tmp_path / "bucket").as_uri()
     args = ["deepdrid_finetune", "--data", str(course_demo), "--results", bucket, "--name", "obj",
             "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-baseline", "--set",
@@ -194,13 +202,12 @@ def test_a_run_on_an_object_store_resumes_on_another_machine(course_demo: Path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     stage = first / "runs" / "deepdrid_finetune" / "obj"
-    deadline = time.monotonic() + 600
-    while _completed_trials(stage / "study.db") < 2 and time.monotonic() < deadline:
-        assert driver.poll() is None, "the search ended before it could be killed"
-        time.sleep(1)
-    time.sleep(2)
-    os.killpg(driver.pid, signal.SIGKILL)
+    wait_for_two_trials(driver, stage / "study.db")
+    time.sleep(2)  # let Ray write its experiment state once more
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
     driver.wait()
+    before = _completed_trials(stage / "study.db")
+    assert 2 <= before < 6
     run = tmp_path / "bucket" / "deepdrid_finetune" / "obj"
     assert (run / "config.json").is_file() and (run / "tune" / "study.db").is_file()
     assert not (run / "trials.parquet").exists()  # the search never finished on head 1
@@ -211,13 +218,7 @@ def test_a_run_on_an_object_store_resumes_on_another_machine(course_demo: Path,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"submission: {bucket}/deepdrid_finetune/obj/submission/test_predictions.csv" in result.stdout
-    trials = pd.read_parquet(run / "trials.parquet")
-    assert len(trials) == 6 and trials["trial_id"].is_unique
-    assert set(trials["status"]) <= {"completed", "stopped early"}, trials[["status", "error"]]
-    assert not pd.read_parquet(run / "epochs.parquet").duplicated(["trial_id", "epoch"]).any()
-    study = optuna.load_study(study_name="obj", storage=f"sqlite:///{run / 'study.db'}")
-    assert len(study.trials) == 6
-    assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
+    check_resumed(run, before)
     assert len(pd.read_csv(run / "submission" / "test_predictions.csv")) == 8
     assert len(list((run / "final").glob("member_*/model.safetensors"))) == 3
     assert (run / "report" / "index.html").is_file()
