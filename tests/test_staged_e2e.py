@@ -1,6 +1,7 @@
-"""The staged, two-stage and ensemble experiments end to end through the README's commands
-(slow): a smoke run of each, and a demo run of each that learns clearly, ends with a submission
-and a report, and reproduces its best trial."""
+"""The staged, two-stage and ensemble experiments end to end through the README's commands,
+each run by its own `main` in this process on one local Ray (slow): a smoke run of each, and
+a demo run of each that learns clearly, ends with a submission and a report, and reproduces
+its best trial."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from tests.test_experiments_e2e import check_gain_against_files, cli, final_metrics
+from tests.test_experiments_e2e import (  # noqa: F401 (local_ray: the module's Ray)
+    check_gain_against_files,
+    cli,
+    final_metrics,
+    local_ray,
+)
 
 SEARCH = ("--no-wandb", "--max-concurrent", "2")
 
@@ -23,7 +29,7 @@ def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
     result = cli("search.run", experiment, "--demo", "--smoke-test", "--no-final", *SEARCH,
                  "--results", str(tmp_path), "--name", "smoke")
     phases = 2 if experiment in ("chestxray_staged", "idrid_two_phase") else 1
-    assert f"{experiment}: 2 trials of up to {phases} epochs" in result.stdout  # 1 a phase
+    assert f"{experiment}: 2 trials of up to {phases} epochs" in result  # 1 a phase
     epochs = pd.read_parquet(tmp_path / experiment / "smoke" / "epochs.parquet")
     assert len(epochs) == 2 * phases
     if phases == 2:
@@ -31,7 +37,7 @@ def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
 
 
 def reproduces(run: Path) -> None:
-    assert "OK" in cli("search.reproduce", str(run / "best" / "config.json")).stdout
+    assert "OK" in cli("search.reproduce", str(run / "best" / "config.json"))
 
 
 @pytest.mark.slow
@@ -84,7 +90,7 @@ def test_deepdrid_two_stage_trains_stage_1_once_and_reports_it_beside_the_baseli
                  "--no-baseline",
                  "--set", "stage1_epochs=1", "--set", "image_size=96", "--results",
                  str(tmp_path), "--name", "demo")
-    assert "W&B: final run logged offline" in result.stdout
+    assert "W&B: final run logged offline" in result
     run = tmp_path / "deepdrid_two_stage" / "demo"
     stored = list((run / "stage1").glob("*/stage1.json"))
     assert len(stored) == 1  # two trials, two members, the reproduction: one stage 1
