@@ -57,6 +57,10 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
         return [], {}, "W&B: off (wandb is not installed: pip install wandb)"
     online = wandb_online()
     key = os.environ.pop("WANDB_API_KEY", None)
+    # W&B keeps the settings it read when first set up in this process (an earlier offline
+    # search in the same notebook): dropped, so that this search's mode and home are the ones
+    # it logs in with (else the key silently never reaches ~/.netrc)
+    wandb.teardown()
     if online and key:
         wandb.login(key=key, verify=False)
     env = {"WANDB_MODE": "online" if online else "offline", "WANDB_DIR": str(run_dir.resolve()),

@@ -262,7 +262,11 @@ def test_wandb_offline_without_a_key_and_off_when_asked(tmp_path: Path,
     _, env, line = wandb_setup(True, tmp_path, "g1")
     assert env["WANDB_MODE"] == "offline" and "offline (WANDB_MODE=offline)" in line
     assert "WANDB_API_KEY" not in os.environ
-    # online: W&B keeps the key where `wandb login` does (~/.netrc), read by the logging actor
+    # online: W&B keeps the key where `wandb login` does (~/.netrc), read by the logging actor,
+    # also after an offline W&B run in this process (a notebook's earlier search)
+    import wandb
+
+    wandb.init(mode="offline", dir=str(tmp_path), project="earlier").finish()
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.delenv("WANDB_MODE")
