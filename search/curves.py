@@ -148,7 +148,7 @@ def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command
     if not fixed:  # no chunk was trained here: the table's own
         fixed = recorded.curves.meta["fixed"]
     elif recorded is not None and recorded.curves is not None:
-        _check_same_settings(out, recorded.curves.meta["fixed"], fixed)
+        check_same_settings(out, recorded.curves.meta["fixed"], fixed)
     frame = pd.concat(frames, ignore_index=True)
     meta = {
         "experiment": experiment, "metric": exp.metric, "mode": exp.mode, "task": exp.task.kind,
@@ -161,9 +161,16 @@ def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command
     return Curves(frame, meta)
 
 
-def _check_same_settings(out: Path, recorded: dict[str, Any], fixed: dict[str, Any]) -> None:
-    """A table grown by a later collection holds curves of one trial config (but the seed)."""
-    differ = sorted(k for k in {*recorded, *fixed} - {"seed"} if recorded.get(k) != fixed.get(k))
+def check_same_settings(out: Path, recorded: dict[str, Any], fixed: dict[str, Any]) -> None:
+    """A table grown by a later collection holds curves of one trial config (but the seed). A
+    generated demo set is the same set wherever it was generated (its folder's name: the
+    generator's seed and version), so only that name counts for a path into a `demo` folder."""
+    def same(a: Any, b: Any) -> bool:
+        demo = [Path(v) for v in (a, b) if isinstance(v, str) and Path(v).parent.name == "demo"]
+        return a == b or (len(demo) == 2 and demo[0].name == demo[1].name)
+
+    differ = sorted(k for k in {*recorded, *fixed} - {"seed"}
+                    if not same(recorded.get(k), fixed.get(k)))
     if differ:
         said = ", ".join(f"{k}: {recorded.get(k)!r} there, {fixed.get(k)!r} now" for k in differ)
         raise ConfigError(f"{out}: its configurations were trained with other settings "

@@ -178,6 +178,19 @@ def test_a_table_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
         read_curves(tmp_path / "text.parquet")
 
 
+def test_a_grown_tables_settings_match_but_for_the_seed_and_where_the_demo_set_lies() -> None:
+    from search.curves import check_same_settings
+
+    there = {"data": "/home/a/.cache/medtune/demo/medmnist-seed0-v1", "lr": 0.1, "seed": 4}
+    # another machine's copy of the same generated set, the next chunk's seed: the same
+    check_same_settings(Path("t.parquet"), there, {**there, "seed": 5,
+                                                  "data": "/root/.cache/medtune/demo/medmnist-seed0-v1"})
+    for changed, named in (({"data": "/root/.cache/medtune/demo/medmnist-seed1-v1"}, "data"),
+                           ({"data": "/data/medmnist-seed0-v1"}, "data"), ({"lr": 0.2}, "lr")):
+        with pytest.raises(ConfigError, match=f"t.parquet: .*{named}: "):
+            check_same_settings(Path("t.parquet"), there, {**there, **changed})
+
+
 @pytest.mark.slow
 def test_collect_records_whole_curves_grows_a_table_and_trains_nothing_twice(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
