@@ -18,13 +18,12 @@ import contextlib
 import io
 import shlex
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from search.curves import Curves
+from search.curves import Recorded
 from search.efficiency import ARMS, arm_seed
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
@@ -160,13 +159,16 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
     exp.demo_paths(cache_root(), {})  # the demo sets the chunks train on (made once)
     chunks = [(i, min(chunk, configs - i * chunk)) for i in range((configs + chunk - 1) // chunk)]
     recorded = held_chunks(out, experiment, sets=sets, seed=seed, chunk=chunk)
+    held = recorded.held(chunks)
+    names = [f"chunk-{i:03d}" for i, _ in chunks]
+    # each chunk's rows: the table's where it holds them, else its run folder's
+    sources = [name if name in held else root / experiment / name for name in names]
     settings = {"seed": seed, "sets": sets, "chunk": chunk}
     command = _command(experiment, configs, sets, seed, chunk)
     ran = False
-    for i, n in chunks:
-        name = f"chunk-{i:03d}"
+    for (i, n), name in zip(chunks, names, strict=True):
         run_dir = root / experiment / name
-        if _finished(run_dir, n) or recorded.holds(name, n):
+        if name in held or _finished(run_dir, n):
             continue
         resume = (run_dir / "config.json").is_file()
         echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
@@ -176,28 +178,29 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
         if code not in (0, 1):  # 1: some trial failed (a NaN loss), which the table records
             raise ConfigError(f"collect {experiment}: {name} stopped (code {code}); run the "
                               "same command again to continue")
-        table = write_table(experiment, _sources(root / experiment, chunks[: i + 1], recorded),
-                            out, command=command, settings=settings, recorded=recorded)
+        table = write_table(experiment, sources[: i + 1], out, command=command,
+                            settings=settings, recorded=recorded)
         ran = True
         echo(f"collect {experiment}: {out} holds the curves of {table.meta['configs']} "
              f"configurations ({len(table.meta['failed'])} failed)")
-    if not ran and (not out.is_file() or not recorded.holds_all(chunks)):
+    if not ran and (not out.is_file() or len(held) < len(chunks)):
         # every chunk was finished before (in run folders, or some in the table)
-        write_table(experiment, _sources(root / experiment, chunks, recorded), out,
-                    command=command, settings=settings, recorded=recorded)
+        write_table(experiment, sources, out, command=command, settings=settings,
+                    recorded=recorded)
     return out
 
 
 def held_chunks(out: Path, experiment: str, *, sets: list[str], seed: int,
                 chunk: int) -> Recorded:
-    """The chunks that the table at `out` holds: a collection with its settings, on its data,
-    takes them from it instead of training them again. A table recorded otherwise is left as it
-    is (one clear error naming the difference): nothing already trained is overwritten."""
+    """The table at `out`, whose chunks a collection with its settings, on its data, takes
+    from it instead of training them again. A table recorded otherwise is left as it is (one
+    clear error naming the difference): nothing already trained is overwritten."""
     from search.curves import read_curves
 
     if not out.is_file():
         return Recorded(None)
-    meta = read_curves(out).meta
+    curves = read_curves(out)
+    meta = curves.meta
     asked = {"experiment": experiment, "seed": seed, "sets": sets, "chunk": chunk}
     there = {"experiment": meta.get("experiment"), **_recorded_settings(meta)}
     differ = [f"{k} {there[k]!r} there, {asked[k]!r} asked" for k in asked if there[k] != asked[k]]
@@ -206,62 +209,19 @@ def held_chunks(out: Path, experiment: str, *, sets: list[str], seed: int,
     if differ:
         raise ConfigError(f"{out} holds curves collected otherwise ({'; '.join(differ)}): "
                           "collect into another --out, or move that table away")
-    return Recorded(read_curves(out))
+    return Recorded(curves)
 
 
 def _same_data(meta: dict[str, Any]) -> bool:
     """The table's configurations were trained on the data this collection trains on: the
-    same fingerprint, or the same generated demo set (its folder names its generator's seed
-    and version, and it is generated alike on every machine)."""
-    from search.curves import data_fingerprint
+    same fingerprint, or the same generated demo set (search.curves.demo_set)."""
+    from search.curves import data_fingerprint, demo_set
 
     recorded = meta.get("data_fingerprint")
     if recorded is not None and data_fingerprint(meta["fixed"]) == recorded:
         return True
-    data = Path(str(meta["fixed"].get("data", "")))
-    return data.parent.name == "demo" and (cache_root() / "demo" / data.name).is_dir()
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """The chunks that an earlier collection wrote into the table (their run folders may be
-    gone): a chunk counts when all its configurations are there, completed or failed."""
-
-    curves: Curves | None
-
-    def _count(self, name: str) -> int:
-        if self.curves is None:
-            return 0
-        ids = self.curves.frame["config"].drop_duplicates()
-        failed = [f for f in self.curves.meta["failed"] if "config" in f]
-        return (int(ids.str.startswith(f"{name}/").sum())
-                + sum(f["config"].startswith(f"{name}/") for f in failed))
-
-    def holds(self, name: str, n: int) -> bool:
-        return self._count(name) == n
-
-    def holds_all(self, chunks: list[tuple[int, int]]) -> bool:
-        return all(self.holds(f"chunk-{i:03d}", n) for i, n in chunks)
-
-    def rows(self, name: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        """The chunk's rows and failed configurations, as the table holds them."""
-        assert self.curves is not None
-        frame = self.curves.frame
-        own = frame[frame["config"].str.startswith(f"{name}/")]
-        return own, [f for f in self.curves.meta["failed"]
-                     if f.get("config", "").startswith(f"{name}/")]
-
-
-def _sources(folder: Path, chunks: list[tuple[int, int]],
-             recorded: Recorded) -> list[Path | str]:
-    """Each chunk's source for the table: its run folder when it has finished there, else its
-    name (the rows the table already holds)."""
-    sources: list[Path | str] = []
-    for i, n in chunks:
-        run_dir = folder / f"chunk-{i:03d}"
-        held = not _finished(run_dir, n) and recorded.holds(run_dir.name, n)
-        sources.append(run_dir.name if held else run_dir)
-    return sources
+    name = demo_set(meta["fixed"].get("data"))
+    return name is not None and (cache_root() / "demo" / name).is_dir()
 
 
 def _recorded_settings(meta: dict[str, Any]) -> dict[str, Any]:

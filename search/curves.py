@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,11 +126,37 @@ def read_curves(path: str | Path) -> Curves:
     return Curves(frame, meta)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """The table that an earlier collection wrote (None: none), whose chunks' run folders may
+    be gone."""
+
+    curves: Curves | None
+
+    def held(self, chunks: list[tuple[int, int]]) -> set[str]:
+        """The names of the chunks (index, configurations) that the table holds whole: every
+        configuration there, completed or failed."""
+        if self.curves is None:
+            return set()
+        ids = [*self.curves.frame["config"].drop_duplicates(),
+               *(f["config"] for f in self.curves.meta["failed"] if "config" in f)]
+        counts = Counter(i.split("/", 1)[0] for i in ids)
+        return {f"chunk-{i:03d}" for i, n in chunks if counts[f"chunk-{i:03d}"] == n}
+
+    def rows(self, name: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        """The chunk's rows and failed configurations, as the table holds them."""
+        assert self.curves is not None
+        frame = self.curves.frame
+        return (frame[frame["config"].str.startswith(f"{name}/")],
+                [f for f in self.curves.meta["failed"]
+                 if f.get("config", "").startswith(f"{name}/")])
+
+
 def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command: str,
-                settings: dict[str, Any], recorded: Any = None) -> Curves:
+                settings: dict[str, Any], recorded: Recorded | None = None) -> Curves:
     """The table of the finished chunks' trials (failed ones listed in the metadata). A chunk
-    is its run folder, or its name where `recorded` (search.bench_replay.Recorded: the table
-    that was at `out`) holds its rows and its run folder is gone."""
+    is its run folder, or its name where `recorded` (the table that was at `out`) holds its
+    rows."""
     from search.environment import describe
     from spaces import get_experiment
 
@@ -137,6 +164,7 @@ def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command
     frames, space, failed, fixed = [], {}, [], {}
     for source in chunks:
         if isinstance(source, str):
+            assert recorded is not None and recorded.curves is not None
             frame, errors = recorded.rows(source)
             space.update(recorded.curves.meta["space"])
         else:
@@ -145,10 +173,11 @@ def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command
             space.update(distributions)
         frames.append(frame)
         failed += errors
-    if not fixed:  # no chunk was trained here: the table's own
-        fixed = recorded.curves.meta["fixed"]
-    elif recorded is not None and recorded.curves is not None:
-        check_same_settings(out, recorded.curves.meta["fixed"], fixed)
+    old = recorded.curves.meta["fixed"] if recorded is not None and recorded.curves else None
+    if not fixed and old is not None:  # no chunk was trained here: the table's own
+        fixed = old
+    elif old is not None:
+        check_same_settings(out, old, fixed)
     frame = pd.concat(frames, ignore_index=True)
     meta = {
         "experiment": experiment, "metric": exp.metric, "mode": exp.mode, "task": exp.task.kind,
@@ -161,13 +190,20 @@ def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command
     return Curves(frame, meta)
 
 
+def demo_set(value: Any) -> str | None:
+    """The name of the generated demo set that a data path points into (`.../demo/<name>`),
+    else None. A demo set is the same set wherever it was generated: its name holds its
+    generator's seed and version."""
+    if isinstance(value, str) and Path(value).parent.name == "demo":
+        return Path(value).name
+    return None
+
+
 def check_same_settings(out: Path, recorded: dict[str, Any], fixed: dict[str, Any]) -> None:
-    """A table grown by a later collection holds curves of one trial config (but the seed). A
-    generated demo set is the same set wherever it was generated (its folder's name: the
-    generator's seed and version), so only that name counts for a path into a `demo` folder."""
+    """A table grown by a later collection holds curves of one trial config (but the seed); for
+    a path into a demo set, only the set's name counts (demo_set)."""
     def same(a: Any, b: Any) -> bool:
-        demo = [Path(v) for v in (a, b) if isinstance(v, str) and Path(v).parent.name == "demo"]
-        return a == b or (len(demo) == 2 and demo[0].name == demo[1].name)
+        return a == b or (demo_set(a) is not None and demo_set(a) == demo_set(b))
 
     differ = sorted(k for k in {*recorded, *fixed} - {"seed"}
                     if not same(recorded.get(k), fixed.get(k)))
