@@ -28,6 +28,9 @@ Sections:
               intervals over seeds; an anytime figure beside the record (search/efficiency.py).
               Target: TPE + ASHA in a third of the epochs.
   scale       a fixed random search on 1 and then 2 one-CPU worker nodes. Target: 1.8x.
+  gain        the final step's bootstrap intervals of what the search bought: every draw of
+              every model scored at once against scikit-learn on each draw's rows
+              (search/bench_gain.py)
   replay      the efficiency comparisons on every learning-curve table in results/bench/curves/
               (recorded by `collect`), replayed through the real search in simulated time,
               --seeds each (default 20; search/bench_replay.py)
@@ -58,14 +61,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search import bench_replay, bench_tune
+from search import bench_gain, bench_replay, bench_tune
 from search.bench_process import data_keys, measure
 from search.bench_rows import row, value_row
 from search.cli import positive_int, run
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
-SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "replay")
+SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "gain",
+            "replay")
 AUGMENT = "flip+rotate+color"
 
 
@@ -376,6 +380,7 @@ MEASURES = {
     "overhead-search": bench_tune.measure_overhead_search,
     "efficiency": bench_tune.measure_efficiency, "scale": bench_tune.measure_scale,
     "replay": bench_replay.measure_replay,
+    "gain-ours": bench_gain.measure_gain_ours, "gain-baseline": bench_gain.measure_gain_baseline,
 }
 
 
@@ -497,7 +502,7 @@ def write_readme(readme: Path, records: list[Path]) -> None:
 BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
            "threads": bench_threads, "overhead": bench_tune.bench_overhead,
            "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale,
-           "replay": bench_replay.bench_replay}
+           "gain": bench_gain.bench_gain, "replay": bench_replay.bench_replay}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -545,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
     out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    needs_data = bool(set(sections) - {"replay"})
+    needs_data = bool(set(sections) - {"replay", "gain"})
     params = {**sizes, **experiment_params(args.experiment, sizes, images=needs_data),
               "workers": args.workers,
               "sets": args.sets, "figures": str(out.parent),

@@ -23,6 +23,8 @@ from trainables.config import TrainConfig, config_value
 from trainables.tasks import Task
 
 LEVEL = 0.95  # of the intervals
+DRAWS = 1000  # bootstrap draws of an interval
+CHUNK = 100  # draws scored at once (a draws x images array each)
 
 
 def defaults_configs(experiment: Experiment, settings: dict[str, Any],
@@ -63,52 +65,58 @@ class SplitPredictions:
     bag: np.ndarray
 
 
+def draw_weights(groups: list[np.ndarray], rows: int, draws: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(draws, rows): how often each bootstrap draw takes each row. A draw picks as many units
+    (patients, or images) as there are, with replacement, and takes all of a unit's rows."""
+    unit_of = np.zeros(rows, dtype=np.int64)
+    for u, members in enumerate(groups):
+        unit_of[members] = u
+    chosen = rng.integers(0, len(groups), (draws, len(groups)))
+    picks = np.bincount((chosen + len(groups) * np.arange(draws)[:, None]).ravel(),
+                        minlength=draws * len(groups)).reshape(draws, len(groups))
+    return picks[:, unit_of].astype(np.float64)
+
+
 def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
-               best_member: int, *, draws: int, seed: int = 0) -> dict[str, Any]:
+               best_member: int, *, draws: int = DRAWS, seed: int = 0) -> dict[str, Any]:
     """The defaults' mean and spread, and the members' mean, the best member and the bag
     with their gains over the defaults' mean and a bootstrap interval of each gain."""
     members = sorted(split.members)
-
-    def values(rows: np.ndarray | None) -> np.ndarray:
-        """[defaults..., members..., bag] scored on `rows` (all rows when None)."""
-        pick = slice(None) if rows is None else rows
-        labels = split.labels[pick]
-        probs = [*split.defaults, *(split.members[n] for n in members), split.bag]
-        try:
-            return np.array([task.value(labels, p[pick]) for p in probs])
-        except ValueError:  # a draw where the metric is undefined (no label with both kinds)
-            return np.full(len(probs), np.nan)
+    probs = [*split.defaults, *(split.members[n] for n in members), split.bag]
+    d, best = len(split.defaults), len(split.defaults) + members.index(best_member)
 
     def gains(v: np.ndarray) -> np.ndarray:
-        """members' mean, best member, bag: how much better each is than the defaults' mean
-        (their difference, turned where lower is better: a gain is always > 0 when better)."""
-        d, m = len(split.defaults), v[len(split.defaults):-1]
-        base = v[:d].mean()
-        return task.sign * np.array([m.mean() - base, v[d + members.index(best_member)] - base,
-                                     v[-1] - base])
+        """members' mean, best member, bag (columns of `v`: defaults..., members..., bag) per
+        row of `v`: how much better each is than the defaults' mean (their difference, turned
+        where lower is better: a gain is always > 0 when better)."""
+        base = v[:, :d].mean(axis=1)
+        return task.sign * np.stack([v[:, d:-1].mean(axis=1) - base, v[:, best] - base,
+                                     v[:, -1] - base], axis=1)
 
-    point = values(None)
+    point = np.array([[task.value(split.labels, p) for p in probs]])
     rng = np.random.default_rng(seed)
-    drawn = []
-    for _ in range(draws):
-        chosen = rng.integers(0, len(groups), len(groups))
-        drawn.append(gains(values(np.concatenate([groups[i] for i in chosen]))))
+    drawn = np.empty((0, 3))
+    for start in range(0, draws, CHUNK):  # every model is scored on the same draws
+        weights = draw_weights(groups, len(split.labels), min(CHUNK, draws - start), rng)
+        values = np.stack([task.resampled(split.labels, p, weights) for p in probs], axis=1)
+        values[~np.isfinite(values).all(axis=1)] = np.nan  # a draw where the metric is undefined
+        drawn = np.concatenate([drawn, gains(values)])
     tail = 100 * (1 - LEVEL) / 2
-    low, high = np.nanpercentile(np.array(drawn), [tail, 100 - tail], axis=0)
-    d = len(split.defaults)
-    estimate = gains(point)
+    low, high = np.nanpercentile(drawn, [tail, 100 - tail], axis=0)
+    estimate = gains(point)[0]
     out: dict[str, Any] = {
         "units": len(groups),
-        "defaults": {"mean": float(point[:d].mean()), "std": float(point[:d].std()),
-                     "values": [float(v) for v in point[:d]]},
+        "defaults": {"mean": float(point[0, :d].mean()), "std": float(point[0, :d].std()),
+                     "values": [float(v) for v in point[0, :d]]},
     }
-    for i, (name, value) in enumerate((("members", float(point[d:-1].mean())),
-                                       ("best_member", float(point[d + members.index(best_member)])),
-                                       ("bag", float(point[-1])))):
+    for i, (name, value) in enumerate((("members", float(point[0, d:-1].mean())),
+                                       ("best_member", float(point[0, best])),
+                                       ("bag", float(point[0, -1])))):
         out[name] = {"value": value, "gain": float(estimate[i]), "low": float(low[i]),
                      "high": float(high[i])}
     out["best_member"]["member"] = best_member
-    out["draws"] = int(np.isfinite(np.array(drawn)[:, 0]).sum())
+    out["draws"] = int(np.isfinite(drawn[:, 0]).sum())
     return out
 
 
@@ -123,7 +131,7 @@ def gain_summary(task: Task, splits: dict[str, SplitPredictions], patients: dict
     for name, split in splits.items():
         groups, unit = resampling_units(patients[name])
         out["unit"] = unit
-        out[name] = split_gain(task, split, groups, best, draws=task.bootstrap_draws)
+        out[name] = split_gain(task, split, groups, best)
     return out
 
 

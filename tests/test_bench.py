@@ -27,7 +27,7 @@ def test_a_ratio_reads_times_better_for_medtune_whichever_way_is_better() -> Non
 
 def test_an_unknown_section_is_named() -> None:
     with pytest.raises(ConfigError, match="unknown section speed; known: input, train, limit, "
-                       "threads, overhead, efficiency, scale, replay"):
+                       "threads, overhead, efficiency, scale, gain, replay"):
         main(["speed"])
 
 
@@ -39,7 +39,7 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     record = json.loads(out.read_text())
     rows = {(r["section"], r["measure"]): r for r in record["rows"]}
     assert {s for s, _ in rows} == {"input", "train", "limit", "threads", "overhead",
-                                    "efficiency", "scale", "replay"}
+                                    "efficiency", "scale", "gain", "replay"}
     for key in [("input", "images/s"), ("input", "CPU s/image"), ("train", "resnet18 images/s"),
                 ("limit", "trainable / model alone, training images/s"),
                 ("threads", "2 threads: images/s vs 1 thread"),
@@ -59,6 +59,8 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     assert rows[("input", "cache build s/image (once per node)")]["ours"] > 0
     assert rows[("overhead", "s to start a local Ray (once)")]["ours"] > 0
     assert rows[("scale", "trials per minute, 2 worker nodes vs 1")]["nodes_used"] == [2]
+    gain = [r for (s, _), r in rows.items() if s == "gain"]  # QWK and macro AUROC, both ways
+    assert len(gain) == 2 and all(r["ours"] > 0 and r["baseline"] > 0 for r in gain)
     # efficiency and replay: every method against random search, a seed each, and a figure
     for section in ("efficiency", "replay"):
         total = [r for (s, m), r in rows.items() if s == section and m.endswith(

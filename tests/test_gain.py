@@ -3,6 +3,8 @@ bootstrap intervals, checked against numbers worked out by hand."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from search.gain import (
     SplitPredictions,
     defaults_configs,
     describe_gain,
+    draw_weights,
     gain_summary,
     resampling_units,
     split_gain,
@@ -17,6 +20,7 @@ from search.gain import (
 )
 from search.run import parse_args, resolve_settings
 from spaces import get_experiment
+from trainables.metrics import metric_value, resampled_values
 from trainables.tasks import GRADING, MULTILABEL, classes_task
 
 ACCURACY = classes_task("val/accuracy")
@@ -101,6 +105,59 @@ def test_a_draw_where_the_metric_is_undefined_is_left_out() -> None:
     assert out["defaults"]["mean"] == out["bag"]["value"] == 1.0
     # only a draw of one image four times over is undefined: 4 / 4**4 of them, about 16
     assert 960 < out["draws"] < 1000
+
+
+def _by_repeated_rows(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
+                      weights: np.ndarray) -> list[float]:
+    """scikit-learn on each draw's rows, repeated as often as drawn (NaN: undefined)."""
+    out = []
+    for counts in weights:
+        rows = np.repeat(np.arange(len(labels)), counts.astype(int))
+        try:
+            with warnings.catch_warnings():  # a class predicted that no image has
+                warnings.simplefilter("ignore", UserWarning)
+                out.append(metric_value(kind, key, labels[rows], probs[rows]))
+        except ValueError:
+            out.append(float("nan"))
+    return out
+
+
+@pytest.mark.parametrize(("kind", "key"), [("grading", "kappa"), ("grading", "accuracy"),
+                                           ("classes", "f1_macro"),
+                                           ("classes", "balanced_accuracy"),
+                                           ("multilabel", "auroc_macro"), ("multilabel", "map")])
+def test_every_draw_scores_as_scikit_learn_scores_its_rows_repeated(kind: str, key: str) -> None:
+    rng = np.random.default_rng(3)
+    n, classes = 12, 4
+    if kind == "multilabel":  # ties in the scores; label 2 positive on two images only
+        labels = (rng.random((n, 3)) < 0.4).astype(np.float32)
+        labels[:, 2] = 0
+        labels[[0, 5], 2] = 1
+        probs = rng.integers(0, 4, (n, 3)) / 4
+    else:  # class 2 never true nor predicted: scikit-learn's QWK spaces classes 1 and 3 one apart
+        labels = rng.choice([0, 1, 3], n)
+        probs = rng.random((n, classes))
+        probs[:, 2] = 0
+    groups, _ = resampling_units(np.arange(n) // 2)  # patients of two images
+    weights = np.concatenate([
+        draw_weights(groups, n, 200, rng),
+        np.eye(n)[[0]] * 3,  # one image alone: one class only (QWK 0), no AUROC defined
+        np.eye(n)[[0, 5]].sum(axis=0, keepdims=True),  # label 2's two positives alone
+    ])
+    fast = resampled_values(kind, key, labels, probs, weights)
+    slow = _by_repeated_rows(kind, key, labels, probs, weights)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    assert np.isfinite(fast[:200]).all() and len(set(np.round(fast[:200], 9))) > 5
+
+
+def test_a_draw_takes_whole_patients() -> None:
+    groups, _ = resampling_units(np.array(["a", "b", "a", "c", "c", "c"]))
+    weights = draw_weights(groups, 6, 500, np.random.default_rng(0))
+    assert weights.shape == (500, 6) and (weights.sum(axis=1) > 0).all()
+    assert (weights[:, 0] == weights[:, 2]).all() and (weights[:, 3] == weights[:, 5]).all()
+    # three patients drawn per draw: their rows' counts add up to 3 patients' worth
+    patients = weights[:, 0] + weights[:, 1] + weights[:, 3]
+    assert (patients == 3).all() and 0.2 < (weights[:, 1] == 0).mean() < 0.4  # (2/3)^3 = 0.30
 
 
 def test_the_defaults_are_the_experiments_own_configuration_with_each_members_seeds() -> None:

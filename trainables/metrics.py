@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -105,3 +107,90 @@ def per_label_table(labels: np.ndarray, probs: np.ndarray, names: list[str],
             "f1": float(f1_score(y, (p >= thresholds[j]).astype(int), zero_division=0)),
         })
     return rows
+
+
+# ---- a metric on many bootstrap resamples at once (search.gain: a thousand draws, each
+# model). A draw is given as weights: how often it took each row. Scored with repeated rows,
+# scikit-learn gives the same values (tests/test_gain.py checks that, row by row); these do
+# it for every draw in a few array operations instead of a scikit-learn call per draw.
+
+def resampled_values(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
+                     weights: np.ndarray) -> np.ndarray:
+    """`metric_value(kind, key, ...)` on each draw: `weights` is (draws, rows) of counts;
+    NaN where the metric is undefined on a draw (no scorable label)."""
+    if kind == "multilabel":
+        if key == "auroc_macro":
+            return _weighted_macro_auroc(labels, probs, weights)
+        return per_draw_values(kind, key, labels, probs, weights)
+    confusion = _weighted_confusions(labels, probs.argmax(axis=1), probs.shape[1], weights)
+    if key == "kappa":
+        return _kappa(confusion)
+    if key == "accuracy":
+        return np.trace(confusion, axis1=1, axis2=2) / confusion.sum(axis=(1, 2))
+    truth, predicted = confusion.sum(axis=2), confusion.sum(axis=1)
+    hits = np.diagonal(confusion, axis1=1, axis2=2)
+    if key == "balanced_accuracy":  # recall of each class present in the draw's truth
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nanmean(np.where(truth > 0, hits / truth, np.nan), axis=1)
+    if key == "f1_macro":  # over every class; 0 where a class is neither true nor predicted
+        scored = 2 * hits + (predicted - hits) + (truth - hits)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(scored > 0, 2 * hits / scored, 0.0).mean(axis=1)
+    return per_draw_values(kind, key, labels, probs, weights)
+
+
+def per_draw_values(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
+              weights: np.ndarray) -> np.ndarray:
+    """The plain way: each draw's rows repeated, scored by scikit-learn."""
+    out = np.full(len(weights), np.nan)
+    for d, counts in enumerate(weights):
+        rows = np.repeat(np.arange(len(labels)), counts.astype(np.int64))
+        with contextlib.suppress(ValueError):  # undefined on this draw: NaN
+            out[d] = metric_value(kind, key, labels[rows], probs[rows])
+    return out
+
+
+def _weighted_confusions(labels: np.ndarray, preds: np.ndarray, classes: int,
+                         weights: np.ndarray) -> np.ndarray:
+    """(draws, true class, predicted class): each draw's confusion matrix."""
+    cells = np.zeros((len(labels), classes * classes))
+    cells[np.arange(len(labels)), labels * classes + preds] = 1.0
+    return (weights @ cells).reshape(len(weights), classes, classes)
+
+
+def _kappa(confusion: np.ndarray) -> np.ndarray:
+    """Quadratic weighted kappa of each confusion matrix, as `quadratic_kappa` computes it:
+    scikit-learn spaces the classes that occur in the draw (truth or prediction) one apart,
+    and a draw where one class alone occurs scores 0."""
+    truth, predicted = confusion.sum(axis=2), confusion.sum(axis=1)
+    present = (truth + predicted) > 0
+    rank = np.cumsum(present, axis=1) - 1  # a class's place among the classes present
+    distance = (rank[:, :, None] - rank[:, None, :]) ** 2.0
+    expected = truth[:, :, None] * predicted[:, None, :] / truth.sum(axis=1)[:, None, None]
+    observed = (distance * confusion).sum(axis=(1, 2))
+    chance = (distance * expected).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = 1.0 - observed / chance
+    return np.where(present.sum(axis=1) < 2, 0.0, kappa)
+
+
+def _weighted_macro_auroc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro AUROC over the labels with a positive and a negative in the draw: per label, the
+    chance that a drawn positive outscores a drawn negative, ties counting half."""
+    per_label = np.full((len(weights), labels.shape[1]), np.nan)
+    for j in range(labels.shape[1]):
+        order = np.argsort(probs[:, j], kind="mergesort")
+        scores, positive = probs[order, j], labels[order, j].astype(bool)
+        starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])  # groups of equal scores
+        drawn = weights[:, order]
+        pos = np.add.reduceat(np.where(positive, drawn, 0.0), starts, axis=1)
+        neg = np.add.reduceat(np.where(positive, 0.0, drawn), starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg  # negatives scored lower than the group
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_label[:, j] = np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / pairs,
+                                       np.nan)
+    out = np.full(len(weights), np.nan)
+    scorable = np.isfinite(per_label).any(axis=1)
+    out[scorable] = np.nanmean(per_label[scorable], axis=1)
+    return out

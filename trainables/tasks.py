@@ -66,6 +66,13 @@ class Task:
 
         return metric_value(self.kind, self.key, labels, probs)
 
+    def resampled(self, labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """`value` on each bootstrap draw at once (`weights`: draws x rows, how often each row
+        was drawn); NaN where undefined on a draw."""
+        from trainables.metrics import resampled_values
+
+        return resampled_values(self.kind, self.key, labels, probs, weights)
+
     @property
     def sign(self) -> float:
         """+1 where higher is better, -1 where lower is."""
@@ -80,12 +87,6 @@ class Task:
     def name(self) -> str:
         """The metric's short name (QWK)."""
         return dict(self.columns)[self.key]
-
-    @property
-    def bootstrap_draws(self) -> int:
-        """Resamples of a bootstrap interval: a macro AUROC over tens of labels costs twenty
-        times a QWK, so fewer (the interval's ends are coarser, not biased)."""
-        return 300 if self.multilabel else 1000
 
     def decide(self, probs: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
         """Predictions: the class (argmax), or 0/1 per label at `thresholds` (default 0.5)."""

@@ -1,0 +1,82 @@
+"""`python -m search.bench gain`: the final step's bootstrap intervals of what the search bought
+(search/gain.py), every draw of every model scored at once against scikit-learn called on each
+draw's rows, on the same draws of the same predictions.
+
+The predictions are random, sized like a real final step: the defaults and three members and
+the bag (7 models) on a validation split of 400 patients with 2 images each (QWK, 5 grades;
+1000 draws), and of 640 images with 46 labels (macro AUROC, RFMiD's labels; 300 draws);
+--quick: a tenth of the images, 5 draws.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from search.bench_process import measure
+from search.bench_rows import row
+
+MODELS = 7  # 3 defaults, 3 members, the bag
+CASES = {  # task kind: (metric key, its name, rows, classes or labels, rows per patient, draws)
+    "grading": ("kappa", "QWK", 800, 5, 2, 1000),
+    # scikit-learn's 46-label AUROC on each of 1000 draws of 7 models takes minutes a run
+    "multilabel": ("auroc_macro", "macro AUROC", 640, 46, 1, 300),
+}
+
+
+def _predictions(kind: str, rows: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    if kind == "multilabel":
+        labels = (rng.random((rows, width)) < 0.1).astype(np.float32)
+        return labels, [np.clip(labels * 0.3 + rng.random((rows, width)), 0, 1)
+                        for _ in range(MODELS)]
+    grades = rng.integers(0, width, rows)
+    return grades, [np.eye(width)[grades] * 0.5 + rng.random((rows, width)) for _ in range(MODELS)]
+
+
+def _measure(p: dict[str, Any], *, at_once: bool) -> dict[str, Any]:
+    from search.gain import draw_weights, resampling_units
+    from trainables.metrics import per_draw_values, resampled_values
+
+    key, _, rows, width, per_patient, _ = CASES[p["kind"]]
+    rows = rows if not p.get("quick") else rows // 10
+    labels, probs = _predictions(p["kind"], rows, width)
+    groups, _ = resampling_units(np.arange(rows) // per_patient)
+    score = resampled_values if at_once else per_draw_values
+    started = time.perf_counter()
+    weights = draw_weights(groups, rows, p["draws"], np.random.default_rng(0))
+    values = np.stack([score(p["kind"], key, labels, m, weights) for m in probs], axis=1)
+    return {"seconds": time.perf_counter() - started, "draws": len(values),
+            "checksum": float(np.nansum(values))}
+
+
+def measure_gain_ours(p: dict[str, Any]) -> dict[str, Any]:
+    return _measure(p, at_once=True)
+
+
+def measure_gain_baseline(p: dict[str, Any]) -> dict[str, Any]:
+    return _measure(p, at_once=False)
+
+
+def bench_gain(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    rows = []
+    for kind, (_, name, size, width, _, draws) in CASES.items():
+        draws = 5 if params.get("quick") else draws
+        p = {"kind": kind, "draws": draws, "quick": params.get("quick", False)}
+        ours, base = [], []
+        for i in range(repeats):  # alternate, so drift on the machine hits both sides alike
+            ours.append(measure("gain-ours", p))
+            base.append(measure("gain-baseline", p))
+            echo(f"  gain {kind}: run {i + 1} of {repeats}")
+        if abs(ours[0]["checksum"] - base[0]["checksum"]) > 1e-6 * abs(base[0]["checksum"]):
+            raise RuntimeError(f"gain {kind}: the two ways score the draws differently "
+                               f"({ours[0]['checksum']} against {base[0]['checksum']})")
+        images = size // 10 if params.get("quick") else size
+        label = f"{width} labels" if kind == "multilabel" else f"{width} grades"
+        rows.append(row("gain", f"s per interval table, {name} ({label}, {images} images, "
+                                f"{MODELS} models, {draws} draws)",
+                        float(np.median([r["seconds"] for r in ours])),
+                        float(np.median([r["seconds"] for r in base])), False))
+    return rows
