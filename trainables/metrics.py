@@ -140,7 +140,7 @@ def resampled_values(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
 
 
 def per_draw_values(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
-              weights: np.ndarray) -> np.ndarray:
+                    weights: np.ndarray) -> np.ndarray:
     """The plain way: each draw's rows repeated, scored by scikit-learn."""
     out = np.full(len(weights), np.nan)
     for d, counts in enumerate(weights):
