@@ -96,12 +96,13 @@ def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
 
     point = np.array([[task.value(split.labels, p) for p in probs]])
     rng = np.random.default_rng(seed)
-    drawn = np.empty((0, 3))
+    chunks = []
     for start in range(0, draws, CHUNK):  # every model is scored on the same draws
         weights = draw_weights(groups, len(split.labels), min(CHUNK, draws - start), rng)
         values = np.stack([task.resampled(split.labels, p, weights) for p in probs], axis=1)
         values[~np.isfinite(values).all(axis=1)] = np.nan  # a draw where the metric is undefined
-        drawn = np.concatenate([drawn, gains(values)])
+        chunks.append(gains(values))
+    drawn = np.concatenate(chunks)
     tail = 100 * (1 - LEVEL) / 2
     low, high = np.nanpercentile(drawn, [tail, 100 - tail], axis=0)
     estimate = gains(point)[0]

@@ -20,7 +20,7 @@ from search.gain import (
 )
 from search.run import parse_args, resolve_settings
 from spaces import get_experiment
-from trainables.metrics import metric_value, resampled_values
+from trainables.metrics import per_draw_values, resampled_values
 from trainables.tasks import GRADING, MULTILABEL, classes_task
 
 ACCURACY = classes_task("val/accuracy")
@@ -107,21 +107,6 @@ def test_a_draw_where_the_metric_is_undefined_is_left_out() -> None:
     assert 960 < out["draws"] < 1000
 
 
-def _by_repeated_rows(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
-                      weights: np.ndarray) -> list[float]:
-    """scikit-learn on each draw's rows, repeated as often as drawn (NaN: undefined)."""
-    out = []
-    for counts in weights:
-        rows = np.repeat(np.arange(len(labels)), counts.astype(int))
-        try:
-            with warnings.catch_warnings():  # a class predicted that no image has
-                warnings.simplefilter("ignore", UserWarning)
-                out.append(metric_value(kind, key, labels[rows], probs[rows]))
-        except ValueError:
-            out.append(float("nan"))
-    return out
-
-
 @pytest.mark.parametrize(("kind", "key"), [("grading", "kappa"), ("grading", "accuracy"),
                                            ("classes", "f1_macro"),
                                            ("classes", "balanced_accuracy"),
@@ -145,7 +130,9 @@ def test_every_draw_scores_as_scikit_learn_scores_its_rows_repeated(kind: str, k
         np.eye(n)[[0, 5]].sum(axis=0, keepdims=True),  # label 2's two positives alone
     ])
     fast = resampled_values(kind, key, labels, probs, weights)
-    slow = _by_repeated_rows(kind, key, labels, probs, weights)
+    with warnings.catch_warnings():  # a class predicted that no image of a draw has
+        warnings.simplefilter("ignore", UserWarning)
+        slow = per_draw_values(kind, key, labels, probs, weights)  # scikit-learn, rows repeated
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
     assert np.isfinite(fast[:200]).all() and len(set(np.round(fast[:200], 9))) > 5
 
