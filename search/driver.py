@@ -1,11 +1,13 @@
-"""Build, run and restore one Ray Tune search: Optuna TPE (in an RDB study) + ASHA.
+"""Build, run and restore one Ray Tune search: Optuna TPE (in an RDB study, through medtune's
+own searcher, `search.searcher`) + ASHA.
 
 Traps of Ray Tune 2.60 + Optuna 5 this module avoids (DESIGN.md):
 - only `ray.tune` names (`tune.RunConfig`, `tune.FailureConfig`, ...);
 - the define-by-run space is a module-level function of the experiment module (picklable);
 - `metric` and `mode` go to both the searcher and ASHA;
-- the sampler gets `seed`, `multivariate`, `group`, `constant_liar` explicitly (a sampler
-  handed to OptunaSearch ignores its `seed`);
+- the sampler gets `seed`, `multivariate`, `group`, `constant_liar` explicitly;
+- a restored Tuner keeps the searcher and callbacks it was started with: this driver's are
+  bound to the run while it fits (`search.binding`), not swapped into Ray's internals;
 - a GPU request the cluster cannot meet fails at once instead of leaving trials PENDING;
 - trials a killed driver left RUNNING in `study.db` are marked failed on resume;
 - W&B's logging actors get `WANDB_MODE` through the runtime_env.
@@ -16,8 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,10 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
-from search.storage import STUDY_FILE, TUNE_FOLDER, RunStore, snapshot_sqlite
+from search.binding import Binding, DriverCallbacks
+from search.searcher import FixedSpace, StudySearcher, make_sampler
+from search.storage import STUDY_FILE, TUNE_FOLDER, RunStore
 from spaces.base import Experiment
 from trainables.errors import ConfigError
 
@@ -39,72 +40,6 @@ log = logging.getLogger(__name__)
 # process per trial costs its start-up and the torch/timm imports, about 6 s on a 2-core
 # machine, per trial (`python -m search.bench overhead`). Trials reseed everything they use.
 TUNE_OPTIONS: dict[str, Any] = {"reuse_actors": True}
-
-
-class StudySearch(OptunaSearch):
-    """OptunaSearch that
-    - records a trial that errored as FAIL, even if it reported epochs before (Ray's own
-      records it COMPLETE with its last result: a NaN would look like a score);
-    - survives a study trial finished behind its back (a resumed search);
-    - saves the study's name and trial ids, not its database connection: a restored searcher
-      reopens the study where this driver keeps it (the run folder may have moved, or be
-      staged from an object store on another machine);
-    - with `snapshot` set (a SQLite study staged for an object-store run folder), saves a copy
-      of the study beside each searcher checkpoint, so Ray uploads both together."""
-
-    snapshot: Path | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_storage"] = state["_ot_study"] = None
-        state["_ot_trials"] = {tid: trial._trial_id for tid, trial in self._ot_trials.items()}
-        return state
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__getstate__(), f)
-        if self.snapshot is not None and self.snapshot.is_file():
-            snapshot_sqlite(self.snapshot, Path(checkpoint_path).parent / STUDY_FILE)
-
-    def restore(self, checkpoint_path: str) -> None:
-        storage, snapshot = self._storage, self.snapshot  # this driver's study
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-        self._storage, self.snapshot = storage, snapshot
-        assert storage is not None, "StudySearch is made with an RDB storage"
-        study = optuna.load_study(study_name=self._study_name, storage=storage,
-                                  sampler=self._sampler)
-        self._ot_study = study  # type: ignore[assignment]
-        trials = {}
-        for tid, number in self._ot_trials.items():
-            try:
-                trials[tid] = optuna.trial.Trial(study, number)
-            except KeyError:
-                log.warning("optuna: trial %s of %s is not in the study; it is not told", number, tid)
-        self._ot_trials = trials
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._ot_trials:
-            return
-        try:
-            super().on_trial_result(trial_id, result)
-        except optuna.exceptions.UpdateFinishedTrialError as e:
-            log.warning("optuna: %s", e)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
-        if trial_id not in self._ot_trials:
-            return
-        if error and trial_id not in self._completed_trials:
-            assert self._ot_study is not None
-            try:
-                self._ot_study.tell(self._ot_trials[trial_id], None,
-                                    state=optuna.trial.TrialState.FAIL)
-            except Exception as e:  # already finished (marked failed on resume): keep going
-                log.warning("optuna: %s", e)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 @dataclass(frozen=True)
@@ -328,27 +263,20 @@ def default_concurrency(cpus_per_trial: float, gpus_per_trial: float,
     return max(1, live, scaled)
 
 
-def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
-    """TPE with every default that changed between Optuna releases passed explicitly."""
-    with warnings.catch_warnings():  # `group` is marked experimental; it is what a
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # conditional space needs
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup_trials, multivariate=True, group=True,
-            constant_liar=True)
-
-
 def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
-    storage = optuna.storages.RDBStorage(plan.storage_url)
     sampler = (optuna.samplers.RandomSampler(seed=plan.seed) if plan.sampler == "random"
                else make_sampler(plan.seed, startup_trials))
-    searcher = StudySearch(
-        space=FixedSpace(plan.experiment.search_space(plan.demo), plan.pinned),
-        metric=plan.experiment.metric,
-        mode=plan.experiment.mode,
-        sampler=sampler, storage=storage,
-        study_name=plan.run_id)
-    searcher.snapshot = plan.staged_study
+    searcher = StudySearcher(
+        FixedSpace(plan.experiment.search_space(plan.demo), plan.pinned),
+        metric=plan.experiment.metric, mode=plan.experiment.mode,
+        study_name=plan.run_id, study_url=plan.storage_url, sampler=sampler,
+        max_epochs=plan.max_epochs, snapshot=plan.staged_study)
     return ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
+
+
+def binding(plan: SearchPlan, callbacks: list[tune.Callback]) -> Binding:
+    """What this driver binds to the run while it fits (search.binding)."""
+    return Binding(plan.storage_url, plan.staged_study, callbacks)
 
 
 def make_scheduler(plan: SearchPlan, grace_period: int,
@@ -380,7 +308,7 @@ def trial_dirname(trial: Any) -> str:
 def run_config(plan: SearchPlan, callbacks: list[tune.Callback]) -> tune.RunConfig:
     return tune.RunConfig(
         name=TUNE_FOLDER, storage_path=plan.store.tune_storage, verbose=0,
-        callbacks=callbacks,
+        callbacks=[DriverCallbacks(plan.run_id, callbacks)],
         # a crashed trial is retried from its last checkpoint (a NaN trial too, as Ray cannot
         # retry by exception type: it fails again within an epoch)
         failure_config=tune.FailureConfig(max_failures=2),
@@ -407,63 +335,29 @@ def new_tuner(plan: SearchPlan, callbacks: list[tune.Callback], *, startup_trial
     )
 
 
-def restored_tuner(plan: SearchPlan, callbacks: list[tune.Callback], *,
-                   startup_trials: int) -> tune.Tuner:
-    """The interrupted search of the run folder, with its searcher and scheduler state."""
+def restored_tuner(plan: SearchPlan) -> tune.Tuner:
+    """The interrupted search of the run folder, with its searcher and scheduler state. Fit it
+    inside `bound_to(plan.run_id, binding(plan, callbacks))`: the restored searcher then opens
+    the study where this driver keeps it, and the restored callbacks relay to this driver's."""
     path = f"{plan.store.tune_storage}/{TUNE_FOLDER}"
     if not tune.Tuner.can_restore(path):
         raise ConfigError(f"--resume: no Ray Tune experiment to restore in {path}")
     # errored trials too: a killed driver can record its running trials as ERROR as it dies;
     # they continue from their last checkpoint (a NaN trial fails again within an epoch)
-    tuner = tune.Tuner.restore(path, trainable=trainable_with_resources(plan),
-                               resume_unfinished=True, resume_errored=True,
-                               param_space=plan.fixed)
-    # this driver's callbacks (progress, W&B) and searcher (its study where this driver keeps
-    # it; Ray restores the searcher's saved state into it), not unpickled copies of the old ones
-    if tuner._local_tuner is not None:
-        tuner._local_tuner._run_config.callbacks = callbacks
-        tuner._local_tuner._tune_config.search_alg = make_searcher(plan, startup_trials)
-    return tuner
+    return tune.Tuner.restore(path, trainable=trainable_with_resources(plan),
+                              resume_unfinished=True, resume_errored=True,
+                              param_space=plan.fixed)
 
 
 def mark_stale_trials_failed(storage_url: str, study_name: str) -> int:
     """A killed driver leaves trials RUNNING in the RDB study. Ray resumes the ones it had
     checkpointed (they finish normally); once the search is complete, any still RUNNING had
     no one to finish them and are marked failed."""
-    storage = optuna.storages.RDBStorage(storage_url)
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=storage_url)
     except KeyError:
         return 0
     stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in stale:
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     return len(stale)
-
-
-class FixedSpace:
-    """An experiment's define-by-run space with some keys fixed by `--set`: their suggest_*
-    calls answer the fixed value without asking Optuna (so conditions still follow it).
-    A module-level class, so the searcher pickles (a closure would not)."""
-
-    def __init__(self, space: Any, fixed: dict[str, Any]) -> None:
-        self.space, self.fixed = space, dict(fixed)
-
-    def __call__(self, trial: Any) -> dict[str, Any] | None:
-        # a space may return constants that follow its choices (a demo model's weights)
-        return self.space(_FixingTrial(trial, self.fixed))
-
-
-class _FixingTrial:
-    def __init__(self, trial: Any, fixed: dict[str, Any]) -> None:
-        self._trial, self._fixed = trial, fixed
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._trial, name)
-        if not name.startswith("suggest_"):
-            return attr
-
-        def suggest(key: str, *args: Any, **kwargs: Any) -> Any:
-            return self._fixed[key] if key in self._fixed else attr(key, *args, **kwargs)
-
-        return suggest

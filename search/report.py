@@ -24,6 +24,9 @@ import optuna
 import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix
 
+from search.run_folder import rank_trials
+from search.searcher import best_of
+
 EDGE = 0.1  # a best value in the outer 10% of a numeric range is flagged
 
 
@@ -60,15 +63,26 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
                    mode: str, out: Path) -> dict[str, Any]:
     figs: dict[str, Any] = {}
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if done:
+    # ASHA's stops by their best epoch, as medtune ranks them (the study holds them PRUNED,
+    # with their epochs; Optuna values a pruned trial by its last)
+    stopped = [t for t in study.trials
+               if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
+    value = {t.number: best_of(t.intermediate_values, mode) for t in done + stopped}
+    kinds = [(done, "o", "ran its full length"), (stopped, "x", "stopped early (best epoch)")]
+    if done or stopped:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        values = [float(t.value or 0.0) for t in done]
-        best = np.maximum.accumulate(values) if mode == "max" else np.minimum.accumulate(values)
-        ax.plot([t.number for t in done], values, "o", label="trial")
-        ax.plot([t.number for t in done], best, "-", label="best so far")
+        for group, marker, label in kinds:
+            if group:
+                ax.plot([t.number for t in group], [value[t.number] for t in group], marker,
+                        linestyle="none", label=label)
+        if done:
+            values = [value[t.number] for t in done]
+            best = np.maximum.accumulate(values) if mode == "max" else np.minimum.accumulate(values)
+            ax.step([t.number for t in done], best, "-", where="post",
+                    label="best so far (full length)")
         ax.set_xlabel("trial")
         ax.set_ylabel(metric)
-        ax.legend()
+        ax.legend(fontsize=7)
         figs["history"] = _save(fig, out / "history.png")
     try:
         # Optuna 5 defaults to PED-ANOVA: ask for fANOVA, seeded, as the label says
@@ -81,26 +95,28 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
         ax.barh(list(importances)[::-1], list(importances.values())[::-1])
         ax.set_xlabel("importance (fANOVA)")
         figs["importance"] = _save(fig, out / "importance.png")
-    params = sorted({k for t in done for k in t.params})
+    params = sorted({k for t in done + stopped for k in t.params})
     figs["params"] = []
     for name in params:
-        xs = [t.params[name] for t in done if name in t.params]
-        ys = [float(t.value or 0.0) for t in done if name in t.params]
         fig, ax = plt.subplots(figsize=(3.6, 2.6))
-        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
-            ax.plot(xs, ys, "o")
-            dist = done[0].distributions.get(name) or next(
-                t.distributions[name] for t in done if name in t.distributions)
+        xs = [t.params[name] for t in done + stopped if name in t.params]
+        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
+        labels = sorted({str(x) for x in xs})
+        for group, marker, label in kinds:
+            have = [t for t in group if name in t.params]
+            ax.plot([t.params[name] if numeric else labels.index(str(t.params[name]))
+                     for t in have], [value[t.number] for t in have], marker,
+                    linestyle="none", label=label)
+        if numeric:
+            dist = next(t.distributions[name] for t in done + stopped if name in t.distributions)
             if getattr(dist, "log", False):
                 ax.set_xscale("log")
         else:
-            labels = sorted({str(x) for x in xs})
-            ax.plot([labels.index(str(x)) for x in xs], ys, "o")
             ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         figs["params"].append(_save(fig, out / f"param_{name}.png"))
-    top = trials.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min")).head(3)
+    top = rank_trials(trials, metric, mode).head(3)
     if len(top) and len(epochs):
         figs["curves"] = curves_figure(top, epochs, metric, out / "curves.png")
     return figs
@@ -225,12 +241,12 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
     # first trial's start to the last one's end (an interrupted search counts its pause too)
     wall = float(trials["finished"].max() - trials["started"].min()) / 60 \
         if trials["finished"].notna().any() else 0.0
-    best = trials.dropna(subset=[metric]).sort_values(metric, ascending=(mode == "min")).head(10)
+    best = rank_trials(trials, metric, mode).head(10)
     sections = [("Run", run_summary(run_dir) + f"<p>{len(trials)} trials in {wall:.1f} minutes "
                  f"of wall time ({minutes:.1f} trial-minutes)</p>"),
                 ("Best trials", table(best.drop(columns=["error", "started", "finished"]))),
                 ("Optimisation history", img(figs["history"], "optimisation history")
-                 if "history" in figs else "<p>no completed trial</p>"),
+                 if "history" in figs else "<p>no trial with a result</p>"),
                 ("Parameter importances", img(figs["importance"], "parameter importances")
                  if "importance" in figs else f"<p>{html.escape(figs['importance_note'])}</p>"),
                 ("Each parameter against the metric",

@@ -17,6 +17,7 @@ import pandas as pd
 from ray import tune
 
 from search.driver import SearchPlan
+from search.searcher import trial_length
 from trainables.config import TrainConfig, config_value
 
 METRIC_PREFIXES = ("train/", "val/", "sim/")  # sim/: a replayed search's simulated clock
@@ -38,7 +39,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
     trial_rows, epoch_frames = [], []
     for result in _each(results):
         config = result.config or {}
-        trial_id = _trial_id(result)
+        trial_id = trial_key(result)
         frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         if "epoch" in frame:  # an epoch reported while the driver was stopping is not in Ray's
             # saved state: the resumed trial trains it again, and its second row is the one kept
@@ -57,7 +58,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
         n_epochs = int(epochs["epoch"].max()) if len(epochs) else 0
         if result.error is not None:
             status = "failed"
-        elif n_epochs >= min(plan.max_epochs, _trial_epochs(config, plan.max_epochs)):
+        elif n_epochs >= trial_length(config, plan.max_epochs):
             status = "completed"
         elif n_epochs:
             status = "stopped early"  # by ASHA
@@ -87,25 +88,14 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
     return trials, epochs_all
 
 
-def _trial_epochs(config: dict[str, Any], default: int) -> int:
-    """A trial's own length: its phases' epochs can be searched, and sum to less than the
-    budget's."""
-    from trainables.config import TrainConfig
-    from trainables.errors import ConfigError
-
-    try:
-        return TrainConfig.from_dict(config).epochs
-    except ConfigError:
-        return default
-
-
 def _started_finished(frame: pd.DataFrame) -> tuple[float | None, float | None]:
-    """Unix times of a trial's start (its first epoch's end less that epoch's duration: right
-    after a resume too, where the total time leaves out the pause) and of its last epoch."""
+    """Unix times of a trial's start (its first result's time less the trial's time until
+    then: its start-up and first epoch) and of its last epoch."""
     if "timestamp" not in frame or not len(frame):
         return None, None
     first = frame.iloc[0]
-    took = float(first["time_this_iter_s"]) if "time_this_iter_s" in frame else 0.0
+    took = float(first["time_total_s"]) if "time_total_s" in frame else \
+        float(first.get("time_this_iter_s", 0.0))
     return float(first["timestamp"]) - took, float(frame["timestamp"].iloc[-1])
 
 
@@ -113,7 +103,7 @@ def _each(results: tune.ResultGrid) -> list[tune.Result]:
     return [results[i] for i in range(len(results))]
 
 
-def _trial_id(result: tune.Result) -> str:
+def trial_key(result: tune.Result) -> str:
     return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
 
 
@@ -125,16 +115,28 @@ def write_tables(plan: SearchPlan, results: tune.ResultGrid) -> pd.DataFrame:
     return trials
 
 
+def rank_trials(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """The trials with a result, best first: those that ran their full length by their best
+    epoch's value, then those ASHA stopped early, by theirs (as Optuna ranks COMPLETE before
+    PRUNED: the study's best trial is this ranking's first)."""
+    if metric not in trials:
+        return trials.iloc[:0]
+    ranked = trials[(trials["status"] != "failed") & trials[metric].notna()]
+    stopped = (ranked["status"] != "completed").rename("_stopped")
+    order = pd.concat([stopped, ranked[metric]], axis=1).sort_values(
+        ["_stopped", metric], ascending=[True, mode == "min"], kind="stable")
+    return ranked.loc[order.index]
+
+
 def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame,
                epochs: pd.DataFrame) -> None:
     """`best/config.json` (the best trial), `best/top_k.json` (the top k, best first) and
     `best/ranked.json` (every trial with a result, best first: greedy selection's pool)."""
     metric, mode = plan.experiment.metric, plan.experiment.mode
-    ranked = trials[(trials["status"] != "failed") & trials[metric].notna()]
-    ranked = ranked.sort_values(metric, ascending=(mode == "min"))
+    ranked = rank_trials(trials, metric, mode)
     if ranked.empty:
         return
-    configs = {_trial_id(r): r.config or {} for r in _each(results)}
+    configs = {trial_key(r): r.config or {} for r in _each(results)}
     top = []
     for _, row in ranked.iterrows():
         at_best = epochs[(epochs["trial_id"] == row["trial_id"])

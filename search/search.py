@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from search.binding import bound_to
 from search.console import LOG_FILE, ray_output_to
 from search.driver import (
     ClusterShape,
     SearchPlan,
+    binding,
     check_resources,
     connect_ray,
     default_concurrency,
@@ -120,7 +122,7 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         replay=settings.get("replay"))
 
 
-def write_run_config(plan: SearchPlan, settings: dict[str, Any], command: list[str],
+def write_config_json(plan: SearchPlan, settings: dict[str, Any], command: list[str],
                      index: Any = None) -> None:
     """config.json (what fixes the run; the final step and --resume read it),
     environment.json and, where medtune drew the data's splits, split.csv; copied to an object
@@ -173,7 +175,7 @@ def _run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         registry = start_registry()
     plan = plan_search(experiment, store, settings, cluster)
     if not resume:  # only now: a refused request leaves the run's name free
-        write_run_config(plan, settings, command, index)
+        write_config_json(plan, settings, command, index)
     _describe(plan, cluster, wandb_line)
     progress = Progress(experiment.metric, experiment.mode, plan.num_samples,
                         cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial,
@@ -183,12 +185,13 @@ def _run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
     started = time.monotonic()
     if resume:
         print(f"resuming {store.location}", flush=True)
-        tuner = restored_tuner(plan, callbacks, startup_trials=settings["startup_trials"])
+        tuner = restored_tuner(plan)
     else:
         tuner = new_tuner(plan, callbacks, startup_trials=settings["startup_trials"],
                           grace_period=settings["grace_period"],
                           reduction_factor=settings["reduction_factor"])
-    results = tuner.fit()
+    with bound_to(plan.run_id, binding(plan, callbacks)):
+        results = tuner.fit()
     del registry  # held until the trials ended
     trials = write_tables(plan, results)
     if len(trials) and (trials["status"] != "not run").sum() >= plan.num_samples:

@@ -38,3 +38,59 @@ def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> None:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
+
+
+def plan_at(store: Any, *, max_epochs: int = 2) -> Any:
+    """A deepdrid_finetune search plan (demo space) writing into `store`'s run folder."""
+    from search.driver import SearchPlan
+    from spaces import get_experiment
+
+    experiment = get_experiment("deepdrid_finetune")
+    store.local.mkdir(parents=True, exist_ok=True)
+    return SearchPlan(experiment=experiment, store=store,
+                      fixed=experiment.config(demo=True).to_dict(), pinned={}, num_samples=4,
+                      max_epochs=max_epochs, seed=0, cpus_per_trial=1, gpus_per_trial=0,
+                      max_concurrent=2, wandb=False)
+
+
+def searcher_of(plan: Any) -> Any:
+    """The searcher `search.run` would give Ray Tune for `plan` (inside its concurrency limit)."""
+    from search.driver import make_searcher
+    from search.searcher import StudySearcher
+
+    searcher = make_searcher(plan, startup_trials=2).searcher
+    assert isinstance(searcher, StudySearcher)
+    return searcher
+
+
+def study_agrees_with_run_folder(run: Path) -> Any:
+    """Opened with Optuna (as optuna-dashboard opens it), the study says what the run folder
+    says: a trial per row of trials.parquet (its Ray trial id a user attribute), its epochs as
+    intermediate values, a full-length trial COMPLETE with its best epoch's value, one ASHA
+    stopped PRUNED, and best/config.json's trial as the study's best. Returns the study."""
+    import json
+
+    import optuna
+    import pandas as pd
+    import pytest
+
+    trials = pd.read_parquet(run / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}")
+    metric = json.loads((run / "best" / "config.json").read_text())["metric"]
+    assert len(study.trials) == len(trials)
+    state = {"completed": optuna.trial.TrialState.COMPLETE,
+             "stopped early": optuna.trial.TrialState.PRUNED,
+             "failed": optuna.trial.TrialState.FAIL}
+    for t in study.trials:
+        row = trials.loc[t.user_attrs["ray_trial"]]
+        assert t.state == state[row["status"]], (t.number, row["status"])
+        curve = epochs[epochs["trial_id"] == row.name]
+        assert t.intermediate_values == pytest.approx(dict(zip(curve["epoch"], curve[metric],
+                                                               strict=True)))
+        if t.state == optuna.trial.TrialState.COMPLETE:  # its best epoch, not its last
+            assert t.value == row[metric] == curve[metric].max()
+    best = json.loads((run / "best" / "config.json").read_text())
+    assert study.best_trial.user_attrs["ray_trial"] == best["trial_id"]
+    assert study.best_value == best["value"]
+    return study

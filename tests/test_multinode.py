@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 from search.driver import SearchPlan, check_resources, new_tuner
 from search.run import parse_args, resolve_settings
 from search.run_folder import write_tables
-from search.search import plan_search, write_run_config
+from search.search import plan_search, write_config_json
 from search.storage import RunStore
 from spaces import get_experiment
 from trainables.errors import ConfigError
@@ -98,7 +98,7 @@ def searched(cluster: tuple[Cluster, list[Any]], course_demo: Path,
     shape = check_resources(1, 1)  # one GPU per trial: the cluster has it, on two nodes
     plan: SearchPlan = plan_search(experiment, store, settings, shape)
     assert plan.max_concurrent == 2  # what the two GPU nodes fit (the head holds none)
-    write_run_config(plan, settings, ["test"])
+    write_config_json(plan, settings, ["test"])
     heard = Heard()
     # ASHA's grace period at the full length: no trial is stopped early, all run to the end
     tuner = new_tuner(plan, [heard], startup_trials=3, grace_period=EPOCHS, reduction_factor=2)

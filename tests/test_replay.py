@@ -21,6 +21,7 @@ from search.final import run_final
 from search.replay import fit_surrogate, held_out_error, landscape, simulated_times
 from search.run import main as run_main
 from spaces import get_experiment
+from tests.helpers import study_agrees_with_run_folder
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
@@ -130,6 +131,9 @@ def test_asha_stops_replayed_trials_as_worked_out_by_hand(local_ray: None, table
             (trial_id, value, recorded)
         assert trials.loc[trial_id, "epochs"] == (2 if stops else 3)
     assert "stopped early" in set(trials["status"])  # this seed's draws put ASHA to work
+    # the study says so too: stopped trials PRUNED with their epochs, the best one COMPLETE
+    study = study_agrees_with_run_folder(run)
+    assert optuna.trial.TrialState.PRUNED in {t.state for t in study.trials}
 
 
 def test_the_surrogate_answers_configurations_the_table_never_saw(table: Path) -> None:

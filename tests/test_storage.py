@@ -1,11 +1,10 @@
-"""Run folders on object stores (staged locally, copied with pyarrow) and a searcher whose saved
-state follows the study wherever this driver keeps it. `file://` URIs stand in for s3:// here:
-both go through pyarrow's file systems."""
+"""Run folders on object stores (staged locally, copied with pyarrow), and the study that travels
+with Ray's experiment state. `file://` URIs stand in for s3:// here: both go through pyarrow's
+file systems."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import sqlite3
 from pathlib import Path
@@ -13,9 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.driver import SearchPlan, StudySearch, make_searcher
 from search.storage import RunStore, latest_run, snapshot_sqlite, stage_root
-from spaces import get_experiment
+from tests.helpers import plan_at, searcher_of
 from trainables.errors import ConfigError, StorageError
 
 
@@ -113,59 +111,13 @@ def test_a_sqlite_snapshot_holds_what_was_committed(tmp_path: Path) -> None:
         assert copy.execute("select x from t").fetchall() == [(1,)]
 
 
-def _plan(store: RunStore) -> SearchPlan:
-    experiment = get_experiment("deepdrid_finetune")
-    store.local.mkdir(parents=True, exist_ok=True)
-    return SearchPlan(experiment=experiment, store=store, fixed=experiment.config(demo=True).to_dict(),
-                      pinned={}, num_samples=4, max_epochs=2, seed=0, cpus_per_trial=1,
-                      gpus_per_trial=0, max_concurrent=2, wandb=False)
-
-
-def _searcher(plan: SearchPlan) -> StudySearch:
-    searcher = make_searcher(plan, startup_trials=2).searcher
-    assert isinstance(searcher, StudySearch)
-    return searcher
-
-
-def test_a_restored_searcher_opens_the_study_where_this_driver_keeps_it(tmp_path: Path) -> None:
-    plan = _plan(RunStore(tmp_path / "old" / "deepdrid_finetune" / "r1"))
-    metric = plan.experiment.metric
-    searcher = _searcher(plan)
-    assert searcher.snapshot is None  # a study in the run folder itself needs no snapshot
-    first = searcher.suggest("t1")
-    assert first is not None and "lr" in first
-    searcher.suggest("t2")
-    searcher.on_trial_result("t1", {metric: 0.4, "training_iteration": 1})
-    searcher.on_trial_complete("t1", {metric: 0.5, "training_iteration": 2})
-    searcher.save(str(tmp_path / "searcher.pkl"))
-
-    # the run folder moves (or is staged on another machine); the old one is gone
-    moved = _plan(RunStore(tmp_path / "new" / "deepdrid_finetune" / "r1"))
-    shutil.copyfile(plan.run_dir / "study.db", moved.run_dir / "study.db")
-    shutil.rmtree(tmp_path / "old")
-    pickle.loads(pickle.dumps(searcher))  # tuner.pkl: unpickles without the old database
-    restored = _searcher(moved)
-    restored.restore(str(tmp_path / "searcher.pkl"))
-    restored.on_trial_result("t2", {metric: 0.6, "training_iteration": 1})
-    restored.on_trial_complete("t2", {metric: 0.7, "training_iteration": 2})
-    restored.on_trial_complete("unknown", {metric: 0.9})  # not in the saved state: ignored
-    assert restored.suggest("t3") is not None  # the restored sampler goes on
-
-    assert not (tmp_path / "old").exists()
-    study = optuna.load_study(study_name="r1", storage=f"sqlite:///{moved.run_dir / 'study.db'}")
-    done = [(t.value, t.state) for t in study.trials[:2]]
-    assert done == [(0.5, optuna.trial.TrialState.COMPLETE), (0.7, optuna.trial.TrialState.COMPLETE)]
-    assert study.trials[1].intermediate_values == {1: 0.6}
-    assert len(study.trials) == 3
-
-
 def test_a_staged_study_is_saved_beside_the_searcher_state(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MEDTUNE_STUDY_URL", raising=False)
     store = RunStore(tmp_path / "stage" / "deepdrid_finetune" / "r1",
                      (tmp_path / "bucket").as_uri() + "/deepdrid_finetune/r1")
-    plan = _plan(store)
-    searcher = _searcher(plan)
+    plan = plan_at(store)
+    searcher = searcher_of(plan)
     assert searcher.snapshot == store.local / "study.db"
     searcher.suggest("t1")
     ray_state = tmp_path / "driver_artifacts"  # what Ray uploads to URI/tune

@@ -1,0 +1,221 @@
+"""medtune's searcher: Optuna's ask-and-tell behind Ray Tune's public `Searcher` interface.
+
+What the study holds (what optuna-dashboard shows, and what TPE models):
+- a trial per Ray Tune trial, numbered in the order they were suggested; the Ray trial id is
+  its user attribute `ray_trial`;
+- every reported epoch as an intermediate value (step: the epoch);
+- a trial that ran its full length: COMPLETE, valued by its best epoch (the value medtune ranks
+  trials by, `search.run_folder.rank_trials`);
+- a trial that ASHA stopped before its length: PRUNED, with its epochs as intermediate values
+  (Optuna gives it its last epoch's value; TPE ranks pruned trials after complete ones, by
+  their last step and value);
+- a trial that errored, or reported no value: FAIL (Ray's own OptunaSearch records an errored
+  trial COMPLETE with its last value: a NaN would look like a score).
+So the study's best trial is `best/config.json`'s, in optuna-dashboard as in the report.
+
+Only public APIs: Ray Tune's `Searcher` methods, Optuna's `create_study`/`load_study`,
+`Study.ask`/`Study.tell` (by trial number) and its storage's documented `BaseStorage` methods
+for an intermediate value of a trial asked before a restore. The searcher's saved state is the
+study's name and URL, the trial numbers and the sampler (its random state goes on), never a
+database connection: a restored searcher reopens the study where the restoring driver keeps it
+(`search.binding`), else at the URL it saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from search.binding import bound
+from search.storage import STUDY_FILE, snapshot_sqlite
+
+log = logging.getLogger(__name__)
+
+RAY_TRIAL_ATTR = "ray_trial"  # the study trial's user attribute: the Ray Tune trial it is
+
+
+def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
+    """TPE with every default that changed between Optuna releases passed explicitly."""
+    with warnings.catch_warnings():  # `group` is marked experimental; it is what a
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # conditional space needs
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup_trials, multivariate=True, group=True,
+            constant_liar=True)
+
+
+def trial_length(config: dict[str, Any], max_epochs: int) -> int:
+    """A trial's own length: its phases' epochs can be searched, and sum to less than the
+    budget's."""
+    from trainables.config import TrainConfig
+    from trainables.errors import ConfigError
+
+    try:
+        return min(max_epochs, TrainConfig.from_dict(config).epochs)
+    except ConfigError:
+        return max_epochs
+
+
+def best_of(values: dict[int, float], mode: str) -> float:
+    return max(values.values()) if mode == "max" else min(values.values())
+
+
+class StudySearcher(Searcher):
+    """Suggests each Ray Tune trial's configuration from an Optuna study and tells the study
+    every epoch and how the trial ended (module docstring)."""
+
+    def __init__(self, space: Any, *, metric: str, mode: str, study_name: str, study_url: str,
+                 sampler: optuna.samplers.BaseSampler, max_epochs: int,
+                 snapshot: Path | None = None) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.space = space  # define-by-run: fn(trial) -> constants or None, module-level
+        self.study_name, self.study_url = study_name, study_url
+        self.sampler, self.max_epochs = sampler, max_epochs
+        # a SQLite study that must travel with Ray's experiment state: copied beside each
+        # searcher checkpoint (Ray uploads both together)
+        self.snapshot = snapshot
+        self.numbers: dict[str, int] = {}  # Ray trial id -> study trial number
+        self._study: optuna.Study | None = None
+        self._storage: optuna.storages.RDBStorage | None = None
+        self._keys: dict[int, int] = {}  # trial number -> the storage's key for the trial
+
+    # --- the study ---------------------------------------------------------------------------
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._storage = optuna.storages.RDBStorage(self.study_url)
+            self._study = optuna.create_study(
+                study_name=self.study_name, storage=self._storage, sampler=self.sampler,
+                direction="maximize" if self.mode == "max" else "minimize", load_if_exists=True)
+        return self._study
+
+    def _stored(self, number: int) -> tuple[optuna.storages.RDBStorage, int]:
+        """The storage and its key for a trial number (Optuna's `BaseStorage` methods: a
+        trial asked by the driver before a restore has no `Trial` object here)."""
+        self.study()
+        assert self._storage is not None
+        if number not in self._keys:
+            study = self._storage.get_study_id_from_name(self.study_name)
+            self._keys[number] = self._storage.get_trial_id_from_study_id_trial_number(
+                study, number)
+        return self._storage, self._keys[number]
+
+    def _report(self, number: int, result: dict[str, Any]) -> None:
+        """The result's epoch as an intermediate value of the study trial (a resumed trial
+        that trains an epoch again overwrites it)."""
+        value = result.get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        step = int(result.get("epoch") or result.get("training_iteration") or 0)
+        storage, key = self._stored(number)
+        try:
+            storage.set_trial_intermediate_value(key, step, float(value))
+        except optuna.exceptions.UpdateFinishedTrialError as e:  # marked failed on a resume
+            log.warning("optuna: trial %s: %s", number, e)
+
+    # --- Ray Tune's Searcher interface -------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        return True  # metric, mode and space are this searcher's own (the driver sets them)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self.study().ask()
+        constants = self.space(trial) or {}
+        trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+        self.numbers[trial_id] = trial.number
+        return {**trial.params, **constants}  # flat keys: a trial config's own
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.numbers:
+            self._report(self.numbers[trial_id], result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        """Ray hands a trial's last result only here (not to on_trial_result)."""
+        number = self.numbers.get(trial_id)
+        if number is None:  # suggested by a driver whose saved state did not list it
+            return
+        if result:
+            self._report(number, result)
+        storage, key = self._stored(number)
+        trial = storage.get_trial(key)
+        if trial.state.is_finished():  # marked failed on a resume, or told already
+            return
+        values = trial.intermediate_values
+        if error or not values:
+            self.study().tell(number, state=optuna.trial.TrialState.FAIL)
+        elif max(values) >= trial_length((result or {}).get("config") or {}, self.max_epochs):
+            self.study().tell(number, best_of(values, self.mode))
+        else:  # stopped by the scheduler before its length
+            self.study().tell(number, state=optuna.trial.TrialState.PRUNED)
+
+    # --- save and restore --------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        return {"study_name": self.study_name, "study_url": self.study_url,
+                "numbers": dict(self.numbers), "sampler": self.sampler}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.study_name, self.numbers = state["study_name"], dict(state["numbers"])
+        self.sampler = state["sampler"]
+        binding = bound(self.study_name)
+        if binding is not None:  # where the restoring driver keeps the study
+            self.study_url, self.snapshot = binding.study_url, binding.snapshot
+        else:
+            self.study_url = state["study_url"]
+        self._study, self._storage, self._keys = None, None, {}
+        from trainables.errors import ConfigError
+
+        try:
+            optuna.load_study(study_name=self.study_name, storage=self.study_url)
+        except KeyError:
+            raise ConfigError(f"--resume: the study {self.study_name} is not in "
+                              f"{self.study_url}") from None
+        except Exception as e:  # a database that cannot be opened (any driver's errors)
+            raise ConfigError(f"--resume: the study {self.study_name} is not in "
+                              f"{self.study_url}: {str(e).splitlines()[0]}") from None
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+        if self.snapshot is not None and self.snapshot.is_file():
+            snapshot_sqlite(self.snapshot, Path(checkpoint_path).parent / STUDY_FILE)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher into tuner.pkl
+        return {**self.__dict__, "_study": None, "_storage": None, "_keys": {}}
+
+
+class FixedSpace:
+    """An experiment's define-by-run space with some keys fixed by `--set`: their suggest_*
+    calls answer the fixed value without asking Optuna (so conditions still follow it).
+    A module-level class, so the searcher pickles (a closure would not)."""
+
+    def __init__(self, space: Any, fixed: dict[str, Any]) -> None:
+        self.space, self.fixed = space, dict(fixed)
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        # a space may return constants that follow its choices (a demo model's weights)
+        return self.space(_FixingTrial(trial, self.fixed))
+
+
+class _FixingTrial:
+    def __init__(self, trial: Any, fixed: dict[str, Any]) -> None:
+        self._trial, self._fixed = trial, fixed
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._trial, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(key: str, *args: Any, **kwargs: Any) -> Any:
+            return self._fixed[key] if key in self._fixed else attr(key, *args, **kwargs)
+
+        return suggest

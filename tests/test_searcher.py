@@ -1,0 +1,128 @@
+"""medtune's searcher on Ray Tune's public Searcher interface and Optuna's ask-and-tell: what the
+study holds, and a restore that reopens it where the restoring driver keeps it. Called as Ray
+Tune calls it (every result but the last through on_trial_result, the last through
+on_trial_complete); a real search is in test_search.py."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from ray import tune
+
+from search.binding import Binding, DriverCallbacks, bound_to
+from search.storage import RunStore
+from tests.helpers import plan_at, searcher_of
+from trainables.errors import ConfigError
+
+State = optuna.trial.TrialState
+
+
+def run_trial(searcher: Any, trial_id: str, values: list[float], *, epochs: int,
+              error: bool = False, first: int = 1) -> None:
+    """Report `values` as epochs first.. of a trial `epochs` long, as Ray Tune does."""
+    config = {"epochs": epochs}
+    results = [{searcher.metric: v, "epoch": e, "training_iteration": e, "config": config}
+               for e, v in enumerate(values, first)]
+    for result in results[:-1]:
+        searcher.on_trial_result(trial_id, result)
+    searcher.on_trial_complete(trial_id, results[-1] if results else None, error=error)
+
+
+def test_the_study_holds_epochs_stops_failures_and_the_best_epoch(tmp_path: Path) -> None:
+    plan = plan_at(RunStore(tmp_path / "deepdrid_finetune" / "r1"), max_epochs=3)
+    searcher = searcher_of(plan)
+    for trial_id in ("full", "stopped", "failed", "silent", "short"):
+        config = searcher.suggest(trial_id)
+        assert config is not None and {"lr", "augment"} <= set(config)
+    run_trial(searcher, "full", [0.5, 0.8, 0.6], epochs=3)  # its best epoch is not its last
+    run_trial(searcher, "stopped", [0.9], epochs=3)  # ASHA stopped it after epoch 1
+    run_trial(searcher, "failed", [0.7, float("nan")], epochs=3, error=True)
+    searcher.on_trial_complete("silent", None)  # ended before any result
+    run_trial(searcher, "short", [0.3, 0.4], epochs=2)  # its own length is 2 of the 3
+    searcher.on_trial_complete("never suggested", {searcher.metric: 1.0})  # ignored
+
+    study = optuna.load_study(study_name="r1", storage=plan.storage_url)
+    got = {t.user_attrs["ray_trial"]: t for t in study.trials}
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert (got["full"].state, got["full"].value) == (State.COMPLETE, 0.8)
+    assert got["full"].intermediate_values == {1: 0.5, 2: 0.8, 3: 0.6}
+    assert got["stopped"].state == State.PRUNED
+    assert got["stopped"].intermediate_values == {1: 0.9}
+    assert got["failed"].state == State.FAIL
+    assert got["failed"].intermediate_values == {1: 0.7}  # a NaN epoch is not a value
+    assert got["silent"].state == State.FAIL
+    assert (got["short"].state, got["short"].value) == (State.COMPLETE, 0.4)
+    # the stopped trial's 0.9 is higher, but only a full-length trial can be the best
+    assert study.best_trial.user_attrs["ray_trial"] == "full"
+
+
+def test_a_restored_searcher_reopens_the_study_where_the_driver_keeps_it(tmp_path: Path) -> None:
+    plan = plan_at(RunStore(tmp_path / "old" / "deepdrid_finetune" / "r1"))
+    searcher = searcher_of(plan)
+    searcher.suggest("t1")
+    searcher.suggest("t2")
+    run_trial(searcher, "t1", [0.4, 0.5], epochs=2)
+    searcher.on_trial_result("t2", {searcher.metric: 0.6, "epoch": 1})  # running at the kill
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    unpickled = pickle.loads(pickle.dumps(searcher))  # as in tuner.pkl: no connection inside
+    # with no driver bound (Ray Client runs the Tuner elsewhere): the URL it saved
+    unbound = pickle.loads(pickle.dumps(searcher))
+    unbound.restore(str(tmp_path / "searcher.pkl"))
+    assert unbound.study_url == plan.storage_url and unbound.numbers == {"t1": 0, "t2": 1}
+
+    # the run folder moves (or is staged on another machine); the old one is gone
+    moved = plan_at(RunStore(tmp_path / "new" / "deepdrid_finetune" / "r1"))
+    shutil.copyfile(plan.run_dir / "study.db", moved.run_dir / "study.db")
+    shutil.rmtree(tmp_path / "old")
+    with bound_to("r1", Binding(moved.storage_url)):
+        unpickled.restore(str(tmp_path / "searcher.pkl"))
+    run_trial(unpickled, "t2", [0.7], epochs=2, first=2)  # its second epoch, after the resume
+    assert unpickled.suggest("t3") is not None  # the restored sampler goes on
+    assert not (tmp_path / "old").exists()
+
+    study = optuna.load_study(study_name="r1", storage=moved.storage_url)
+    assert [(t.state, t.value) for t in study.trials[:2]] == [(State.COMPLETE, 0.5),
+                                                              (State.COMPLETE, 0.7)]
+    assert study.trials[1].intermediate_values == {1: 0.6, 2: 0.7}
+    assert [t.state for t in study.trials[2:]] == [State.RUNNING]
+    with pytest.raises(ConfigError, match=r"the study r1 is not in .*/old/"):  # gone now
+        unbound.restore(str(tmp_path / "searcher.pkl"))
+
+
+class Seen(tune.Callback):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.restored: dict | None = None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.events.append(f"result {result['epoch']}")
+
+    def get_state(self) -> dict | None:
+        return {"seen": len(self.events)}
+
+    def set_state(self, state: dict) -> None:
+        self.restored = state
+
+
+def test_restored_callbacks_relay_to_the_drivers_own() -> None:
+    started = Seen()
+    relay = pickle.loads(pickle.dumps(DriverCallbacks("r1", [started, Seen()])))  # tuner.pkl
+    relay.on_trial_result(iteration=1, trials=[], trial=None, result={"epoch": 1})
+    assert [cb.events for cb in relay.own] == [["result 1"], ["result 1"]]  # none bound
+    saved = relay.get_state()
+    assert saved == {0: {"seen": 1}, 1: {"seen": 1}}
+
+    mine = [Seen(), Seen()]  # this driver's callbacks, bound while it fits
+    with bound_to("r1", Binding("sqlite://", callbacks=mine)):
+        relay.set_state(saved)
+        relay.on_trial_result(iteration=2, trials=[], trial=None, result={"epoch": 2})
+    assert [cb.events for cb in mine] == [["result 2"], ["result 2"]]
+    assert [cb.restored for cb in mine] == [{"seen": 1}, {"seen": 1}]
+    assert [cb.events for cb in relay.own] == [["result 1"], ["result 1"]]
+    assert started.events == []  # the pickled copy, not the object it was made from
