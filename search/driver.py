@@ -109,7 +109,10 @@ def connect_ray(*, env: dict[str, str]) -> None:
             ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
     except (ray.exceptions.AuthenticationError, ConnectionError) as e:
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "Ray on this machine"
-        raise ConfigError(f"cannot join {where}: {e}") from None
+        hint = ("; a cluster that asks for a token (Ray's default) needs RAY_AUTH_MODE=token "
+                "on a Ray Client driver" if address and address.startswith("ray://")
+                and os.environ.get("RAY_AUTH_MODE") != "token" else "")
+        raise ConfigError(f"cannot join {where}: {e}{hint}") from None
 
 
 @dataclass(frozen=True)
@@ -151,11 +154,13 @@ def live_node_shapes() -> list[NodeShape]:
 def autoscaler_running() -> bool:
     """Whether the cluster has an autoscaler that can start nodes.
 
-    Ray's monitor writes its status into the GCS key-value store every few seconds (`ray
-    status` reads the same key). A plain Ray has a monitor too, in read-only mode: it maps each
-    live node to a node type named after the node itself; an autoscaler maps nodes to the node
-    types of its config. No public API says this: if a Ray release moves it,
-    tests/test_autoscaler.py (which needs True) and tests/test_search.py (False) fail here.
+    The one place medtune reaches inside Ray: no public API says whether a cluster autoscales
+    or what it may start (ray-project/ray#37838 and #52033, both open). Ray's monitor writes
+    its status into the GCS key-value store every few seconds (`ray status` reads the same
+    key). A plain Ray has a monitor too, in read-only mode: it maps each live node to a node
+    type named after the node itself; an autoscaler maps nodes to the node types of its
+    config. Canaries: if a Ray release moves any of it, tests/test_autoscaler.py (which needs
+    True) and tests/test_search.py (False) fail here.
     """
     from ray._private import ray_constants
     from ray.autoscaler._private.util import format_readonly_node_type

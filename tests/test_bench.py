@@ -12,8 +12,8 @@ import pytest
 
 from search.bench import main, readme_table, records_in, row, table, write_readme
 from search.bench_rows import ratio_interval
-from search.driver import make_sampler
 from search.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
+from search.searcher import make_sampler
 from trainables.errors import ConfigError
 
 

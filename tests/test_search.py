@@ -16,14 +16,13 @@ import ray
 
 from search.driver import (
     ClusterShape,
-    FixedSpace,
     NodeShape,
     autoscaler_node_types,
     check_resources,
     default_concurrency,
-    make_sampler,
 )
 from search.run import main as run_main
+from search.searcher import FixedSpace, make_sampler
 from spaces import EXPERIMENTS
 from spaces.deepdrid_attention import space as attention_space
 from tests.helpers import study_agrees_with_run_folder

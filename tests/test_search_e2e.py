@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+
+from tests.helpers import study_agrees_with_run_folder
 
 TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size=64",
         "--set", "max_train_batches=2", "--set", "max_eval_batches=2", "--set", "device=cpu"]
@@ -108,12 +111,14 @@ def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path)
     assert "val loss" in mismatch.stdout and "DIFFERS" in mismatch.stdout
 
 
-def _completed_trials(db: Path) -> int:
+def _finished_trials(db: Path) -> int:
+    """Trials the study holds as run to their end: full length (COMPLETE) or stopped (PRUNED)."""
     if not db.is_file():
         return 0
     try:
         with sqlite3.connect(db) as con:
-            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+            return con.execute("select count(*) from trials where state in "
+                               "('COMPLETE', 'PRUNED')").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
 
@@ -142,34 +147,45 @@ def check_resumed(run: Path, before: int) -> None:
     # state) is trained again, once, and by at most the two trials that were running
     again = _logged_epochs(run)[1]
     assert all(n == 1 for n in again.values()) and len(again) <= 2, again
-    study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}")
+    study = study_agrees_with_run_folder(run)  # no trial left RUNNING, each epoch told once
     states = [t.state for t in study.trials]
-    assert len(states) == 6 and optuna.trial.TrialState.RUNNING not in states
-    assert states.count(optuna.trial.TrialState.COMPLETE) >= before
+    assert len(states) == 6
+    assert states.count(optuna.trial.TrialState.COMPLETE) + \
+        states.count(optuna.trial.TrialState.PRUNED) >= before
     # the resumed search ended every trial: no checkpoint is left, the killed session's included
     assert list((run / "tune").glob("trial_*/checkpoint_*")) == []
 
 
 def wait_for_two_trials(driver: subprocess.Popen[bytes], study: Path) -> None:
-    """Until two trials of the search's study are complete (the driver still running)."""
+    """Until two trials of the search's study have ended (the driver still running)."""
     deadline = time.monotonic() + 600
-    while _completed_trials(study) < 2 and time.monotonic() < deadline:
+    while _finished_trials(study) < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the search ended before it could be stopped"
         time.sleep(1)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.mark.slow
-def test_resume_after_ctrl_c_keeps_every_completed_trial(course_demo: Path,
-                                                         tmp_path: Path) -> None:
-    # SIGKILL and a resume on another machine: the object-store test below
+def test_resume_after_ctrl_c_over_ray_client_keeps_every_completed_trial(course_demo: Path,
+                                                                         tmp_path: Path) -> None:
+    """Ctrl-C stops a search on this machine; it resumes through Ray Client (a ray:// address),
+    where Ray runs the restored Tuner on the cluster, out of the driver's reach: the searcher
+    reopens the study from what it saved. SIGKILL and a resume on another machine: the
+    object-store test below."""
     args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
             "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-final",
             "--set", "batch_size=8", *TINY]
     run = tmp_path / "deepdrid_finetune" / "killed"
     printed = tmp_path / "stdout.txt"
+    local = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     with open(printed, "w") as out:
         driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
-                                  stdout=out, stderr=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.DEVNULL, env=local,
                                   start_new_session=True)  # its own process group, Ray included
     wait_for_two_trials(driver, run / "study.db")
     # Ctrl-C: Ray Tune saves its state, the driver writes its tables and says so
@@ -179,11 +195,22 @@ def test_resume_after_ctrl_c_keeps_every_completed_trial(course_demo: Path,
     assert (f"the search was interrupted: continue it with python -m search.run "
             f"deepdrid_finetune --results {tmp_path} --name killed --resume"
             ) in printed.read_text()
-    before = _completed_trials(run / "study.db")
+    before = _finished_trials(run / "study.db")
     assert 2 <= before < 6
 
-    result = search(*args, "--resume")
-    assert result.returncode == 0, result.stderr[-3000:]
+    client = free_port()
+    head = subprocess.run(["ray", "start", "--head", f"--port={free_port()}",
+                           f"--ray-client-server-port={client}", "--num-cpus=2",
+                           "--include-dashboard=false", "--disable-usage-stats"],
+                          env=local, capture_output=True, text=True, timeout=120)
+    assert head.returncode == 0, head.stderr[-2000:]
+    try:  # the cluster asks every driver for its token (Ray 2.60): a client sends it so
+        env = {**local, "RAY_ADDRESS": f"ray://127.0.0.1:{client}", "RAY_AUTH_MODE": "token"}
+        result = search(*args, "--resume", env=env)
+    finally:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert f"resuming {run}" in result.stdout
     check_resumed(run, before)
 
 
@@ -206,7 +233,7 @@ def test_a_run_on_an_object_store_resumes_on_another_machine_after_sigkill(
     time.sleep(2)  # let Ray write its experiment state once more
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
     driver.wait()
-    before = _completed_trials(stage / "study.db")
+    before = _finished_trials(stage / "study.db")
     assert 2 <= before < 6
     run = tmp_path / "bucket" / "deepdrid_finetune" / "obj"
     assert (run / "config.json").is_file() and (run / "tune" / "study.db").is_file()
