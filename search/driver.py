@@ -62,6 +62,7 @@ class SearchPlan:
     sampler: str = "tpe"  # or "random" (a baseline)
     scheduler: str = "asha"  # or "fifo": no early stopping (a baseline)
     replay: dict[str, Any] | None = None  # table, time_scale: served curves (search.replay)
+    batch: int | None = None  # --reproducible: configurations asked in batches this big
 
     @property
     def run_dir(self) -> Path:
@@ -275,7 +276,8 @@ def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
         FixedSpace(plan.experiment.search_space(plan.demo), plan.pinned),
         metric=plan.experiment.metric, mode=plan.experiment.mode,
         study_name=plan.run_id, study_url=plan.storage_url, sampler=sampler,
-        max_epochs=plan.max_epochs, snapshot=plan.staged_study)
+        max_epochs=plan.max_epochs, snapshot=plan.staged_study, batch=plan.batch,
+        num_samples=plan.num_samples)
     return ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
 
 
@@ -288,6 +290,13 @@ def make_scheduler(plan: SearchPlan, grace_period: int,
                    reduction_factor: int) -> ASHAScheduler | FIFOScheduler:
     if plan.scheduler == "fifo":  # every trial runs its full length
         return FIFOScheduler()
+    if plan.batch:  # --reproducible: cutoffs from earlier batches only
+        from search.reproducible import BatchASHA
+
+        return BatchASHA(metric=plan.experiment.metric, mode=plan.experiment.mode,
+                         max_t=plan.max_epochs, grace_period=grace_period,
+                         reduction_factor=reduction_factor, batch=plan.batch,
+                         study_name=plan.run_id, study_url=plan.storage_url)
     return ASHAScheduler(
         time_attr="training_iteration", metric=plan.experiment.metric, mode=plan.experiment.mode,
         max_t=plan.max_epochs, grace_period=min(grace_period, plan.max_epochs),

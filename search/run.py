@@ -76,6 +76,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha (default: stops weak trials early) or fifo (every trial runs "
                         "all its epochs; a baseline)")
+    p.add_argument("--reproducible", type=positive_int, nargs="?", const=4, metavar="BATCH",
+                   help="the same search from the same seed whatever the concurrency: "
+                        "configurations asked BATCH at a time (default 4), ASHA's cutoffs from "
+                        "earlier batches (search/reproducible.py); costs idle slots at batch ends")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--no-final", action="store_true",
@@ -169,7 +173,7 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         "placement_timeout": args.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT,
         "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
         "reduction_factor": budget.reduction_factor,
-        "sampler": args.sampler, "scheduler": args.scheduler,
+        "sampler": args.sampler, "scheduler": args.scheduler, "batch": args.reproducible,
         "top_k": args.top_k or budget.top_k,
         "cache_dir": str(cache_root(cfg.cache_dir)),
     }

@@ -119,7 +119,7 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         max_concurrent=settings["max_concurrent"] or default_concurrency(cpus, gpus, cluster),
         wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"],
         sampler=settings.get("sampler", "tpe"), scheduler=settings.get("scheduler", "asha"),
-        replay=settings.get("replay"))
+        replay=settings.get("replay"), batch=settings.get("batch"))
 
 
 def write_config_json(plan: SearchPlan, settings: dict[str, Any], command: list[str],
@@ -216,6 +216,9 @@ def _describe(plan: SearchPlan, cluster: ClusterShape, wandb_line: str) -> None:
               if known else "autoscaler: its node types are not known here (set "
               "MEDTUNE_AUTOSCALER_CONFIG to its config to check requests against them)",
               flush=True)
+    if plan.batch:
+        print(f"reproducible: configurations asked {plan.batch} at a time, each batch once the "
+              "one before it has ended; ASHA's cutoffs from earlier batches", flush=True)
     print(wandb_line, flush=True)
 
 
@@ -225,6 +228,13 @@ def _summary(plan: SearchPlan, trials: Any, minutes: float, *, stalled: str | No
     print(f"\n{len(trials)} of {plan.num_samples} trials in {minutes:.1f} min: "
           + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
     finished = len(trials[trials["status"] != "not run"]) if len(trials) else 0
+    if plan.batch and len(trials):
+        from search.reproducible import idle_share
+
+        idle = idle_share(trials, plan.max_concurrent)
+        if idle is not None:
+            print(f"reproducible: {plan.max_concurrent} trial slot(s) stood idle "
+                  f"{100 * idle:.0f}% of the search's wall time (batch ends included)")
     best_file = plan.run_dir / "best" / "config.json"
     if best_file.is_file():
         best = json.loads(best_file.read_text())

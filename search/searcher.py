@@ -72,7 +72,8 @@ class StudySearcher(Searcher):
 
     def __init__(self, space: Any, *, metric: str, mode: str, study_name: str, study_url: str,
                  sampler: optuna.samplers.BaseSampler, max_epochs: int,
-                 snapshot: Path | None = None) -> None:
+                 snapshot: Path | None = None, batch: int | None = None,
+                 num_samples: int | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space = space  # define-by-run: fn(trial) -> constants or None, module-level
         self.study_name, self.study_url = study_name, study_url
@@ -80,7 +81,12 @@ class StudySearcher(Searcher):
         # a SQLite study that must travel with Ray's experiment state: copied beside each
         # searcher checkpoint (Ray uploads both together)
         self.snapshot = snapshot
+        # --reproducible: configurations asked `batch` at a time, each batch once every trial
+        # of the ones before it has ended (search.reproducible)
+        self.batch, self.num_samples = batch, num_samples
         self.numbers: dict[str, int] = {}  # Ray trial id -> study trial number
+        self.pending: dict[int, dict[str, Any]] = {}  # asked, not yet handed to Ray (batches)
+        self.ended: set[int] = set()  # trial numbers told how they ended
         self._study: optuna.Study | None = None
         self._storage: optuna.storages.RDBStorage | None = None
         self._keys: dict[int, int] = {}  # trial number -> the storage's key for the trial
@@ -124,11 +130,36 @@ class StudySearcher(Searcher):
         return True  # metric, mode and space are this searcher's own (the driver sets them)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.batch is None:
+            number, config = self._ask()
+        elif self.pending or self._ask_next_batch():
+            number = min(self.pending)
+            config = self.pending.pop(number)
+        else:  # the batch before is still running: Ray asks again later
+            return None
+        storage, key = self._stored(number)
+        storage.set_trial_user_attr(key, RAY_TRIAL_ATTR, trial_id)
+        self.numbers[trial_id] = number
+        return config
+
+    def _ask(self) -> tuple[int, dict[str, Any]]:
         trial = self.study().ask()
         constants = self.space(trial) or {}
-        trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
-        self.numbers[trial_id] = trial.number
-        return {**trial.params, **constants}  # flat keys: a trial config's own
+        return trial.number, {**trial.params, **constants}  # flat keys: a trial config's own
+
+    def _ask_next_batch(self) -> bool:
+        """Ask the next batch's configurations, once every trial handed out has ended: the
+        sampler then sees the same finished trials, whatever the concurrency and the order in
+        which they finished."""
+        assert self.batch is not None
+        if not set(self.numbers.values()) <= self.ended:
+            return False
+        left = self.batch if self.num_samples is None else \
+            min(self.batch, self.num_samples - len(self.numbers))
+        for _ in range(max(left, 0)):
+            number, config = self._ask()
+            self.pending[number] = config
+        return bool(self.pending)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.numbers:
@@ -140,6 +171,7 @@ class StudySearcher(Searcher):
         number = self.numbers.get(trial_id)
         if number is None:  # suggested by a driver whose saved state did not list it
             return
+        self.ended.add(number)
         if result:
             self._report(number, result)
         storage, key = self._stored(number)
@@ -157,11 +189,13 @@ class StudySearcher(Searcher):
     # --- save and restore --------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         return {"study_name": self.study_name, "study_url": self.study_url,
-                "numbers": dict(self.numbers), "sampler": self.sampler}
+                "numbers": dict(self.numbers), "sampler": self.sampler,
+                "pending": dict(self.pending), "ended": set(self.ended)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.study_name, self.numbers = state["study_name"], dict(state["numbers"])
         self.sampler = state["sampler"]
+        self.pending, self.ended = dict(state["pending"]), set(state["ended"])
         binding = bound(self.study_name)
         if binding is not None:  # where the restoring driver keeps the study
             self.study_url, self.snapshot = binding.study_url, binding.snapshot

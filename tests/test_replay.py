@@ -136,6 +136,46 @@ def test_asha_stops_replayed_trials_as_worked_out_by_hand(local_ray: None, table
     assert optuna.trial.TrialState.PRUNED in {t.state for t in study.trials}
 
 
+def reproducible_run(table: Path, results: Path, name: str, concurrency: int) -> Path:
+    """A TPE + ASHA search (the demo budget: TPE models the space from the 5th trial on), lr
+    and augmentation searched, in batches of 2 (--reproducible 2)."""
+    sets = [a for k, v in PINNED.items() if k != "lr" for a in ("--set", f"{k}={v}")]
+    code = run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(results),
+                     "--name", name, "--demo", "--max-epochs", "3", "--num-samples", "10",
+                     "--max-concurrent", str(concurrency), "--reproducible", "2", "--no-wandb",
+                     "--seed", "5", *sets])
+    assert code == 0
+    return results / "deepdrid_finetune" / name
+
+
+def test_a_reproducible_search_is_the_same_search_at_any_concurrency(
+        local_ray: None, table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = reproducible_run(table, tmp_path, "one", 1)
+    three = reproducible_run(table, tmp_path, "three", 3)
+    assert "reproducible: 3 trial slot(s) stood idle" in capsys.readouterr().out
+
+    def by_number(run: Path) -> list[tuple]:
+        study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}")
+        return [(t.number, t.params, t.state, t.intermediate_values) for t in study.trials]
+
+    first, second = by_number(one), by_number(three)
+    assert len(first) == 10 and first == second  # the same configurations, stops and values
+    assert len({t[1]["lr"] for t in first}) == 10
+    # batches of 2 at concurrency 3: a batch starts once the one before it has ended
+    trials = pd.read_parquet(three / "trials.parquet")
+    epochs = pd.read_parquet(three / "epochs.parquet")
+    study = optuna.load_study(study_name="three", storage=f"sqlite:///{three / 'study.db'}")
+    number = {t.user_attrs["ray_trial"]: t.number for t in study.trials}
+    clock = epochs.groupby("trial_id")["sim/clock"]
+    for trial_id in trials["trial_id"]:
+        earlier = [t for t, n in number.items() if n < number[trial_id] // 2 * 2]
+        if earlier:
+            assert clock.min()[trial_id] > max(clock.max()[t] for t in earlier)
+    # no trial of the first batch is stopped: it has no earlier trials to be compared with
+    first_batch = trials[trials["trial_id"].map(number) < 2]
+    assert set(first_batch["status"]) == {"completed"}
+
+
 def test_the_surrogate_answers_configurations_the_table_never_saw(table: Path) -> None:
     curves = read_curves(table)
     surrogate = fit_surrogate(curves)
