@@ -34,6 +34,9 @@ Sections:
   replay      the efficiency comparisons on every learning-curve table in results/bench/curves/
               (recorded by `collect`), replayed through the real search in simulated time,
               --seeds each (default 20; search/bench_replay.py)
+  reproducible  what --reproducible costs: TPE + ASHA replayed on the first table, free-running
+              and in batches of 4, --seeds each (default 20): simulated minutes of a search and
+              the best value reached (search/bench_reproducible.py)
 
   python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]   # a curve table
   python -m search.bench curves [TABLE ...]     # a table's size, spread, early ranks, surrogate error
@@ -61,7 +64,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search import bench_gain, bench_replay, bench_tune
+from search import bench_gain, bench_replay, bench_reproducible, bench_tune
 from search.bench_process import data_keys, measure
 from search.bench_rows import row, value_row
 from search.cli import positive_int, run
@@ -69,7 +72,7 @@ from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
 SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "gain",
-            "replay")
+            "replay", "reproducible")
 AUGMENT = "flip+rotate+color"
 
 
@@ -380,6 +383,7 @@ MEASURES = {
     "overhead-search": bench_tune.measure_overhead_search,
     "efficiency": bench_tune.measure_efficiency, "scale": bench_tune.measure_scale,
     "replay": bench_replay.measure_replay,
+    "reproducible": bench_reproducible.measure_reproducible,
     "gain-ours": bench_gain.measure_gain_ours, "gain-baseline": bench_gain.measure_gain_baseline,
 }
 
@@ -444,10 +448,10 @@ def _target(r: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     width = max(10, *(len(_ratio(r)) + 2 for r in rows)) if rows else 10
-    lines = [f"{'section':11}{'measure':52}{'medtune':>10}{'baseline':>10}"
+    lines = [f"{'section':13}{'measure':52}{'medtune':>10}{'baseline':>10}"
              f"{'x better':>{width}}  target"]
     for r in rows:
-        lines.append(f"{r['section']:11}{r['measure']:52}{_num(r['ours']):>10}"
+        lines.append(f"{r['section']:13}{r['measure']:52}{_num(r['ours']):>10}"
                      f"{_num(r['baseline']):>10}{_ratio(r):>{width}}  {_target(r)}")
     return "\n".join(lines)
 
@@ -502,7 +506,8 @@ def write_readme(readme: Path, records: list[Path]) -> None:
 BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
            "threads": bench_threads, "overhead": bench_tune.bench_overhead,
            "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale,
-           "gain": bench_gain.bench_gain, "replay": bench_replay.bench_replay}
+           "gain": bench_gain.bench_gain, "replay": bench_replay.bench_replay,
+           "reproducible": bench_reproducible.bench_reproducible}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
     out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    needs_data = bool(set(sections) - {"replay", "gain"})
+    needs_data = bool(set(sections) - {"replay", "gain", "reproducible"})
     params = {**sizes, **experiment_params(args.experiment, sizes, images=needs_data),
               "workers": args.workers,
               "sets": args.sets, "figures": str(out.parent),

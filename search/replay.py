@@ -202,19 +202,28 @@ def replay_trainable(config: dict[str, Any], surrogate: Surrogate, metric: str,
                      "sim/clock": time.time()})
 
 
-def simulated_times(epochs: pd.DataFrame, workers: int) -> pd.Series:
+def simulated_times(epochs: pd.DataFrame, workers: int,
+                    batch_of: dict[str, int] | None = None) -> pd.Series:
     """Each epoch's end on the simulated clock (seconds from the search's start): trials take
     the first free one of `workers` in the order they started (by their first report), and an
-    epoch ends its recorded seconds after the one before it."""
+    epoch ends its recorded seconds after the one before it. With `batch_of` (a reproducible
+    search's batch of each trial), a trial starts no sooner than every trial of the batches
+    before its own has ended."""
     order = epochs.sort_values("sim/clock").drop_duplicates("trial_id")["trial_id"]
     free = [0.0] * workers
     ends = pd.Series(index=epochs.index, dtype=float)
+    batch_end: dict[int, float] = {}  # batch -> when its last trial ended
     for trial_id in order:
         rows = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
         w = int(np.argmin(free))
         clock = free[w]
+        if batch_of is not None:
+            batch = batch_of[trial_id]
+            clock = max([clock, *(end for b, end in batch_end.items() if b < batch)])
         for index, seconds in rows["sim/epoch_seconds"].items():
             clock += float(seconds)
             ends[index] = clock
         free[w] = clock
+        if batch_of is not None:
+            batch_end[batch_of[trial_id]] = max(batch_end.get(batch_of[trial_id], 0.0), clock)
     return ends

@@ -27,7 +27,7 @@ def test_a_ratio_reads_times_better_for_medtune_whichever_way_is_better() -> Non
 
 def test_an_unknown_section_is_named() -> None:
     with pytest.raises(ConfigError, match="unknown section speed; known: input, train, limit, "
-                       "threads, overhead, efficiency, scale, gain, replay"):
+                       "threads, overhead, efficiency, scale, gain, replay, reproducible"):
         main(["speed"])
 
 
@@ -39,7 +39,7 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     record = json.loads(out.read_text())
     rows = {(r["section"], r["measure"]): r for r in record["rows"]}
     assert {s for s, _ in rows} == {"input", "train", "limit", "threads", "overhead",
-                                    "efficiency", "scale", "gain", "replay"}
+                                    "efficiency", "scale", "gain", "replay", "reproducible"}
     for key in [("input", "images/s"), ("input", "CPU s/image"), ("train", "resnet18 images/s"),
                 ("limit", "trainable / model alone, training images/s"),
                 ("threads", "2 threads: images/s vs 1 thread"),
@@ -67,6 +67,8 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
             "TPE + ASHA: epochs in the whole search")]
         assert len(total) == 1 and total[0]["baseline"] > 0 and total[0]["spread"][0]
         assert (tmp_path / total[0]["figure"]).is_file()
+    cost = next(r for (s, m), r in rows.items() if s == "reproducible" and "minutes" in m)
+    assert cost["ours"] > 0 and cost["baseline"] > 0  # a seed, free-running and in batches
     error = next(r for (s, m), r in rows.items() if s == "replay" and "held-out error" in m)
     assert 0 <= error["ours"] < 0.2  # the surrogate of a committed table
     assert "met" in rows[("limit", "trainable / model alone, training images/s")]

@@ -1,0 +1,99 @@
+"""`python -m search.bench reproducible`: what `--reproducible` costs (search/reproducible.py).
+
+On the first committed learning-curve table (results/bench/curves/), TPE + ASHA searches as
+`search.run` runs them, `REPLAY_WORKERS` trials at a time, through the replay backend, each
+seed twice: free-running, and in batches of `BATCH` (each batch once the one before it has
+ended, ASHA's cutoffs from earlier batches). The cost is the whole search's time on the
+simulated clock (the recorded epochs' seconds; a batch's trials wait for the batch before
+theirs), free-running over batched, with its interval over seeds; beside it, each side's best
+value at the end (the batches must not buy reproducibility with a worse search).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.bench_replay import REPLAY_SEED_BASE, REPLAY_WORKERS, tables
+from trainables.errors import ConfigError
+
+BATCH = 4
+ARMS = {"free": [], "batches": ["--reproducible", str(BATCH)]}
+
+
+def run_cost(run_dir: Path, metric: str, mode: str, batched: bool) -> dict[str, Any]:
+    """A replayed search's simulated minutes (with its batches' waits) and its best value."""
+    import optuna
+
+    from search.replay import simulated_times
+
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    batch_of = None
+    if batched:
+        study = optuna.load_study(study_name=run_dir.name,
+                                  storage=f"sqlite:///{run_dir / 'study.db'}")
+        batch_of = {t.user_attrs["ray_trial"]: t.number // BATCH for t in study.trials}
+    ends = simulated_times(epochs, REPLAY_WORKERS, batch_of)
+    values = epochs[metric]
+    return {"minutes": float(ends.max()) / 60, "trials": int(epochs["trial_id"].nunique()),
+            "best": float(values.max() if mode == "max" else values.min())}
+
+
+def measure_reproducible(p: dict[str, Any]) -> dict[str, Any]:
+    """Both arms, every seed, on one table, in this process (Ray started once)."""
+    from search.bench_process import quiet_search_env
+    from search.bench_tune import _search
+    from search.curves import read_curves
+
+    quiet_search_env(wandb=False)
+    curves = read_curves(p["table"])
+    quick = ["--num-samples", "6"] if p.get("quick") else []
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+    with tempfile.TemporaryDirectory() as results:
+        for seed in range(p["seeds"]):
+            for arm, flags in ARMS.items():
+                name = f"{arm}-{seed}"
+                with contextlib.redirect_stdout(io.StringIO()):  # a line per epoch and trial
+                    _search([curves.meta["experiment"], "--replay", p["table"], "--results",
+                             results, "--name", name, "--seed", str(REPLAY_SEED_BASE + seed),
+                             "--cpus-per-trial", str(2 / REPLAY_WORKERS), "--max-concurrent",
+                             str(REPLAY_WORKERS), "--no-wandb", *quick, *flags])
+                runs[arm].append(run_cost(Path(results) / curves.meta["experiment"] / name,
+                                          curves.metric, curves.mode, bool(flags)))
+    return {"runs": runs}
+
+
+def bench_reproducible(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
+    from search.bench_process import measure
+    from search.bench_rows import interval_row, row
+    from search.curves import read_curves
+
+    found = tables(params)
+    if not found:
+        raise ConfigError("reproducible: no learning-curve table in results/bench/curves/ "
+                          "(python -m search.bench collect EXPERIMENT --configs N writes one)")
+    table = found[0]
+    curves = read_curves(table)
+    name = curves.meta["experiment"]
+    echo(f"  reproducible {name}: {params['replay_seeds']} seeds, free-running and in batches "
+         f"of {BATCH}, {REPLAY_WORKERS} at a time")
+    runs = measure("reproducible", {**params, "table": str(table),
+                                    "seeds": params["replay_seeds"]})["runs"]
+    free, batched = runs["free"], runs["batches"]
+    higher = curves.mode == "max"
+    return [
+        interval_row("reproducible", f"{name}: simulated minutes of a search, batches of "
+                                     f"{BATCH} vs free-running ({REPLAY_WORKERS} at a time)",
+                     ([r["minutes"] for r in batched], [r["minutes"] for r in free]),
+                     table=name, spread_runs=runs),
+        row("reproducible", f"{name}: median best {curves.metric} at the end, batches of "
+                            f"{BATCH} vs free-running",
+            statistics.median(r["best"] for r in batched),
+            statistics.median(r["best"] for r in free), higher),
+    ]
