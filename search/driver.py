@@ -63,6 +63,7 @@ class SearchPlan:
     scheduler: str = "asha"  # or "fifo": no early stopping (a baseline)
     replay: dict[str, Any] | None = None  # table, time_scale: served curves (search.replay)
     batch: int | None = None  # --reproducible: configurations asked in batches this big
+    warm_start: tuple[str, ...] = ()  # --warm-start: earlier runs whose trials are priors
 
     @property
     def run_dir(self) -> Path:
@@ -290,10 +291,10 @@ def make_scheduler(plan: SearchPlan, grace_period: int,
                    reduction_factor: int) -> ASHAScheduler | FIFOScheduler:
     if plan.scheduler == "fifo":  # every trial runs its full length
         return FIFOScheduler()
-    if plan.batch:  # --reproducible: cutoffs from earlier batches only
-        from search.reproducible import BatchASHA
+    if plan.batch or plan.warm_start:  # cutoffs from earlier batches, or with prior curves
+        from search.study_asha import StudyASHA
 
-        return BatchASHA(metric=plan.experiment.metric, mode=plan.experiment.mode,
+        return StudyASHA(metric=plan.experiment.metric, mode=plan.experiment.mode,
                          max_t=plan.max_epochs, grace_period=grace_period,
                          reduction_factor=reduction_factor, batch=plan.batch,
                          study_name=plan.run_id, study_url=plan.storage_url)

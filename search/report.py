@@ -26,6 +26,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from search.run_folder import rank_trials
 from search.searcher import best_of
+from search.study_asha import PRIOR_ATTR
 
 EDGE = 0.1  # a best value in the outer 10% of a numeric range is flagged
 
@@ -62,13 +63,18 @@ def edge_flags(study: optuna.Study) -> dict[str, str]:
 def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFrame, metric: str,
                    mode: str, out: Path) -> dict[str, Any]:
     figs: dict[str, Any] = {}
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    own = [t for t in study.trials if not t.user_attrs.get(PRIOR_ATTR)]
+    done = [t for t in own if t.state == optuna.trial.TrialState.COMPLETE]
     # ASHA's stops by their best epoch, as medtune ranks them (the study holds them PRUNED,
     # with their epochs; Optuna values a pruned trial by its last)
-    stopped = [t for t in study.trials
-               if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
-    value = {t.number: best_of(t.intermediate_values, mode) for t in done + stopped}
-    kinds = [(done, "o", "ran its full length"), (stopped, "x", "stopped early (best epoch)")]
+    stopped = [t for t in own if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
+    priors = [t for t in study.trials if t.user_attrs.get(PRIOR_ATTR) and t.state in finished
+              and (t.intermediate_values or t.value is not None)]  # --warm-start's
+    value = {t.number: best_of(t.intermediate_values, mode) if t.intermediate_values
+             else float(t.value or 0.0) for t in done + stopped + priors}
+    kinds = [(done, "o", "ran its full length"), (stopped, "x", "stopped early (best epoch)"),
+             (priors, ".", "earlier runs (warm start)")]
     if done or stopped:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         for group, marker, label in kinds:
@@ -96,10 +102,11 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
         ax.set_xlabel("importance (fANOVA)")
         figs["importance"] = _save(fig, out / "importance.png")
     params = sorted({k for t in done + stopped for k in t.params})
+    everyone = done + stopped + priors
     figs["params"] = []
     for name in params:
         fig, ax = plt.subplots(figsize=(3.6, 2.6))
-        xs = [t.params[name] for t in done + stopped if name in t.params]
+        xs = [t.params[name] for t in everyone if name in t.params]
         numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
         labels = sorted({str(x) for x in xs})
         for group, marker, label in kinds:
@@ -108,7 +115,7 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
                      for t in have], [value[t.number] for t in have], marker,
                     linestyle="none", label=label)
         if numeric:
-            dist = next(t.distributions[name] for t in done + stopped if name in t.distributions)
+            dist = next(t.distributions[name] for t in everyone if name in t.distributions)
             if getattr(dist, "log", False):
                 ax.set_xscale("log")
         else:
@@ -233,7 +240,8 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
     run folder, then `final_sections`."""
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
-    trials = pd.read_parquet(run_dir / "trials.parquet")
+    listed = pd.read_parquet(run_dir / "trials.parquet")
+    trials = listed[listed["status"] != "prior"]  # a warm start's priors are not this run's
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
     figs = search_figures(study, trials, epochs, metric, mode, out)
     flags = edge_flags(study)
@@ -242,8 +250,11 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
     wall = float(trials["finished"].max() - trials["started"].min()) / 60 \
         if trials["finished"].notna().any() else 0.0
     best = rank_trials(trials, metric, mode).head(10)
+    priors = len(listed) - len(trials)
     sections = [("Run", run_summary(run_dir) + f"<p>{len(trials)} trials in {wall:.1f} minutes "
-                 f"of wall time ({minutes:.1f} trial-minutes)</p>"),
+                 f"of wall time ({minutes:.1f} trial-minutes)"
+                 + (f"; {priors} prior trial(s) of earlier runs (--warm-start) joined the study"
+                    if priors else "") + "</p>"),
                 ("Best trials", table(best.drop(columns=["error", "started", "finished"]))),
                 ("Optimisation history", img(figs["history"], "optimisation history")
                  if "history" in figs else "<p>no trial with a result</p>"),

@@ -34,7 +34,7 @@ from search.cli import (
     run,
     setup_logging,
 )
-from search.storage import CONFIG_FILE, RunStore, latest_run
+from search.storage import CONFIG_FILE, RunStore, is_uri, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
 from trainables.cache import cache_root
@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the same search from the same seed whatever the concurrency: "
                         "configurations asked BATCH at a time (default 4), ASHA's cutoffs from "
                         "earlier batches (search/reproducible.py); costs idle slots at batch ends")
+    p.add_argument("--warm-start", nargs="+", metavar="RUN", default=[],
+                   help="earlier run folders (or URIs) whose finished trials join the study as "
+                        "priors, their best configurations tried first (search/warmstart.py)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--no-final", action="store_true",
@@ -174,6 +177,8 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
         "reduction_factor": budget.reduction_factor,
         "sampler": args.sampler, "scheduler": args.scheduler, "batch": args.reproducible,
+        "warm_start": [run if is_uri(run) else str(Path(run).expanduser().resolve())
+                       for run in args.warm_start],
         "top_k": args.top_k or budget.top_k,
         "cache_dir": str(cache_root(cfg.cache_dir)),
     }

@@ -76,16 +76,23 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
                     else None,
                     "error": _error_text(result.error)})
         trial_rows.append(row)
-    trials = pd.DataFrame(trial_rows)
-    for key in searched:  # a parquet column holds one type: mixed ones (2 or "all") become text
-        raw = [row[key] for row in trial_rows]  # before pandas turned missing ints into NaN
-        kinds = {type(v) for v in raw if v is not None}
-        if len(kinds) > 1:
-            trials[key] = [None if v is None else str(v) for v in raw]
-        elif kinds == {int}:  # whole numbers stay whole where some trials lack the key
-            trials[key] = trials[key].astype("Int64")
+    trials = typed(pd.DataFrame(trial_rows), trial_rows, searched)
     epochs_all = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return trials, epochs_all
+
+
+def typed(frame: pd.DataFrame, rows: list[dict[str, Any]], searched: list[str]) -> pd.DataFrame:
+    """`frame` (made from `rows`) with each searched column of one type, as a parquet column
+    must be: mixed ones (2 or "all") become text, whole numbers stay whole where some rows
+    lack the key (pandas would have made them floats)."""
+    for key in searched:
+        raw = [row.get(key) for row in rows]
+        kinds = {type(v) for v in raw if v is not None}
+        if len(kinds) > 1:
+            frame[key] = [None if v is None else str(v) for v in raw]
+        elif kinds == {int}:
+            frame[key] = frame[key].astype("Int64")
+    return frame
 
 
 def _started_finished(frame: pd.DataFrame) -> tuple[float | None, float | None]:
@@ -108,8 +115,20 @@ def trial_key(result: tune.Result) -> str:
 
 
 def write_tables(plan: SearchPlan, results: tune.ResultGrid) -> pd.DataFrame:
+    """The run folder's tables and best configurations; returns this run's own trials (a
+    warm start's priors are in trials.parquet too, with status "prior")."""
     trials, epochs = collect(plan, results)
-    trials.to_parquet(plan.run_dir / "trials.parquet", index=False)
+    listed = trials
+    if plan.warm_start:
+        from search.warmstart import prior_rows
+
+        priors = prior_rows(plan.storage_url, plan.run_id, list(plan.experiment.searched),
+                            plan.experiment.metric, plan.experiment.mode)
+        if priors:  # one type per column over both (a parquet column holds one)
+            rows = [*trials.astype(object).where(trials.notna(), None).to_dict("records"),
+                    *priors]
+            listed = typed(pd.DataFrame(rows), rows, list(plan.experiment.searched))
+    listed.to_parquet(plan.run_dir / "trials.parquet", index=False)
     epochs.to_parquet(plan.run_dir / "epochs.parquet", index=False)
     write_best(plan, results, trials, epochs)
     return trials
@@ -121,7 +140,7 @@ def rank_trials(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     PRUNED: the study's best trial is this ranking's first)."""
     if metric not in trials:
         return trials.iloc[:0]
-    ranked = trials[(trials["status"] != "failed") & trials[metric].notna()]
+    ranked = trials[trials["status"].isin(("completed", "stopped early")) & trials[metric].notna()]
     stopped = (ranked["status"] != "completed").rename("_stopped")
     order = pd.concat([stopped, ranked[metric]], axis=1).sort_values(
         ["_stopped", metric], ascending=[True, mode == "min"], kind="stable")

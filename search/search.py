@@ -119,7 +119,8 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         max_concurrent=settings["max_concurrent"] or default_concurrency(cpus, gpus, cluster),
         wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"],
         sampler=settings.get("sampler", "tpe"), scheduler=settings.get("scheduler", "asha"),
-        replay=settings.get("replay"), batch=settings.get("batch"))
+        replay=settings.get("replay"), batch=settings.get("batch"),
+        warm_start=tuple(settings.get("warm_start") or ()))
 
 
 def write_config_json(plan: SearchPlan, settings: dict[str, Any], command: list[str],
@@ -177,6 +178,8 @@ def _run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
     if not resume:  # only now: a refused request leaves the run's name free
         write_config_json(plan, settings, command, index)
     _describe(plan, cluster, wandb_line)
+    if plan.warm_start and not resume:
+        warm(plan, wandb_on=bool(callbacks))
     progress = Progress(experiment.metric, experiment.mode, plan.num_samples,
                         cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial,
                         autoscaler=cluster.autoscaler is not None,
@@ -201,6 +204,26 @@ def _run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
     store.push()
     minutes = (time.monotonic() - started) / 60
     return _summary(plan, trials, minutes, stalled=progress.stalled)
+
+
+def warm(plan: SearchPlan, *, wandb_on: bool) -> None:
+    """--warm-start: the earlier runs' trials into this run's study, before any trial."""
+    import optuna
+
+    from search.warmstart import log_priors, warm_start
+
+    study = optuna.create_study(
+        study_name=plan.run_id, storage=plan.storage_url, load_if_exists=True,
+        direction="maximize" if plan.experiment.mode == "max" else "minimize")
+    warmed = warm_start(study, list(plan.warm_start),
+                        space=plan.experiment.search_space(plan.demo), pinned=plan.pinned,
+                        experiment=plan.experiment.name, metric=plan.experiment.metric,
+                        mode=plan.experiment.mode, fixed=plan.fixed, max_epochs=plan.max_epochs,
+                        first=plan.top_k)
+    for line in warmed.lines:
+        print(line, flush=True)
+    if wandb_on and warmed.priors:
+        print(log_priors(plan.run_dir, plan.run_id, warmed), flush=True)
 
 
 def _describe(plan: SearchPlan, cluster: ClusterShape, wandb_line: str) -> None:

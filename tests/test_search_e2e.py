@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from ray.cluster_utils import Cluster
 
 from tests.helpers import study_agrees_with_run_folder
 
@@ -173,13 +174,13 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_resume_after_ctrl_c_over_ray_client_keeps_every_completed_trial(course_demo: Path,
                                                                          tmp_path: Path) -> None:
-    """Ctrl-C stops a search on this machine; it resumes through Ray Client (a ray:// address),
-    where Ray runs the restored Tuner on the cluster, out of the driver's reach: the searcher
-    reopens the study from what it saved. SIGKILL and a resume on another machine: the
-    object-store test below."""
+    """Ctrl-C stops a reproducible search (batches of 2) on this machine; it resumes through
+    Ray Client (a ray:// address), where Ray runs the restored Tuner on the cluster, out of the
+    driver's reach: the searcher reopens the study from what it saved, with the batch it had
+    asked. SIGKILL and a resume on another machine: the object-store test below."""
     args = ["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
             "--name", "killed", "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-final",
-            "--set", "batch_size=8", *TINY]
+            "--reproducible", "2", "--set", "batch_size=8", *TINY]
     run = tmp_path / "deepdrid_finetune" / "killed"
     printed = tmp_path / "stdout.txt"
     local = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -198,17 +199,14 @@ def test_resume_after_ctrl_c_over_ray_client_keeps_every_completed_trial(course_
     before = _finished_trials(run / "study.db")
     assert 2 <= before < 6
 
-    client = free_port()
-    head = subprocess.run(["ray", "start", "--head", f"--port={free_port()}",
-                           f"--ray-client-server-port={client}", "--num-cpus=2",
-                           "--include-dashboard=false", "--disable-usage-stats"],
-                          env=local, capture_output=True, text=True, timeout=120)
-    assert head.returncode == 0, head.stderr[-2000:]
+    client = free_port()  # a cluster of its own (`ray stop` would stop every Ray here)
+    head = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "ray_client_server_port": client, "include_dashboard": False})
     try:  # the cluster asks every driver for its token (Ray 2.60): a client sends it so
         env = {**local, "RAY_ADDRESS": f"ray://127.0.0.1:{client}", "RAY_AUTH_MODE": "token"}
         result = search(*args, "--resume", env=env)
     finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+        head.shutdown()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert f"resuming {run}" in result.stdout
     check_resumed(run, before)

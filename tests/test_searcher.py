@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from ray import tune
@@ -126,3 +127,61 @@ def test_restored_callbacks_relay_to_the_drivers_own() -> None:
     assert [cb.restored for cb in mine] == [{"seen": 1}, {"seen": 1}]
     assert [cb.events for cb in relay.own] == [["result 1"], ["result 1"]]
     assert started.events == []  # the pickled copy, not the object it was made from
+
+
+def test_an_earlier_trial_is_fitted_to_todays_space_or_left_out() -> None:
+    from search.warmstart import FittingTrial, _Drop
+
+    def space(trial: Any) -> None:  # deepdrid_attention's shape: a condition on a choice
+        trial.suggest_float("lr", 1e-4, 3e-3, log=True)
+        trial.suggest_int("epochs", 2, 6, step=2)
+        if trial.suggest_categorical("attention", [True, False]):
+            trial.suggest_categorical("heads", [1, 2, 4])
+
+    fitted = FittingTrial({"lr": 1e-2, "epochs": 7, "attention": True, "heads": 2, "old": 1}, {})
+    space(fitted)
+    assert fitted.params == {"lr": 3e-3, "epochs": 6, "attention": True, "heads": 2}
+    assert fitted.clipped == ["lr 0.01 -> 0.003", "epochs 7 -> 6"]
+    assert set(fitted.distributions) == {"lr", "epochs", "attention", "heads"}
+    off = FittingTrial({"lr": 1e-3, "epochs": 4, "attention": False}, {"heads": 8})
+    space(off)  # its branch asks no heads; a pinned key is answered, not searched
+    assert off.params == {"lr": 1e-3, "epochs": 4, "attention": False} and off.clipped == []
+    for params, why in (({"lr": 1e-3, "epochs": 4, "attention": True, "heads": 8},
+                         "heads=8 is not one of today's choices"),
+                        ({"epochs": 4, "attention": False}, "it has no lr")):
+        with pytest.raises(_Drop, match=why):
+            space(FittingTrial(params, {}))
+
+
+def test_asha_on_the_study_counts_comparable_priors_and_earlier_batches(tmp_path: Path) -> None:
+    from search.study_asha import StudyASHA
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="r1", storage=url, direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(value: float, **attrs: Any) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": value}, distributions=dist, value=value,
+            intermediate_values={1: value, 2: value}, user_attrs=attrs))
+
+    for v in (0.1, 0.2, 0.3):  # an earlier run's trials on the same data and epochs
+        add(v, prior="e/r0/1", prior_comparable=True)
+    add(0.9, prior="other/r1/0", prior_comparable=False)  # other data: its curves do not count
+    for i, v in enumerate((0.5, 0.6, 0.7, 0.8)):  # this run's
+        add(v, ray_trial=f"t{i}")
+
+    def asha(batch: int | None) -> StudyASHA:
+        return StudyASHA(metric="val/kappa", mode="max", max_t=4, grace_period=1,
+                         reduction_factor=2, study_name="r1", study_url=url, batch=batch)
+
+    free, batches = asha(None), asha(2)
+    assert free.rungs == [1, 2, 4]
+    assert free.cutoff("t0", 2) == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.6, 0.7, 0.8], 50))
+    # in batches of 2: t2 and t3 are compared with the priors and t0, t1 only; t0 with priors
+    assert batches.cutoff("t3", 2) == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.5, 0.6], 50))
+    assert batches.cutoff("t0", 1) == pytest.approx(0.2)  # the first trial has a cutoff too
+    assert free.cutoff("unknown", 2) is None
+    stop = free.on_trial_result(None, type("T", (), {"trial_id": "t0"})(),
+                                {"val/kappa": 0.15, "epoch": 1})
+    assert stop == "STOP"  # below the priors' median at the first rung
