@@ -185,3 +185,23 @@ def test_asha_on_the_study_counts_comparable_priors_and_earlier_batches(tmp_path
     stop = free.on_trial_result(None, type("T", (), {"trial_id": "t0"})(),
                                 {"val/kappa": 0.15, "epoch": 1})
     assert stop == "STOP"  # below the priors' median at the first rung
+
+
+def test_a_warm_starts_priors_go_to_wandb_as_one_table_run(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from search.warmstart import Warmed, log_priors
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    warmed = Warmed(priors=[{"prior_of": "e/r0/3", "lr": 0.01, "status": "prior",
+                             "val/kappa": 0.5}],
+                    first=[{"params": {"lr": 0.01}, "val/kappa": 0.5}])
+    assert log_priors(tmp_path, "r1", warmed) == "W&B: the 1 prior trial(s) logged as run r1-priors"
+    [table] = tmp_path.glob("wandb/offline-run-*/files/media/table/priors/trials_*.table.json")
+    logged = json.loads(table.read_text())
+    assert logged["columns"] == ["prior_of", "lr", "status", "val/kappa"]
+    assert logged["data"] == [["e/r0/3", "0.01", "prior", "0.5"]]
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/table/priors/tried_first_*"))
