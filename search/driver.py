@@ -64,6 +64,7 @@ class SearchPlan:
     replay: dict[str, Any] | None = None  # table, time_scale: served curves (search.replay)
     batch: int | None = None  # --reproducible: configurations asked in batches this big
     warm_start: tuple[str, ...] = ()  # --warm-start: earlier runs whose trials are priors
+    objectives: tuple[tuple[str, str], ...] = ()  # --objectives: (metric, mode), the first ASHA's
 
     @property
     def run_dir(self) -> Path:
@@ -272,13 +273,14 @@ def default_concurrency(cpus_per_trial: float, gpus_per_trial: float,
 
 def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
     sampler = (optuna.samplers.RandomSampler(seed=plan.seed) if plan.sampler == "random"
+               else optuna.samplers.NSGAIISampler(seed=plan.seed) if plan.sampler == "nsga2"
                else make_sampler(plan.seed, startup_trials))
     searcher = StudySearcher(
         FixedSpace(plan.experiment.search_space(plan.demo), plan.pinned),
         metric=plan.experiment.metric, mode=plan.experiment.mode,
         study_name=plan.run_id, study_url=plan.storage_url, sampler=sampler,
         max_epochs=plan.max_epochs, snapshot=plan.staged_study, batch=plan.batch,
-        num_samples=plan.num_samples)
+        num_samples=plan.num_samples, objectives=[(k, m) for k, m in plan.objectives] or None)
     return ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
 
 

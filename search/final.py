@@ -83,14 +83,15 @@ GREEDY_ROUNDS_PER_MEMBER = 2  # greedy selection's rounds: twice the members
 
 
 def choose_members(run_dir: Path, top_k: int | None, echo: Any, select: str = "top-k",
-                   ) -> tuple[list[dict[str, Any]], list[TrainConfig]]:
+                   pick: str | None = None) -> tuple[list[dict[str, Any]], list[TrainConfig]]:
     """The search's best records (best first; for greedy selection, then the best trial of
-    each architecture the top k lack) and each member's config."""
+    each architecture the top k lack; with `pick`, the Pareto front's trials that meet its
+    constraints, best first by the first objective) and each member's config."""
     top_file = run_dir / "best" / "top_k.json"
     if not top_file.is_file():
         raise ConfigError(f"{top_file} not found: finish the search first (python -m search.run)")
     settings = json.loads((run_dir / "config.json").read_text())["settings"]
-    ranked = json.loads(top_file.read_text())
+    ranked = picked(run_dir, pick, echo) if pick else json.loads(top_file.read_text())
     wanted = top_k or settings["top_k"]
     if wanted > len(ranked):
         echo(f"{top_file} holds {len(ranked)} configuration(s): training {len(ranked)}, "
@@ -109,6 +110,25 @@ def choose_members(run_dir: Path, top_k: int | None, echo: Any, select: str = "t
         echo(f"member {i + 1}/{len(records)}: trial {record['trial_id']} ({cfg.model}), "
              f"{cfg.epochs} epochs, seed {cfg.seed}, bootstrap sample {cfg.bootstrap}")
     return records, configs
+
+
+def picked(run_dir: Path, pick: str, echo: Any) -> list[dict[str, Any]]:
+    """The trials of best/pareto.json that meet `pick`'s constraints (search.objectives)."""
+    from search.objectives import meets, parse_pick
+
+    front_file = run_dir / "best" / "pareto.json"
+    if not front_file.is_file():
+        raise ConfigError(f"--pick: {front_file} not found: --pick chooses from the Pareto front "
+                          "of a search with --objectives")
+    front = json.loads(front_file.read_text())
+    constraints = parse_pick(pick)
+    chosen = [r for r in front if meets(r["objectives"], constraints)]
+    if not chosen:
+        shown = "; ".join(f"trial {r['trial_id']}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in r["objectives"].items()) for r in front)
+        raise ConfigError(f"--pick {pick}: no trial of the Pareto front meets it ({shown})")
+    echo(f"--pick {pick}: {len(chosen)} of the front's {len(front)} trial(s) meet it")
+    return chosen
 
 
 def keep_members(run_dir: Path, records: list[dict[str, Any]],
@@ -135,7 +155,7 @@ def keep_members(run_dir: Path, records: list[dict[str, Any]],
 
 def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
               tta: bool = True, select: str | None = None, baseline: bool = True,
-              echo: Any = print) -> dict[str, Any]:
+              pick: str | None = None, echo: Any = print) -> dict[str, Any]:
     """Retrain, bag and predict for the run in `run_dir`; returns the final metrics. With
     `baseline`, the experiment's defaults are trained beside the members (search.gain)."""
     from search.driver import check_resources
@@ -158,7 +178,7 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     if select not in SELECTIONS:
         raise ConfigError(f"--select {select!r}: use one of {', '.join(SELECTIONS)}")
     wanted = top_k or int(settings["top_k"])
-    records, configs = choose_members(run_dir, top_k, echo, select)
+    records, configs = choose_members(run_dir, top_k, echo, select, pick)
     cpus, gpus = float(settings["cpus_per_trial"]), float(settings["gpus_per_trial"])
     started = time.monotonic()
     join_cluster(settings)
@@ -203,7 +223,7 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
                      "model": configs[n - 1].model, "node_id": m.node_id, "device": m.device,
                      "weight": w, "val": v}
                     for (n, r, m), v, w in zip(kept, metrics, weights, strict=True)],
-        "select": select,
+        "select": select, "pick": pick,
         "failed": failed, "bag": {"val": task.scores(val_labels, bag_val)},
         "spread": {k: float(np.std([m[k] for m in metrics])) for k, _ in task.columns},
         "minutes": round((time.monotonic() - started) / 60, 2),
@@ -400,6 +420,14 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
             run_dir / summary["submission"]))
     if summary.get("localisation") and summary["localisation"].get("images"):
         logged.update({f"final/localisation_{k}": v for k, v in summary["localisation"].items()})
+    front_file = run_dir / "best" / "pareto.json"
+    if front_file.is_file():  # --objectives: the front, the members marked
+        members = {m["trial_id"] for m in summary["members"]}
+        logged["final/pareto"] = wandb.Table(dataframe=pd.DataFrame(
+            [{"trial_id": r["trial_id"], "member": r["trial_id"] in members, **r["objectives"]}
+             for r in json.loads(front_file.read_text())]))
+        if (report / "pareto.png").is_file():
+            logged["final/pareto_figure"] = wandb.Image(str(report / "pareto.png"))
     run.log(logged)
     run.finish()
     return f"W&B: final run logged {'online' if online else 'offline, in ' + str(run_dir / 'wandb')}"
@@ -418,6 +446,10 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
                                             val_images, bag_val, val_labels)
     sections.append(("Disk", disk_section(run_dir)))
     study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
+    if (run_dir / "best" / "pareto.json").is_file():  # --objectives
+        from search.report import pareto_section
+
+        sections.insert(1, ("Pareto front", pareto_section(run_dir, study, summary)))
     first = ([("What the search bought over the experiment's defaults",
                gain_section(summary["gain"]))] if summary.get("gain") else [])
     path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
@@ -525,13 +557,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true",
                    help="do not train the experiment's defaults beside the members (what the "
                         "search bought is then not measured)")
+    p.add_argument("--pick", metavar="CONSTRAINTS",
+                   help="a search with --objectives: the members from its Pareto front "
+                        "(best/pareto.json) that meet these, e.g. 'latency<=20' or "
+                        "'latency<=20,params<5e6', best first by the first objective")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     setup_logging(args.verbose)
     store = RunStore.of(args.run)
     store.pull()  # a run folder on an object store: into its local stage
     summary = run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
-                        select=args.select, baseline=not args.no_baseline,
+                        select=args.select, baseline=not args.no_baseline, pick=args.pick,
                         echo=lambda line: print(line, flush=True))
     store.push()
     print(outputs_line(store, summary))

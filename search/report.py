@@ -41,10 +41,12 @@ def _save(fig: Any, path: Path) -> str:
 def edge_flags(study: optuna.Study) -> dict[str, str]:
     """Numeric parameters whose best value sits at the edge of the searched range."""
     flags: dict[str, str] = {}
-    try:
-        best = study.best_trial
-    except ValueError:
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+            and not t.user_attrs.get(PRIOR_ATTR)]
+    if not done:
         return flags
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    best = max(done, key=lambda t: sign * t.values[0])  # by the first objective (--objectives)
     for name, dist in best.distributions.items():
         numeric = optuna.distributions.FloatDistribution | optuna.distributions.IntDistribution
         if not isinstance(dist, numeric):
@@ -60,6 +62,17 @@ def edge_flags(study: optuna.Study) -> dict[str, str]:
     return flags
 
 
+def trial_value(t: optuna.trial.FrozenTrial, mode: str) -> float | None:
+    """A trial's value as medtune ranks it: its best epoch (intermediate values; in a
+    multi-objective study, the first objective's `curve`)."""
+    if t.intermediate_values:
+        return best_of(t.intermediate_values, mode)
+    curve = t.user_attrs.get("curve")
+    if curve:
+        return best_of({int(e): float(v) for e, v in curve.items()}, mode)
+    return float(t.values[0]) if t.values else None
+
+
 def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFrame, metric: str,
                    mode: str, out: Path) -> dict[str, Any]:
     figs: dict[str, Any] = {}
@@ -68,11 +81,11 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
     done = [t for t in own if t.state == optuna.trial.TrialState.COMPLETE]
     # ASHA's stops by their best epoch, as medtune ranks them (the study holds them PRUNED,
     # with their epochs; Optuna values a pruned trial by its last)
-    stopped = [t for t in own if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
+    stopped = [t for t in own if t.state == optuna.trial.TrialState.PRUNED
+               and trial_value(t, mode) is not None]
     priors = [t for t in study.trials if t.user_attrs.get(PRIOR_ATTR) and t.state in finished
-              and (t.intermediate_values or t.value is not None)]  # --warm-start's
-    value = {t.number: best_of(t.intermediate_values, mode) if t.intermediate_values
-             else float(t.value or 0.0) for t in done + stopped + priors}
+              and trial_value(t, mode) is not None]  # --warm-start's
+    value = {t.number: float(trial_value(t, mode) or 0.0) for t in done + stopped + priors}
     kinds = [(done, "o", "ran its full length"), (stopped, "x", "stopped early (best epoch)"),
              (priors, ".", "earlier runs (warm start)")]
     if done or stopped:
@@ -92,8 +105,9 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
         figs["history"] = _save(fig, out / "history.png")
     try:
         # Optuna 5 defaults to PED-ANOVA: ask for fANOVA, seeded, as the label says
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        importances = optuna.importance.get_param_importances(  # on the first objective
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+            target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
     except (RuntimeError, ValueError) as e:  # too few completed trials
         figs["importance_note"] = f"parameter importances need more completed trials ({e})"
     else:
@@ -266,3 +280,35 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
                 ("Training curves of the best trials", img(figs["curves"], "training curves")
                  if "curves" in figs else "<p>no epochs recorded</p>")]
     return write_html(run_dir, (first_sections or []) + sections + final_sections)
+
+
+def pareto_section(run_dir: Path, study: optuna.Study, summary: dict[str, Any]) -> str:
+    """--objectives: every full-length trial on the first two objectives, the Pareto front
+    (best/pareto.json) joined up, the final step's members ringed; the front as a table."""
+    front = json.loads((run_dir / "best" / "pareto.json").read_text())
+    names = list(front[0]["objectives"]) if front else []
+    members = {m["trial_id"] for m in summary["members"]}
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+            and t.values and not t.user_attrs.get(PRIOR_ATTR)]
+    parts = []
+    if len(names) >= 2 and done:
+        fig, ax = plt.subplots(figsize=(5.4, 3.6))
+        ax.plot([t.values[1] for t in done], [t.values[0] for t in done], "o", color="0.7",
+                label="full-length trials")
+        line = sorted((r["objectives"][names[1]], r["objectives"][names[0]]) for r in front)
+        ax.plot(*zip(*line, strict=True), "o-", label="Pareto front")
+        chosen = [r for r in front if r["trial_id"] in members]
+        if chosen:
+            ax.plot([r["objectives"][names[1]] for r in chosen],
+                    [r["objectives"][names[0]] for r in chosen], "o", ms=14, mfc="none",
+                    color="C3", label="final members")
+        ax.set_xlabel(names[1])
+        ax.set_ylabel(names[0])
+        ax.legend(fontsize=7)
+        parts.append(img(_save(fig, run_dir / "report" / "pareto.png"), "Pareto front"))
+    picked = f" (--pick {html.escape(summary['pick'])})" if summary.get("pick") else ""
+    rows = pd.DataFrame([{"trial_id": r["trial_id"], **r["objectives"],
+                          "member": "yes" if r["trial_id"] in members else ""} for r in front])
+    parts.append(f"<p>{len(front)} trial(s) on the front of {len(done)} full-length trial(s); "
+                 f"the members{picked}: {', '.join(sorted(members))}</p>" + table(rows))
+    return "".join(parts)

@@ -34,6 +34,7 @@ from search.cli import (
     run,
     setup_logging,
 )
+from search.objectives import needs_cost, parse_objectives
 from search.storage import CONFIG_FILE, RunStore, is_uri, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
@@ -43,7 +44,7 @@ from trainables.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 DEFAULT_PLACEMENT_TIMEOUT = 15.0  # minutes; on a cloud cluster a new node takes a few
 
@@ -72,7 +73,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "replaces the run's)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="tpe (default: Optuna's TPE after the experiment's random start-up "
-                        "trials) or random (Optuna's random sampler; a baseline)")
+                        "trials), random (Optuna's random sampler; a baseline) or nsga2 "
+                        "(with --objectives: Optuna's NSGA-II)")
+    p.add_argument("--objectives", metavar="METRIC,OBJ,...",
+                   help="several objectives: the experiment's metric first (ASHA stops on it), "
+                        "then latency (ms per image), params, or reported metrics (val/loss; "
+                        ":min or :max to say which way); writes best/pareto.json "
+                        "(search/objectives.py)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha (default: stops weak trials early) or fifo (every trial runs "
                         "all its epochs; a baseline)")
@@ -155,6 +162,16 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         max_epochs, num_samples = max(1, len(phases)), min(num_samples, 2)
         overrides = {"max_train_batches": 2, "max_eval_batches": 2, "image_size": 64,
                      **{f"phase_{p['name']}_epochs": 1 for p in phases}, **overrides}
+    objectives = parse_objectives(args.objectives, experiment.metric, experiment.mode) \
+        if args.objectives else []
+    if objectives and (args.reproducible or args.warm_start):
+        raise ConfigError("--objectives does not combine with --reproducible or --warm-start "
+                          "yet: their ASHA reads epochs from the study, which a multi-objective "
+                          "study cannot hold")
+    if args.sampler == "nsga2" and not objectives:
+        raise ConfigError("--sampler nsga2 is a multi-objective sampler: give --objectives")
+    if needs_cost(objectives):  # each trial measures what its model costs
+        overrides["report_cost"] = True
     pinned = sorted(set(overrides) & set(experiment.searched))
     if pinned and not args.smoke_test:
         log.info("--set fixes %s for every trial: the search will not vary it", ", ".join(pinned))
@@ -177,6 +194,7 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
         "reduction_factor": budget.reduction_factor,
         "sampler": args.sampler, "scheduler": args.scheduler, "batch": args.reproducible,
+        "objectives": [[o.key, o.mode] for o in objectives],
         "warm_start": [run if is_uri(run) else str(Path(run).expanduser().resolve())
                        for run in args.warm_start],
         "top_k": args.top_k or budget.top_k,
@@ -197,6 +215,10 @@ def replay_settings(args: argparse.Namespace, experiment: Experiment,
     if curves.meta["experiment"] != experiment.name:
         raise ConfigError(f"--replay {args.replay}: a table of {curves.meta['experiment']}, not "
                           f"{experiment.name}")
+    missing = [k for k, _ in settings.get("objectives") or () if k not in curves.frame.columns]
+    if missing:
+        raise ConfigError(f"--objectives with --replay {args.replay}: the table records no "
+                          f"{', '.join(missing)}")
     max_epochs = args.max_epochs or min(settings["max_epochs"], curves.epochs)
     if max_epochs > curves.epochs:
         raise ConfigError(f"--max-epochs {max_epochs}: {args.replay} records {curves.epochs} "

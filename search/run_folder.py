@@ -20,7 +20,8 @@ from search.driver import SearchPlan
 from search.searcher import trial_length
 from trainables.config import TrainConfig, config_value
 
-METRIC_PREFIXES = ("train/", "val/", "sim/")  # sim/: a replayed search's simulated clock
+METRIC_PREFIXES = ("train/", "val/", "sim/", "model/")  # sim/: a replayed search's simulated
+# clock; model/: what the model costs (--objectives latency, params)
 
 
 def _error_text(error: BaseException | None) -> str | None:
@@ -175,6 +176,29 @@ def write_best(plan: SearchPlan, results: tune.ResultGrid, trials: pd.DataFrame,
     (best / "config.json").write_text(json.dumps(top[0], indent=1))
     (best / "top_k.json").write_text(json.dumps(top[: plan.top_k], indent=1))
     (best / "ranked.json").write_text(json.dumps(top, indent=1))
+    if plan.objectives:
+        (best / "pareto.json").write_text(json.dumps(pareto(plan, top, epochs), indent=1))
+
+
+def pareto(plan: SearchPlan, ranked: list[dict[str, Any]],
+           epochs: pd.DataFrame) -> list[dict[str, Any]]:
+    """best/pareto.json: the full-length trials that no other full-length trial beats on
+    every objective, each with its objectives' values at its best epoch, best first by the
+    first objective (the records of ranked.json, with `objectives`)."""
+    from search.objectives import front, name_of
+
+    keys, modes = [k for k, _ in plan.objectives], [m for _, m in plan.objectives]
+    points = []
+    for i, record in enumerate(ranked):
+        at = epochs[(epochs["trial_id"] == record["trial_id"])
+                    & (epochs["epoch"] == record["epoch"])]
+        if record["epochs_run"] < trial_length(record["config"], plan.max_epochs) or \
+                not len(at) or any(k not in at or pd.isna(at[k].iloc[0]) for k in keys):
+            continue  # stopped early, or an objective missing
+        points.append((i, [float(at[k].iloc[0]) for k in keys]))
+    values = dict(points)
+    return [{**ranked[i], "objectives": {name_of(k): v for k, v in zip(keys, values[i], strict=True)}}
+            for i in front(points, modes)]
 
 
 SPLIT_FILE = "split.csv"

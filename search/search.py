@@ -120,7 +120,8 @@ def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any
         wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"],
         sampler=settings.get("sampler", "tpe"), scheduler=settings.get("scheduler", "asha"),
         replay=settings.get("replay"), batch=settings.get("batch"),
-        warm_start=tuple(settings.get("warm_start") or ()))
+        warm_start=tuple(settings.get("warm_start") or ()),
+        objectives=tuple((k, m) for k, m in settings.get("objectives") or ()))
 
 
 def write_config_json(plan: SearchPlan, settings: dict[str, Any], command: list[str],

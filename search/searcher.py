@@ -73,7 +73,8 @@ class StudySearcher(Searcher):
     def __init__(self, space: Any, *, metric: str, mode: str, study_name: str, study_url: str,
                  sampler: optuna.samplers.BaseSampler, max_epochs: int,
                  snapshot: Path | None = None, batch: int | None = None,
-                 num_samples: int | None = None) -> None:
+                 num_samples: int | None = None,
+                 objectives: list[tuple[str, str]] | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space = space  # define-by-run: fn(trial) -> constants or None, module-level
         self.study_name, self.study_url = study_name, study_url
@@ -87,6 +88,10 @@ class StudySearcher(Searcher):
         self.numbers: dict[str, int] = {}  # Ray trial id -> study trial number
         self.pending: dict[int, dict[str, Any]] = {}  # asked, not yet handed to Ray (batches)
         self.ended: set[int] = set()  # trial numbers told how they ended
+        # --objectives: (metric, mode) each, the first `metric`'s (search.objectives); a trial's
+        # epochs are kept here (a multi-objective study holds no intermediate values)
+        self.objectives = objectives
+        self.curves: dict[int, dict[int, dict[str, float]]] = {}
         self._study: optuna.Study | None = None
         self._storage: optuna.storages.RDBStorage | None = None
         self._keys: dict[int, int] = {}  # trial number -> the storage's key for the trial
@@ -95,9 +100,11 @@ class StudySearcher(Searcher):
     def study(self) -> optuna.Study:
         if self._study is None:
             self._storage = optuna.storages.RDBStorage(self.study_url)
+            modes = [m for _, m in self.objectives] if self.objectives else [self.mode]
             self._study = optuna.create_study(
                 study_name=self.study_name, storage=self._storage, sampler=self.sampler,
-                direction="maximize" if self.mode == "max" else "minimize", load_if_exists=True)
+                directions=["maximize" if m == "max" else "minimize" for m in modes],
+                load_if_exists=True)
         return self._study
 
     def _stored(self, number: int) -> tuple[optuna.storages.RDBStorage, int]:
@@ -118,6 +125,11 @@ class StudySearcher(Searcher):
         if value is None or not math.isfinite(float(value)):
             return
         step = int(result.get("epoch") or result.get("training_iteration") or 0)
+        if self.objectives:
+            row = {k: float(result[k]) for k, _ in self.objectives if result.get(k) is not None}
+            if len(row) == len(self.objectives) and all(map(math.isfinite, row.values())):
+                self.curves.setdefault(number, {})[step] = row
+            return
         storage, key = self._stored(number)
         try:
             storage.set_trial_intermediate_value(key, step, float(value))
@@ -178,6 +190,9 @@ class StudySearcher(Searcher):
         trial = storage.get_trial(key)
         if trial.state.is_finished():  # marked failed on a resume, or told already
             return
+        if self.objectives:
+            self._tell_objectives(number, result, error)
+            return
         values = trial.intermediate_values
         if error or not values:
             self.study().tell(number, state=optuna.trial.TrialState.FAIL)
@@ -186,16 +201,36 @@ class StudySearcher(Searcher):
         else:  # stopped by the scheduler before its length
             self.study().tell(number, state=optuna.trial.TrialState.PRUNED)
 
+    def _tell_objectives(self, number: int, result: dict | None, error: bool) -> None:
+        """A multi-objective trial: every objective at its best epoch by the first, or PRUNED
+        (no values: Optuna's samplers cannot rank a pruned trial of such a study by its steps),
+        or FAIL; the first objective's curve as the user attribute `curve`."""
+        assert self.objectives is not None
+        study, rows = self.study(), self.curves.get(number, {})
+        storage, key = self._stored(number)
+        first = self.objectives[0][0]
+        storage.set_trial_user_attr(key, "curve", {str(e): r[first] for e, r in rows.items()})
+        if error or not rows:
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+        elif max(rows) >= trial_length((result or {}).get("config") or {}, self.max_epochs):
+            best = best_of({e: r[first] for e, r in rows.items()}, self.objectives[0][1])
+            epoch = min(e for e, r in rows.items() if r[first] == best)
+            study.tell(number, [rows[epoch][k] for k, _ in self.objectives])
+        else:
+            study.tell(number, state=optuna.trial.TrialState.PRUNED)
+
     # --- save and restore --------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         return {"study_name": self.study_name, "study_url": self.study_url,
                 "numbers": dict(self.numbers), "sampler": self.sampler,
-                "pending": dict(self.pending), "ended": set(self.ended)}
+                "pending": dict(self.pending), "ended": set(self.ended),
+                "curves": {n: dict(c) for n, c in self.curves.items()}}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.study_name, self.numbers = state["study_name"], dict(state["numbers"])
         self.sampler = state["sampler"]
         self.pending, self.ended = dict(state["pending"]), set(state["ended"])
+        self.curves = dict(state.get("curves") or {})
         binding = bound(self.study_name)
         if binding is not None:  # where the restoring driver keeps the study
             self.study_url, self.snapshot = binding.study_url, binding.snapshot

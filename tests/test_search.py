@@ -427,3 +427,50 @@ def test_without_a_test_split_the_final_step_bags_on_validation_and_writes_no_su
     assert summary["bag"]["val"]["accuracy"] >= 0
     page = (run / "report" / "index.html").read_text()
     assert "no test split in this dataset: no submission was written" in page
+
+
+def test_a_search_on_two_objectives_writes_its_front_and_the_final_step_picks_from_it(
+        local_ray: None, course_demo: Path, tmp_path: Path) -> None:
+    """QWK and latency: Optuna's multi-objective study holds both at each full-length trial's
+    best epoch, ASHA's stops PRUNED without values; best/pareto.json is the front worked out
+    from the run folder's tables; --pick takes the members from the front under a constraint."""
+    from search.final import run_final
+    from search.objectives import front
+
+    code = run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
+                     "--name", "mo", "--num-samples", "5", "--max-epochs", "2",
+                     "--objectives", "val/kappa,latency", "--no-final", *TINY])
+    assert code == 0
+    run = tmp_path / "deepdrid_finetune" / "mo"
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{run / 'study.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    trials = pd.read_parquet(run / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    assert (epochs["model/latency_ms"] > 0).all() and (epochs["model/params"] > 1e6).all()
+    points = []
+    for t in study.trials:
+        row = trials.loc[t.user_attrs["ray_trial"]]
+        curve = epochs[epochs["trial_id"] == row.name]
+        assert t.user_attrs["curve"] == {str(e): v for e, v in zip(curve["epoch"],
+                                                                   curve["val/kappa"],
+                                                                   strict=True)}
+        if row["status"] == "stopped early":
+            assert t.state == optuna.trial.TrialState.PRUNED and t.values is None
+            continue
+        at = curve[curve["epoch"] == row["best_epoch"]].iloc[0]
+        assert t.values == [at["val/kappa"], at["model/latency_ms"]]
+        points.append((row.name, t.values))
+    pareto = json.loads((run / "best" / "pareto.json").read_text())
+    assert [r["trial_id"] for r in pareto] == sorted(
+        front(points, ["max", "min"]), key=lambda i: -dict(points)[i][0])
+    assert all(set(r["objectives"]) == {"val/kappa", "latency"} for r in pareto)
+
+    bound = sorted(r["objectives"]["latency"] for r in pareto)[0]  # the fastest on the front
+    summary = run_final(run, top_k=2, pick=f"latency<={bound}", baseline=False,
+                        echo=lambda line: None)
+    fastest = [r["trial_id"] for r in pareto if r["objectives"]["latency"] <= bound]
+    assert [m["trial_id"] for m in summary["members"]] == fastest[:2]
+    page = (run / "report" / "index.html").read_text()
+    assert "Pareto front" in page and (run / "report" / "pareto.png").is_file()
+    with pytest.raises(ConfigError, match="no trial of the Pareto front meets it"):
+        run_final(run, pick="latency<=0", echo=lambda line: None)

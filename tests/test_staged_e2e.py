@@ -105,16 +105,25 @@ def test_deepdrid_two_stage_trains_stage_1_once_and_reports_it_beside_the_baseli
 
 @pytest.mark.slow
 def test_deepdrid_ensemble_bags_architectures_by_greedy_selection(tmp_path: Path) -> None:
+    # on two objectives, as the README runs it: QWK and each architecture's latency
     cli("search.run", "deepdrid_ensemble", "--demo", "--num-samples", "6", "--max-epochs", "2",
-        "--top-k", "2", "--no-baseline", *SEARCH, "--results", str(tmp_path), "--name", "demo")
+        "--top-k", "2", "--no-baseline", "--objectives", "val/kappa,latency", *SEARCH,
+        "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "deepdrid_ensemble" / "demo"
+    front = json.loads((run / "best" / "pareto.json").read_text())
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    assert front and (epochs["model/latency_ms"] > 0).all()
+    values = [(r["objectives"]["val/kappa"], r["objectives"]["latency"]) for r in front]
+    assert [v for v, _ in values] == sorted((v for v, _ in values), reverse=True)
+    assert [lat for _, lat in values] == sorted((lat for _, lat in values), reverse=True)  # a
+    # front, best QWK first: each next one is faster
     metrics = final_metrics(run)
     models = {m["model"] for m in metrics["members"]}
     assert len(models) >= 2 and metrics["select"] == "greedy"
     assert sum(m["weight"] for m in metrics["members"]) > 0
     assert metrics["bag"]["val"]["kappa"] > 0.6 and "val" in metrics["top_k_bag"]
     html = (run / "report" / "index.html").read_text()
-    assert "Ensemble selection: greedy against top-k" in html
+    assert "Ensemble selection: greedy against top-k" in html and "Pareto front" in html
     # search.bag takes the members' CSVs across architectures: their mean is the plain bag
     csvs = [run / "submission" / f"member_{m['member']}.csv" for m in metrics["members"]]
     cli("search.bag", *map(str, csvs), "--out", str(tmp_path / "bag.csv"))

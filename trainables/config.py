@@ -107,6 +107,7 @@ class TrainConfig:
     prefetch: str = "auto"  # a thread reads the next batch during compute: auto = with a GPU only
     max_train_batches: int = 0  # cap per epoch, 0 = all (smoke tests)
     max_eval_batches: int = 0  # cap per evaluation, 0 = all
+    report_cost: bool = False  # each epoch also reports model/latency_ms and model/params
 
     def __post_init__(self) -> None:
         _check_choice("preprocess", self.preprocess, PREPROCESSING)

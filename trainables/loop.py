@@ -167,3 +167,30 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, cfg: T
     labels = labels[: len(probs)]
     metrics = {"loss": eval_loss(cfg.task, labels, probs), **epoch_scores(cfg.task, labels, probs)}
     return {f"{prefix}/{k}": v for k, v in metrics.items()}, probs
+
+
+def model_cost(model: nn.Module, size: int, runtime: Runtime, *, runs: int = 10) -> dict[str, float]:
+    """What the model costs to deploy: `model/latency_ms`, the median of `runs` forward passes
+    of one image at the trial's size on the trial's device (as it predicts: eval mode, AMP and
+    channels_last where the trial uses them, after two warm-up passes), and `model/params`."""
+    was_training = model.training
+    model.eval()
+    image = torch.zeros(1, 3, size, size, device=runtime.device)  # draws no random numbers
+    if runtime.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.no_grad(), torch.autocast(runtime.device.type, dtype=torch.float16,
+                                         enabled=runtime.amp):
+        for i in range(runs + 2):
+            if runtime.device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            model(image)
+            if runtime.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:
+                times.append(time.perf_counter() - started)
+    model.train(was_training)
+    return {"model/latency_ms": 1000 * float(np.median(times)),
+            "model/params": float(sum(p.numel() for p in model.parameters()))}
+

@@ -22,7 +22,14 @@ from trainables.augment import BatchAugment
 from trainables.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from trainables.config import Phase, TrainConfig
 from trainables.errors import ConfigError
-from trainables.loop import Runtime, evaluate, lr_factor, plan_runtime, train_one_epoch
+from trainables.loop import (
+    Runtime,
+    evaluate,
+    lr_factor,
+    model_cost,
+    plan_runtime,
+    train_one_epoch,
+)
 from trainables.models import FundusClassifier, build_model, set_unfreeze_depth
 from trainables.objectives import Objective, make_objective
 from trainables.reporting import Reporter, current_reporter
@@ -69,6 +76,7 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
     for phase in reversed(phases):  # every phase's depth fits the model, before any epoch
         set_unfreeze_depth(model, phase.unfreeze_depth)
     steps = _steps_per_epoch(cfg, len(data.train_sample))
+    cost = model_cost(model, cfg.image_size, runtime) if cfg.report_cost else {}
     task = task_of(cfg.task)
     metric = cfg.phase_metric or task.metric
     best = _BestWeights(metric, "min" if metric.endswith("loss") else task.mode)
@@ -110,6 +118,7 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
                          eval_aug, runtime, objective)
             if len(phases) > 1:
                 row["phase"] = number
+            row.update(cost)  # --objectives latency / params
             history.append(row)
             best.update(model, row, keep_phase=number < len(phases), keep_overall=keep == "best")
             state = {"epoch": epoch + 1, "history": list(history), **best.state()}
