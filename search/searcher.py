@@ -12,6 +12,8 @@ What the study holds (what optuna-dashboard shows, and what TPE models):
 - a trial that errored, or reported no value: FAIL (Ray's own OptunaSearch records an errored
   trial COMPLETE with its last value: a NaN would look like a score).
 So the study's best trial is `best/config.json`'s, in optuna-dashboard as in the report.
+With `--objectives` (search.objectives) the study has several directions and no intermediate
+values; with `--reproducible` (search.reproducible) configurations are asked in batches.
 
 Only public APIs: Ray Tune's `Searcher` methods, Optuna's `create_study`/`load_study`,
 `Study.ask`/`Study.tell` (by trial number) and its storage's documented `BaseStorage` methods
