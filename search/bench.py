@@ -37,6 +37,9 @@ Sections:
   reproducible  what --reproducible costs: TPE + ASHA replayed on the first table, free-running
               and in batches of 4, --seeds each (default 20): simulated minutes of a search and
               the best value reached (search/bench_reproducible.py)
+  warmstart   what --warm-start buys: on the first table, per seed an earlier search, then a
+              cold and a warm-started search: epochs to the cold one's final best, --seeds each
+              (default 20; search/bench_warmstart.py). Target: 2x.
 
   python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]   # a curve table
   python -m search.bench curves [TABLE ...]     # a table's size, spread, early ranks, surrogate error
@@ -64,7 +67,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search import bench_gain, bench_replay, bench_reproducible, bench_tune
+from search import bench_gain, bench_replay, bench_reproducible, bench_tune, bench_warmstart
 from search.bench_process import data_keys, measure
 from search.bench_rows import row, value_row
 from search.cli import positive_int, run
@@ -72,7 +75,7 @@ from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
 SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "gain",
-            "replay", "reproducible")
+            "replay", "reproducible", "warmstart")
 AUGMENT = "flip+rotate+color"
 
 
@@ -384,6 +387,7 @@ MEASURES = {
     "efficiency": bench_tune.measure_efficiency, "scale": bench_tune.measure_scale,
     "replay": bench_replay.measure_replay,
     "reproducible": bench_reproducible.measure_reproducible,
+    "warmstart": bench_warmstart.measure_warmstart,
     "gain-ours": bench_gain.measure_gain_ours, "gain-baseline": bench_gain.measure_gain_baseline,
 }
 
@@ -507,7 +511,8 @@ BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
            "threads": bench_threads, "overhead": bench_tune.bench_overhead,
            "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale,
            "gain": bench_gain.bench_gain, "replay": bench_replay.bench_replay,
-           "reproducible": bench_reproducible.bench_reproducible}
+           "reproducible": bench_reproducible.bench_reproducible,
+           "warmstart": bench_warmstart.bench_warmstart}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
     out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    needs_data = bool(set(sections) - {"replay", "gain", "reproducible"})
+    needs_data = bool(set(sections) - {"replay", "gain", "reproducible", "warmstart"})
     params = {**sizes, **experiment_params(args.experiment, sizes, images=needs_data),
               "workers": args.workers,
               "sets": args.sets, "figures": str(out.parent),

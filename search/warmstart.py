@@ -11,7 +11,9 @@ data) are fitted to today's space and added to the study as prior trials (Optuna
 - a trial scored on another metric is dropped (its value means something else);
 - a full-length trial comes in COMPLETE with its best epoch's value, one ASHA stopped PRUNED,
   each with its epochs as intermediate values; failed trials are left out;
-- the best `first` of them (full-length ones first) are tried first (`enqueue_trial`).
+- the best `first` distinct configurations (full-length ones first) of runs on other data
+  (or another experiment, or another number of epochs) are tried first (`enqueue_trial`): on
+  this data; a run on the same data has measured them already, and is not run again.
 Priors are never this run's trials: not in its Ray Tune experiment, its count or its best
 (`best/`); trials.parquet lists them with status "prior", the report draws them apart, W&B
 gets them as one table.
@@ -190,11 +192,12 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
                                "status": "prior", metric: value,
                                "prior_state": "completed" if full else "stopped early",
                                "epochs": max(prior.intermediate_values, default=0)})
-            ranked.append((full, value, fitted.params))
+            if not same_curves:  # on this data its result is known: no need to run it again
+                ranked.append((full, value, fitted.params))
         out.lines.append(
             f"warm start: {added} trial(s) of {name} added as priors"
-            + (" (its curves count in ASHA's cutoffs: same experiment, data and epochs)"
-               if same_curves and added else "")
+            + (" (same experiment, data and epochs: their curves count in ASHA's cutoffs, "
+               "and none is run again)" if same_curves and added else "")
             + (f"; {len(dropped)} left out: " + "; ".join(dropped) if dropped else "")
             + ("; clipped into today's ranges: " + "; ".join(clipped) if clipped else ""))
     ranked.sort(key=lambda r: (not r[0], -r[1] if mode == "max" else r[1]))

@@ -27,7 +27,8 @@ def test_a_ratio_reads_times_better_for_medtune_whichever_way_is_better() -> Non
 
 def test_an_unknown_section_is_named() -> None:
     with pytest.raises(ConfigError, match="unknown section speed; known: input, train, limit, "
-                       "threads, overhead, efficiency, scale, gain, replay, reproducible"):
+                       "threads, overhead, efficiency, scale, gain, replay, reproducible, "
+                       "warmstart"):
         main(["speed"])
 
 
@@ -39,7 +40,8 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     record = json.loads(out.read_text())
     rows = {(r["section"], r["measure"]): r for r in record["rows"]}
     assert {s for s, _ in rows} == {"input", "train", "limit", "threads", "overhead",
-                                    "efficiency", "scale", "gain", "replay", "reproducible"}
+                                    "efficiency", "scale", "gain", "replay", "reproducible",
+                                    "warmstart"}
     for key in [("input", "images/s"), ("input", "CPU s/image"), ("train", "resnet18 images/s"),
                 ("limit", "trainable / model alone, training images/s"),
                 ("threads", "2 threads: images/s vs 1 thread"),
@@ -69,6 +71,8 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
         assert (tmp_path / total[0]["figure"]).is_file()
     cost = next(r for (s, m), r in rows.items() if s == "reproducible" and "minutes" in m)
     assert cost["ours"] > 0 and cost["baseline"] > 0  # a seed, free-running and in batches
+    warm = next(r for (s, _), r in rows.items() if s == "warmstart")
+    assert warm["baseline"] >= 1 and warm["target"] == 2.0  # a seed: cold and warm epochs
     error = next(r for (s, m), r in rows.items() if s == "replay" and "held-out error" in m)
     assert 0 <= error["ours"] < 0.2  # the surrogate of a committed table
     assert "met" in rows[("limit", "trainable / model alone, training images/s")]

@@ -178,39 +178,50 @@ def test_a_reproducible_search_is_the_same_search_at_any_concurrency(
 
 def test_a_warm_started_search_starts_from_the_earlier_ones_trials(
         local_ray: None, table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """An earlier search's finished trials join the study as priors (not this run's trials),
-    its best configurations run first, and ASHA's cutoffs count their rung values (same
-    experiment, data and epochs), worked out by hand."""
-    earlier = replay(table, tmp_path, "earlier", "asha", 5)
-    capsys.readouterr()
+    """Two earlier searches' finished trials join the study as priors (not this run's trials):
+    one on the same curves and epochs, whose rung values count in ASHA's cutoffs (worked out by
+    hand) and which is not run again; one trained 2 epochs, whose best 3 configurations run
+    first."""
+    same = replay(table, tmp_path, "same", "asha", 5)
     sets = [a for k, v in PINNED.items() for a in ("--set", f"{k}={v}")]
+    assert run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(tmp_path),
+                     "--name", "shorter", "--num-samples", "5", "--max-epochs", "2",
+                     "--max-concurrent", "1", "--sampler", "random", "--no-wandb", "--seed", "7",
+                     *sets]) == 0
+    shorter = tmp_path / "deepdrid_finetune" / "shorter"
+    capsys.readouterr()
     code = run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(tmp_path),
-                     "--name", "warm", "--num-samples", "4", "--max-concurrent", "1",
-                     "--no-wandb", "--seed", "4", "--warm-start", str(earlier), *sets])
+                     "--name", "warm", "--num-samples", "5", "--max-concurrent", "1",
+                     "--no-wandb", "--seed", "4", "--warm-start", str(same), str(shorter), *sets])
     assert code == 0
     printed = capsys.readouterr().out
-    assert ("warm start: 5 trial(s) of deepdrid_finetune/earlier added as priors (its curves "
-            "count in ASHA's cutoffs") in printed
-    assert "the best 3 earlier configuration(s) are tried first" in printed
+    assert ("warm start: 5 trial(s) of deepdrid_finetune/same added as priors (same experiment, "
+            "data and epochs: their curves count in ASHA's cutoffs, and none is run again)"
+            ) in printed
+    assert "warm start: 5 trial(s) of deepdrid_finetune/shorter added as priors\n" in printed
     run = tmp_path / "deepdrid_finetune" / "warm"
     study = study_agrees_with_run_folder(run)
-    old = optuna.load_study(study_name="earlier", storage=f"sqlite:///{earlier / 'study.db'}")
     priors = [t for t in study.trials if t.user_attrs.get("prior")]
-    assert [(t.user_attrs["prior"], t.params, t.state, t.intermediate_values) for t in priors] \
-        == [(f"deepdrid_finetune/earlier/{t.number}", t.params, t.state, t.intermediate_values)
-            for t in old.trials]
+    for name in ("same", "shorter"):
+        old = optuna.load_study(study_name=name,
+                                storage=f"sqlite:///{tmp_path / 'deepdrid_finetune' / name / 'study.db'}")
+        mine = [t for t in priors if t.user_attrs["prior"].split("/")[1] == name]
+        assert [(t.user_attrs["prior"], t.params, t.state, t.intermediate_values) for t in mine] \
+            == [(f"deepdrid_finetune/{name}/{t.number}", t.params, t.state, t.intermediate_values)
+                for t in old.trials]
     listed = pd.read_parquet(run / "trials.parquet")
-    assert (listed["status"] == "prior").sum() == 5 and (listed["status"] != "prior").sum() == 4
-    # the earlier run's best three distinct configurations, full-length first, are this
-    # run's first three trials
-    ranked = json.loads((earlier / "best" / "ranked.json").read_text())
-    best3 = list(dict.fromkeys(r["config"]["augment"] for r in ranked))[:3]
+    assert (listed["status"] == "prior").sum() == 10 and (listed["status"] != "prior").sum() == 5
+    # the shorter run's best distinct configurations (full-length first) run first
+    ranked = json.loads((shorter / "best" / "ranked.json").read_text())
+    first = list(dict.fromkeys(r["config"]["augment"] for r in ranked))[:3]
     own = [t for t in study.trials if not t.user_attrs.get("prior")]
-    assert [t.params["augment"] for t in own[:len(best3)]] == best3
-    # ASHA at its one rung (epoch 2): the median of every earlier trial's epoch-2 QWK there,
-    # the priors' included; the first own trial may be stopped already
+    assert [t.params["augment"] for t in own[:len(first)]] == first
+    assert f"the best {len(first)} earlier configuration(s) are tried first" in printed
+    # ASHA at its one rung (epoch 2): the median of the epoch-2 QWK of the same-curves priors
+    # and of this run's earlier trials (the shorter run's epochs are another schedule's)
     trials = listed.set_index("trial_id")
-    recorded = [KAPPA[t.params["augment"]][1] for t in priors if 2 in t.intermediate_values]
+    recorded = [KAPPA[t.params["augment"]][1] for t in priors
+                if t.user_attrs["prior"].split("/")[1] == "same" and 2 in t.intermediate_values]
     for t in own:
         value = KAPPA[t.params["augment"]][1]
         stops = value < np.percentile(recorded, 50)
