@@ -361,9 +361,15 @@ def restored_tuner(plan: SearchPlan) -> tune.Tuner:
         raise ConfigError(f"--resume: no Ray Tune experiment to restore in {path}")
     # errored trials too: a killed driver can record its running trials as ERROR as it dies;
     # they continue from their last checkpoint (a NaN trial fails again within an epoch)
-    return tune.Tuner.restore(path, trainable=trainable_with_resources(plan),
-                              resume_unfinished=True, resume_errored=True,
-                              param_space=plan.fixed)
+    try:
+        return tune.Tuner.restore(path, trainable=trainable_with_resources(plan),
+                                  resume_unfinished=True, resume_errored=True,
+                                  param_space=plan.fixed)
+    except (AttributeError, ModuleNotFoundError) as e:  # unpickling an older medtune's objects
+        raise ConfigError(
+            f"--resume: {path} was started by an older medtune whose searcher or callbacks "
+            f"this one no longer has ({e}); start a new run with --warm-start "
+            f"{plan.store.location} to carry its finished trials over") from None
 
 
 def mark_stale_trials_failed(storage_url: str, study_name: str) -> int:
