@@ -224,7 +224,7 @@ def warm(plan: SearchPlan, *, wandb_on: bool) -> None:
     for line in warmed.lines:
         print(line, flush=True)
     if wandb_on and warmed.priors:
-        print(log_priors(plan.run_dir, plan.run_id, warmed), flush=True)
+        print(log_priors(plan.run_dir, plan.run_id, warmed, online=wandb_online()), flush=True)
 
 
 def _describe(plan: SearchPlan, cluster: ClusterShape, wandb_line: str) -> None:

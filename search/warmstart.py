@@ -224,7 +224,7 @@ def _metric_of(earlier: dict[str, Any]) -> str | None:
         return None
 
 
-def log_priors(run_dir: Any, run_id: str, warmed: Warmed) -> str:
+def log_priors(run_dir: Any, run_id: str, warmed: Warmed, *, online: bool) -> str:
     """The prior trials (and the configurations tried first) as one W&B run in the search's
     group, apart from its trials' runs."""
     import os
@@ -232,9 +232,6 @@ def log_priors(run_dir: Any, run_id: str, warmed: Warmed) -> str:
     import pandas as pd
     import wandb
 
-    from search.search import wandb_online
-
-    online = wandb_online()
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "medtune"), group=run_id,
                      name=f"{run_id}-priors", job_type="priors", dir=str(run_dir.resolve()),
                      mode="online" if online else "offline", reinit="create_new")

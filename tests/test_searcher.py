@@ -199,7 +199,8 @@ def test_a_warm_starts_priors_go_to_wandb_as_one_table_run(tmp_path: Path,
     warmed = Warmed(priors=[{"prior_of": "e/r0/3", "lr": 0.01, "status": "prior",
                              "val/kappa": 0.5}],
                     first=[{"params": {"lr": 0.01}, "val/kappa": 0.5}])
-    assert log_priors(tmp_path, "r1", warmed) == "W&B: the 1 prior trial(s) logged as run r1-priors"
+    assert log_priors(tmp_path, "r1", warmed, online=False) == \
+        "W&B: the 1 prior trial(s) logged as run r1-priors"
     [table] = tmp_path.glob("wandb/offline-run-*/files/media/table/priors/trials_*.table.json")
     logged = json.loads(table.read_text())
     assert logged["columns"] == ["prior_of", "lr", "status", "val/kappa"]
