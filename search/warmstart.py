@@ -5,15 +5,16 @@ experiment cannot be loaded into a searcher, ray#18847) nor W&B sweeps (wandb#85
 this; Optuna can, by hand. Before the first trial, each earlier run's finished trials (its
 study: a run folder or an object-store URI, of this or another experiment, on this or other
 data) are fitted to today's space and added to the study as prior trials (Optuna's public
-`add_trial`, user attribute `prior`: RUN/TRIAL):
+`add_trial`, user attribute `prior`: EXPERIMENT/RUN/TRIAL):
 - a value outside today's range is clipped into it, a choice that no longer exists (or a value
   today's space asks for that the trial lacks) drops the trial; one line says which;
 - a trial scored on another metric is dropped (its value means something else);
 - a full-length trial comes in COMPLETE with its best epoch's value, one ASHA stopped PRUNED,
   each with its epochs as intermediate values; failed trials are left out;
 - the best `first` distinct configurations (full-length ones first) of runs on other data
-  (or another experiment, or another number of epochs) are tried first (`enqueue_trial`): on
-  this data; a run on the same data has measured them already, and is not run again.
+  (or of another experiment, or another number of epochs) are tried first on this data
+  (`enqueue_trial`); a run on the same data, experiment and epochs has measured its
+  configurations here already, so none of them is run again.
 Priors are never this run's trials: not in its Ray Tune experiment, its count or its best
 (`best/`); trials.parquet lists them with status "prior", the report draws them apart, W&B
 gets them as one table.
