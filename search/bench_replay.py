@@ -90,10 +90,15 @@ def measure_replay(p: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs}
 
 
-def tables(params: dict[str, Any]) -> list[Path]:
+def tables(params: dict[str, Any], section: str) -> list[Path]:
+    """The learning-curve tables a section replays (--tables, else the committed ones; the
+    first only with --quick); none is one clear error."""
     from search.curves import CURVES_DIR
 
     found = sorted(Path(t) for t in params.get("tables") or CURVES_DIR.glob("*.parquet"))
+    if not found:
+        raise ConfigError(f"{section}: no learning-curve table in results/bench/curves/ "
+                          "(python -m search.bench collect EXPERIMENT --configs N writes one)")
     return found[:1] if params.get("quick") else found
 
 
@@ -104,10 +109,7 @@ def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[s
     from search.curves import read_curves
     from search.replay import held_out_error
 
-    found = tables(params)
-    if not found:
-        raise ConfigError("replay: no learning-curve table in results/bench/curves/ (python -m "
-                          "search.bench collect EXPERIMENT --configs N writes one)")
+    found = tables(params, "replay")
     rows: list[dict[str, Any]] = []
     for table in found:
         curves = read_curves(table)

@@ -21,7 +21,6 @@ from typing import Any
 import pandas as pd
 
 from search.bench_replay import REPLAY_SEED_BASE, REPLAY_WORKERS, tables
-from trainables.errors import ConfigError
 
 BATCH = 4
 ARMS = {"free": [], "batches": ["--reproducible", str(BATCH)]}
@@ -74,11 +73,7 @@ def bench_reproducible(params: dict[str, Any], repeats: int, echo: Any) -> list[
     from search.bench_rows import interval_row, row
     from search.curves import read_curves
 
-    found = tables(params)
-    if not found:
-        raise ConfigError("reproducible: no learning-curve table in results/bench/curves/ "
-                          "(python -m search.bench collect EXPERIMENT --configs N writes one)")
-    table = found[0]
+    table = tables(params, "reproducible")[0]
     curves = read_curves(table)
     name = curves.meta["experiment"]
     echo(f"  reproducible {name}: {params['replay_seeds']} seeds, free-running and in batches "

@@ -24,7 +24,6 @@ from typing import Any
 
 from search.bench_replay import REPLAY_SEED_BASE, REPLAY_WORKERS, replay_run, tables
 from search.efficiency import epochs_to, final_best
-from trainables.errors import ConfigError
 
 PRIOR_SEED_OFFSET = 5_000  # the earlier search's seed: apart from the compared ones
 
@@ -60,11 +59,7 @@ def bench_warmstart(params: dict[str, Any], repeats: int, echo: Any) -> list[dic
     from search.bench_process import measure
     from search.bench_rows import interval_row
 
-    found = tables(params)
-    if not found:
-        raise ConfigError("warmstart: no learning-curve table in results/bench/curves/ "
-                          "(python -m search.bench collect EXPERIMENT --configs N writes one)")
-    table = found[0]
+    table = tables(params, "warmstart")[0]
     echo(f"  warmstart {table.stem}: {params['replay_seeds']} seeds, an earlier search then a "
          "cold and a warm-started one")
     measured = measure("warmstart", {**params, "table": str(table),
