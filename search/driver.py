@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,17 +100,32 @@ def on_driver_node() -> dict[str, Any]:
     return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
 
 
+CLIENT_TRIES = 3  # Ray Client connections tried (below)
+
+
 def connect_ray(*, env: dict[str, str]) -> None:
-    """Join the cluster at RAY_ADDRESS, or start a local Ray on this machine."""
+    """Join the cluster at RAY_ADDRESS, or start a local Ray on this machine. Over Ray Client
+    (ray://) the cluster's proxy starts a server process per connection, and that start can
+    fail now and then (its process dies at birth: "Initialization failure from server"); a new
+    connection gets a new one, so it is tried `CLIENT_TRIES` times."""
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": env}
     address = os.environ.get("RAY_ADDRESS")
     try:
-        if address:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-        else:  # joins the cluster this machine is the head of (ray up), else starts one here
+        if not address:  # joins the cluster this machine is the head of (ray up), else starts one
             ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+            return
+        for attempt in range(1, CLIENT_TRIES + 1):
+            try:
+                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+                return
+            except ConnectionAbortedError as e:  # Ray Client: the server's start failed
+                if attempt == CLIENT_TRIES or not address.startswith("ray://"):
+                    raise
+                log.warning("Ray Client: %s (try %d of %d)", str(e).splitlines()[0], attempt,
+                            CLIENT_TRIES)
+                time.sleep(2.0 * attempt)
     except (ray.exceptions.AuthenticationError, ConnectionError) as e:
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "Ray on this machine"
         hint = ("; a cluster that asks for a token (Ray's default) needs RAY_AUTH_MODE=token "

@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix
 
 from search.run_folder import rank_trials
-from search.searcher import best_of
+from search.searcher import best_of, curve_of
 from search.study_asha import PRIOR_ATTR
 
 EDGE = 0.1  # a best value in the outer 10% of a numeric range is flagged
@@ -65,11 +65,9 @@ def edge_flags(study: optuna.Study) -> dict[str, str]:
 def trial_value(t: optuna.trial.FrozenTrial, mode: str) -> float | None:
     """A trial's value as medtune ranks it: its best epoch (intermediate values; in a
     multi-objective study, the first objective's `curve`)."""
-    if t.intermediate_values:
-        return best_of(t.intermediate_values, mode)
-    curve = t.user_attrs.get("curve")
+    curve = curve_of(t)
     if curve:
-        return best_of({int(e): float(v) for e, v in curve.items()}, mode)
+        return best_of(curve, mode)
     return float(t.values[0]) if t.values else None
 
 

@@ -164,10 +164,6 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
                      **{f"phase_{p['name']}_epochs": 1 for p in phases}, **overrides}
     objectives = parse_objectives(args.objectives, experiment.metric, experiment.mode) \
         if args.objectives else []
-    if objectives and (args.reproducible or args.warm_start):
-        raise ConfigError("--objectives does not combine with --reproducible or --warm-start "
-                          "yet: their ASHA reads epochs from the study, which a multi-objective "
-                          "study cannot hold")
     if args.sampler == "nsga2" and not objectives:
         raise ConfigError("--sampler nsga2 is a multi-objective sampler: give --objectives")
     if needs_cost(objectives):  # each trial measures what its model costs

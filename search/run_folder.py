@@ -124,7 +124,8 @@ def write_tables(plan: SearchPlan, results: tune.ResultGrid) -> pd.DataFrame:
         from search.warmstart import prior_rows
 
         priors = prior_rows(plan.storage_url, plan.run_id, list(plan.experiment.searched),
-                            plan.experiment.metric, plan.experiment.mode)
+                            plan.experiment.metric, plan.experiment.mode,
+                            [k for k, _ in plan.objectives])
         if priors:  # one type per column over both (a parquet column holds one)
             rows = [*trials.astype(object).where(trials.notna(), None).to_dict("records"),
                     *priors]

@@ -213,14 +213,15 @@ def warm(plan: SearchPlan, *, wandb_on: bool) -> None:
 
     from search.warmstart import log_priors, warm_start
 
+    modes = [m for _, m in plan.objectives] or [plan.experiment.mode]
     study = optuna.create_study(
         study_name=plan.run_id, storage=plan.storage_url, load_if_exists=True,
-        direction="maximize" if plan.experiment.mode == "max" else "minimize")
+        directions=["maximize" if m == "max" else "minimize" for m in modes])
     warmed = warm_start(study, list(plan.warm_start),
                         space=plan.experiment.search_space(plan.demo), pinned=plan.pinned,
                         experiment=plan.experiment.name, metric=plan.experiment.metric,
                         mode=plan.experiment.mode, fixed=plan.fixed, max_epochs=plan.max_epochs,
-                        first=plan.top_k)
+                        first=plan.top_k, objectives=[list(o) for o in plan.objectives])
     for line in warmed.lines:
         print(line, flush=True)
     if wandb_on and warmed.priors:

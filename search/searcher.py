@@ -13,7 +13,8 @@ What the study holds (what optuna-dashboard shows, and what TPE models):
   trial COMPLETE with its last value: a NaN would look like a score).
 So the study's best trial is `best/config.json`'s, in optuna-dashboard as in the report.
 With `--objectives` (search.objectives) the study has several directions and no intermediate
-values; with `--reproducible` (search.reproducible) configurations are asked in batches.
+values (a trial's user attribute `curve` holds its epochs, written as they come); with
+`--reproducible` (search.reproducible) configurations are asked in batches.
 
 Only public APIs: Ray Tune's `Searcher` methods, Optuna's `create_study`/`load_study`,
 `Study.ask`/`Study.tell` (by trial number) and its storage's documented `BaseStorage` methods
@@ -41,6 +42,15 @@ from search.storage import STUDY_FILE, snapshot_sqlite
 log = logging.getLogger(__name__)
 
 RAY_TRIAL_ATTR = "ray_trial"  # the study trial's user attribute: the Ray Tune trial it is
+CURVE_ATTR = "curve"  # a multi-objective study's trial: its first objective by epoch
+
+
+def curve_of(trial: optuna.trial.FrozenTrial) -> dict[int, float]:
+    """A study trial's value by epoch (the experiment's metric): its intermediate values, or
+    in a multi-objective study, which holds none, its user attribute `curve`."""
+    if trial.intermediate_values:
+        return dict(trial.intermediate_values)
+    return {int(e): float(v) for e, v in (trial.user_attrs.get(CURVE_ATTR) or {}).items()}
 
 
 def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
@@ -121,22 +131,30 @@ class StudySearcher(Searcher):
         return self._storage, self._keys[number]
 
     def _report(self, number: int, result: dict[str, Any]) -> None:
-        """The result's epoch as an intermediate value of the study trial (a resumed trial
-        that trains an epoch again overwrites it)."""
+        """The result's epoch in the study trial: an intermediate value, or in a
+        multi-objective study a point of its `curve` (a resumed trial that trains an epoch
+        again overwrites it)."""
         value = result.get(self.metric)
         if value is None or not math.isfinite(float(value)):
             return
         step = int(result.get("epoch") or result.get("training_iteration") or 0)
-        if self.objectives:
-            row = {k: float(result[k]) for k, _ in self.objectives if result.get(k) is not None}
-            if len(row) == len(self.objectives) and all(map(math.isfinite, row.values())):
-                self.curves.setdefault(number, {})[step] = row
-            return
         storage, key = self._stored(number)
         try:
-            storage.set_trial_intermediate_value(key, step, float(value))
+            if not self.objectives:
+                storage.set_trial_intermediate_value(key, step, float(value))
+                return
+            row = {k: float(result[k]) for k, _ in self.objectives if result.get(k) is not None}
+            if len(row) == len(self.objectives) and all(map(math.isfinite, row.values())):
+                # the first objective's curve goes to the study as it grows (StudyASHA reads it)
+                self.curves.setdefault(number, {})[step] = row
+                storage.set_trial_user_attr(key, CURVE_ATTR, self._curve(number))
         except optuna.exceptions.UpdateFinishedTrialError as e:  # marked failed on a resume
             log.warning("optuna: trial %s: %s", number, e)
+
+    def _curve(self, number: int) -> dict[str, float]:
+        assert self.objectives is not None
+        first = self.objectives[0][0]
+        return {str(e): r[first] for e, r in sorted(self.curves.get(number, {}).items())}
 
     # --- Ray Tune's Searcher interface -------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
@@ -211,7 +229,7 @@ class StudySearcher(Searcher):
         study, rows = self.study(), self.curves.get(number, {})
         storage, key = self._stored(number)
         first = self.objectives[0][0]
-        storage.set_trial_user_attr(key, "curve", {str(e): r[first] for e, r in rows.items()})
+        storage.set_trial_user_attr(key, CURVE_ATTR, self._curve(number))
         if error or not rows:
             study.tell(number, state=optuna.trial.TrialState.FAIL)
         elif max(rows) >= trial_length((result or {}).get("config") or {}, self.max_epochs):

@@ -1,5 +1,6 @@
 """ASHA on the study: asynchronous successive halving whose rung values are the study's
-intermediate values (medtune's searcher writes every epoch there), so that it can count what
+intermediate values (medtune's searcher writes every epoch there; in a multi-objective study
+the trial's `curve`), so that it can count what
 Ray's ASHAScheduler cannot be given by public means:
 - a warm-started search's prior trials, where their curves are comparable
   (`search.warmstart`): their rung values join the cutoffs, so poor trials stop sooner;
@@ -20,7 +21,7 @@ import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.binding import bound
-from search.searcher import RAY_TRIAL_ATTR
+from search.searcher import RAY_TRIAL_ATTR, curve_of
 
 PRIOR_ATTR = "prior"  # user attribute of a warm start's prior trial: RUN/TRIAL it came from
 COMPARABLE_ATTR = "prior_comparable"  # its curves can count in ASHA's cutoffs
@@ -77,9 +78,8 @@ class StudyASHA(FIFOScheduler):
             return None
         others = own[: index // self.batch * self.batch] if self.batch else \
             own[:index] + own[index + 1:]
-        recorded = [t.intermediate_values[rung] for t in others if rung in t.intermediate_values]
-        recorded += [t.intermediate_values[rung] for t in trials
-                     if t.user_attrs.get(COMPARABLE_ATTR) and rung in t.intermediate_values]
+        counted = others + [t for t in trials if t.user_attrs.get(COMPARABLE_ATTR)]
+        recorded = [curve[rung] for curve in map(curve_of, counted) if rung in curve]
         if not recorded:
             return None
         quantile = (1 - 1 / self.rf) if self.mode == "max" else 1 / self.rf

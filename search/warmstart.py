@@ -22,6 +22,12 @@ gets them as one table.
 Where the earlier run searched the same experiment on the same data with the same number of
 epochs, its learning curves are comparable: ASHA's cutoffs then count their rung values too
 (`search.study_asha.StudyASHA`), so poor trials stop sooner.
+
+Into a search on several objectives (`--objectives`), a full-length trial comes as a prior only
+from a run on the same objectives (its values are today's); one of another run never measured
+today's other objectives, so it is left out of the priors and, ranked by the experiment's
+metric, its configuration can be among those tried first (on any data). Stopped trials need no
+values and come in PRUNED either way, their epochs in the user attribute `curve`.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from search.searcher import best_of
+from search.searcher import CURVE_ATTR, best_of, curve_of
 from search.storage import CONFIG_FILE, STUDY_FILE, RunStore
 from search.study_asha import COMPARABLE_ATTR, PRIOR_ATTR
 from trainables.errors import ConfigError
@@ -141,24 +147,31 @@ def comparable(earlier: dict[str, Any], experiment: str, fixed: dict[str, Any],
 
 
 def prior_trial(trial: optuna.trial.FrozenTrial, fitted: FittingTrial, where: str,
-                mode: str, *, same_curves: bool) -> optuna.trial.FrozenTrial:
-    values = trial.intermediate_values
-    attrs = {PRIOR_ATTR: where, COMPARABLE_ATTR: same_curves}
-    if trial.state == State.COMPLETE:  # valued by its best epoch (a study of an older medtune
-        value = best_of(values, mode) if values else trial.value  # kept its last)
-        return optuna.trial.create_trial(params=fitted.params, distributions=fitted.distributions,
-                                         value=value, intermediate_values=values,
-                                         user_attrs=attrs)
-    return optuna.trial.create_trial(params=fitted.params, distributions=fitted.distributions,
-                                     state=State.PRUNED, intermediate_values=values,
-                                     user_attrs=attrs)
-
+                mode: str, *, same_curves: bool,
+                multi: bool = False) -> optuna.trial.FrozenTrial:
+    """The prior trial of an earlier one: COMPLETE with its best epoch's value, or PRUNED,
+    with its epochs; in a multi-objective study (`multi`: the earlier trial's values are
+    today's objectives') with every objective's value, its epochs as user attribute `curve`."""
+    curve = curve_of(trial)
+    attrs: dict[str, Any] = {PRIOR_ATTR: where, COMPARABLE_ATTR: same_curves}
+    full = trial.state == State.COMPLETE
+    if multi:
+        attrs[CURVE_ATTR] = {str(e): v for e, v in sorted(curve.items())}
+        return optuna.trial.create_trial(
+            params=fitted.params, distributions=fitted.distributions, user_attrs=attrs,
+            state=State.COMPLETE if full else State.PRUNED, values=trial.values if full else None)
+    # a full-length trial is valued by its best epoch (a study of an older medtune kept its last)
+    value = (best_of(curve, mode) if curve else trial.values[0]) if full else None
+    return optuna.trial.create_trial(
+        params=fitted.params, distributions=fitted.distributions, user_attrs=attrs,
+        state=State.COMPLETE if full else State.PRUNED, value=value, intermediate_values=curve)
 
 def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict[str, Any],
                experiment: str, metric: str, mode: str, fixed: dict[str, Any], max_epochs: int,
-               first: int) -> Warmed:
+               first: int, objectives: list[list[str]] | None = None) -> Warmed:
     """Add the finished trials of `runs` to `study` as priors, and enqueue the best `first`
-    (module docstring)."""
+    (module docstring); `objectives`: today's, [metric, mode] each, in a multi-objective
+    study."""
     out = Warmed()
     ranked: list[tuple[bool, float, dict[str, Any]]] = []
     for location in runs:
@@ -170,7 +183,9 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
                              f"search {metric}")
             continue
         same_curves = comparable(earlier, experiment, fixed, max_epochs)
-        added, dropped, clipped = 0, [], []
+        # into a multi-objective study a full-length trial comes only with today's objectives
+        valued = not objectives or _objectives_of(earlier) == [list(o) for o in objectives]
+        added, dropped, clipped, unvalued = 0, [], [], 0
         for trial in old.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)):
             if trial.user_attrs.get(PRIOR_ATTR):  # that run's own priors came from elsewhere
                 continue
@@ -182,23 +197,28 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
                 continue
             if fitted.clipped:
                 clipped.append(f"trial {trial.number}: " + ", ".join(fitted.clipped))
-            prior = prior_trial(trial, fitted, f"{name}/{trial.number}", mode,
-                                same_curves=same_curves)
-            study.add_trial(prior)
+            full, curve = trial.state == State.COMPLETE, curve_of(trial)
+            value = best_of(curve, mode) if curve else float(trial.values[0])
+            if full and not valued:  # its other objectives were never measured: it can
+                unvalued += 1  # only be run again
+                ranked.append((full, value, fitted.params))
+                continue
+            study.add_trial(prior_trial(trial, fitted, f"{name}/{trial.number}", mode,
+                                        same_curves=same_curves, multi=bool(objectives)))
             added += 1
-            full = prior.state == State.COMPLETE
-            value = best_of(prior.intermediate_values, mode) if prior.intermediate_values \
-                else float(prior.value or 0.0)
             out.priors.append({"prior_of": f"{name}/{trial.number}", **fitted.params,
                                "status": "prior", metric: value,
                                "prior_state": "completed" if full else "stopped early",
-                               "epochs": max(prior.intermediate_values, default=0)})
+                               "epochs": max(curve, default=0)})
             if not same_curves:  # on this data its result is known: no need to run it again
                 ranked.append((full, value, fitted.params))
         out.lines.append(
             f"warm start: {added} trial(s) of {name} added as priors"
-            + (" (same experiment, data and epochs: their curves count in ASHA's cutoffs, "
-               "and none is run again)" if same_curves and added else "")
+            + (" (same experiment, data and epochs: their curves count in ASHA's cutoffs"
+               + (")" if unvalued else ", and none is run again)") if same_curves and added
+               else "")
+            + (f"; {unvalued} full-length one(s) left out: that run did not measure this "
+               "search's objectives (they can be among those tried first)" if unvalued else "")
             + (f"; {len(dropped)} left out: " + "; ".join(dropped) if dropped else "")
             + ("; clipped into today's ranges: " + "; ".join(clipped) if clipped else ""))
     ranked.sort(key=lambda r: (not r[0], -r[1] if mode == "max" else r[1]))
@@ -213,6 +233,11 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
         out.lines.append(f"warm start: the best {len(out.first)} earlier configuration(s) are "
                          "tried first")
     return out
+
+
+def _objectives_of(earlier: dict[str, Any]) -> list[list[str]]:
+    """An earlier run's objectives, [metric, mode] each (none: a single-objective search)."""
+    return [list(o) for o in (earlier.get("settings") or {}).get("objectives") or ()]
 
 
 def _metric_of(earlier: dict[str, Any]) -> str | None:
@@ -247,19 +272,21 @@ def log_priors(run_dir: Any, run_id: str, warmed: Warmed, *, online: bool) -> st
 
 
 def prior_rows(study_url: str, study_name: str, searched: list[str], metric: str,
-               mode: str) -> list[dict[str, Any]]:
-    """trials.parquet's rows of a warm start's priors (status "prior"), from the study."""
+               mode: str, objectives: list[str] | None = None) -> list[dict[str, Any]]:
+    """trials.parquet's rows of a warm start's priors (status "prior"), from the study; in a
+    multi-objective one, with each of the `objectives`' values of a full-length prior."""
     study = optuna.load_study(study_name=study_name, storage=study_url)
     rows = []
     for t in study.get_trials(deepcopy=False):
         where = t.user_attrs.get(PRIOR_ATTR)
         if not where:
             continue
-        values = t.intermediate_values
-        best = best_of(values, mode) if values else t.value
+        values = curve_of(t)
+        best = best_of(values, mode) if values else (t.values or [None])[0]
         epoch = next((e for e, v in values.items() if v == best), None) if values else None
+        valued = dict(zip(objectives, t.values, strict=True)) if objectives and t.values else {}
         rows.append({"trial_id": f"prior:{where}", **{k: t.params.get(k) for k in searched},
-                     "status": "prior", metric: best, "best_epoch": epoch,
+                     "status": "prior", **valued, metric: best, "best_epoch": epoch,
                      "epochs": max(values, default=0), "prior_of": where,
                      "prior_state": "completed" if t.state == State.COMPLETE
                      else "stopped early"})

@@ -136,14 +136,15 @@ def test_asha_stops_replayed_trials_as_worked_out_by_hand(local_ray: None, table
     assert optuna.trial.TrialState.PRUNED in {t.state for t in study.trials}
 
 
-def reproducible_run(table: Path, results: Path, name: str, concurrency: int) -> Path:
-    """A TPE + ASHA search (the demo budget: TPE models the space from the 5th trial on), lr
-    and augmentation searched, in batches of 2 (--reproducible 2)."""
-    sets = [a for k, v in PINNED.items() if k != "lr" for a in ("--set", f"{k}={v}")]
+def reproducible_run(table: Path, results: Path, name: str, concurrency: int,
+                     *more: str, samples: int = 10) -> Path:
+    """A TPE + ASHA search (the demo budget: TPE models the space from the 5th trial on) of
+    the augmentation, in batches of 2 (--reproducible 2): the recorded curves are served."""
+    sets = [a for k, v in PINNED.items() for a in ("--set", f"{k}={v}")]
     code = run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(results),
-                     "--name", name, "--demo", "--max-epochs", "3", "--num-samples", "10",
+                     "--name", name, "--demo", "--max-epochs", "3", "--num-samples", str(samples),
                      "--max-concurrent", str(concurrency), "--reproducible", "2", "--no-wandb",
-                     "--seed", "5", *sets])
+                     "--seed", "5", *sets, *more])
     assert code == 0
     return results / "deepdrid_finetune" / name
 
@@ -160,7 +161,7 @@ def test_a_reproducible_search_is_the_same_search_at_any_concurrency(
 
     first, second = by_number(one), by_number(three)
     assert len(first) == 10 and first == second  # the same configurations, stops and values
-    assert len({t[1]["lr"] for t in first}) == 10
+    assert optuna.trial.TrialState.PRUNED in {t[2] for t in first}  # ASHA stopped some
     # batches of 2 at concurrency 3: a batch starts once the one before it has ended
     trials = pd.read_parquet(three / "trials.parquet")
     epochs = pd.read_parquet(three / "epochs.parquet")
@@ -174,6 +175,27 @@ def test_a_reproducible_search_is_the_same_search_at_any_concurrency(
     # no trial of the first batch is stopped: it has no earlier trials to be compared with
     first_batch = trials[trials["trial_id"].map(number) < 2]
     assert set(first_batch["status"]) == {"completed"}
+
+
+def test_a_reproducible_search_on_two_objectives_is_the_same_at_any_concurrency(
+        local_ray: None, table: Path, tmp_path: Path) -> None:
+    """Its ASHA reads the epochs from each trial's `curve` (a multi-objective study holds no
+    intermediate values); stopped trials and the front the same at concurrency 1 and 3."""
+    two = ("--objectives", "val/kappa,val/loss")
+    runs = [reproducible_run(table, tmp_path, name, n, *two, samples=8)
+            for name, n in (("one", 1), ("three", 3))]
+
+    def by_number(run: Path) -> list[tuple]:
+        study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}")
+        return [(t.number, t.params, t.state, t.values, t.user_attrs["curve"])
+                for t in study.trials]
+
+    first, second = map(by_number, runs)
+    assert len(first) == 8 and first == second
+    states = {t[2] for t in first}
+    assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    fronts = [json.loads((r / "best" / "pareto.json").read_text()) for r in runs]
+    assert [f["objectives"] for f in fronts[0]] == [f["objectives"] for f in fronts[1]]
 
 
 def test_a_warm_started_search_starts_from_the_earlier_ones_trials(
@@ -230,6 +252,29 @@ def test_a_warm_started_search_starts_from_the_earlier_ones_trials(
             "stopped early" if stops else "completed")
     best = json.loads((run / "best" / "config.json").read_text())
     assert not best["trial_id"].startswith("prior")  # never this run's best
+    # into a search on two objectives: the same run's stopped trials come as priors, its
+    # full-length ones (which never measured val/loss as an objective) run first instead
+    capsys.readouterr()
+    assert run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(tmp_path),
+                     "--name", "two", "--num-samples", "3", "--max-concurrent", "1",
+                     "--no-wandb", "--seed", "4", "--objectives", "val/kappa,val/loss",
+                     "--warm-start", str(same), *sets]) == 0
+    old = optuna.load_study(study_name="same", storage=f"sqlite:///{same / 'study.db'}")
+    full = [t for t in old.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    stopped = len(old.trials) - len(full)
+    assert f"{stopped} trial(s) of deepdrid_finetune/same added as priors (same experiment, " \
+        f"data and epochs: their curves count in ASHA's cutoffs); {len(full)} full-length " \
+        "one(s) left out" in capsys.readouterr().out
+    two = tmp_path / "deepdrid_finetune" / "two"
+    study = optuna.load_study(study_name="two", storage=f"sqlite:///{two / 'study.db'}")
+    own = [t for t in study.trials if not t.user_attrs.get("prior")]
+    ranked = [t.params for t in sorted(full, key=lambda t: -t.value)]
+    distinct = [p for i, p in enumerate(ranked) if p not in ranked[:i]][:3]
+    assert [t.params for t in own[:len(distinct)]] == distinct
+    listed = pd.read_parquet(two / "trials.parquet")
+    assert (listed["status"] == "prior").sum() == stopped
+    front = json.loads((two / "best" / "pareto.json").read_text())
+    assert front and not any(f["trial_id"].startswith("prior") for f in front)
 
 
 def test_the_surrogate_answers_configurations_the_table_never_saw(table: Path) -> None:

@@ -5,6 +5,8 @@ on_trial_complete); a real search is in test_search.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -185,6 +187,131 @@ def test_asha_on_the_study_counts_comparable_priors_and_earlier_batches(tmp_path
     stop = free.on_trial_result(None, type("T", (), {"trial_id": "t0"})(),
                                 {"val/kappa": 0.15, "epoch": 1})
     assert stop == "STOP"  # below the priors' median at the first rung
+
+
+TWO = (("val/kappa", "max"), ("val/loss", "min"))  # --objectives val/kappa,val/loss
+
+
+def run_two(searcher: Any, trial_id: str, epochs: list[tuple[float, float]], *,
+            length: int = 3, running: bool = False) -> None:
+    """Report (QWK, loss) epochs of a trial `length` long on two objectives, as Ray Tune does;
+    `running`: it has not ended yet."""
+    results = [{"val/kappa": k, "val/loss": loss, "epoch": e, "training_iteration": e,
+                "config": {"epochs": length}} for e, (k, loss) in enumerate(epochs, 1)]
+    for result in results if running else results[:-1]:
+        searcher.on_trial_result(trial_id, result)
+    if not running:
+        searcher.on_trial_complete(trial_id, results[-1])
+
+
+def test_a_multi_objective_study_holds_each_epoch_as_it_comes_and_asha_reads_it(
+        tmp_path: Path) -> None:
+    """A study on several objectives holds no intermediate values: each epoch goes to the
+    trial's user attribute `curve` as it comes, and ASHA on the study (--reproducible,
+    --warm-start) reads a finished or running trial's rung values from there."""
+    from search.study_asha import StudyASHA
+
+    plan = dataclasses.replace(plan_at(RunStore(tmp_path / "deepdrid_finetune" / "r1"),
+                                       max_epochs=3), objectives=TWO, batch=2)
+    searcher = searcher_of(plan)
+    assert searcher.suggest("a") and searcher.suggest("b")
+    assert searcher.suggest("c") is None  # the first batch has not ended
+    study = optuna.load_study(study_name="r1", storage=plan.storage_url)
+    run_two(searcher, "a", [(0.2, 1.0), (0.6, 0.7)], running=True)
+    assert study.trials[0].user_attrs["curve"] == {"1": 0.2, "2": 0.6}  # while it runs
+    run_two(searcher, "a", [(0.2, 1.0), (0.6, 0.7), (0.5, 0.6)])
+    run_two(searcher, "b", [(0.4, 0.9)])  # ASHA stopped it after epoch 1
+    got = {t.user_attrs["ray_trial"]: t for t in study.trials}
+    assert (got["a"].state, got["a"].values) == (State.COMPLETE, [0.6, 0.7])  # its best epoch
+    assert got["a"].user_attrs["curve"] == {"1": 0.2, "2": 0.6, "3": 0.5}
+    assert (got["b"].state, got["b"].values, got["b"].user_attrs["curve"]) == \
+        (State.PRUNED, None, {"1": 0.4})
+    assert not got["a"].intermediate_values
+    assert searcher.suggest("c") and searcher.suggest("d")  # the second batch
+    run_two(searcher, "d", [(0.9, 0.3)], running=True)
+
+    def asha(batch: int | None) -> StudyASHA:
+        return StudyASHA(metric="val/kappa", mode="max", max_t=3, grace_period=1,
+                         reduction_factor=2, study_name="r1", study_url=plan.storage_url,
+                         batch=batch)
+
+    assert asha(2).cutoff("c", 1) == pytest.approx(0.3)  # the first batch's 0.2 and 0.4 only
+    assert asha(None).cutoff("c", 1) == pytest.approx(0.4)  # and the running d's 0.9
+    assert asha(2).cutoff("c", 2) == pytest.approx(0.6)  # a's alone reached epoch 2
+
+
+def earlier_run(results: Path, name: str, objectives: tuple[tuple[str, str], ...]) -> Path:
+    """A finished earlier search on deepdrid_finetune's demo (3 epochs): a full-length trial
+    whose best epoch is its second, and one ASHA stopped after its first."""
+    plan = dataclasses.replace(plan_at(RunStore(results / "deepdrid_finetune" / name),
+                                       max_epochs=3), objectives=objectives)
+    searcher = searcher_of(plan)
+    searcher.suggest("full")
+    searcher.suggest("stopped")
+    if objectives:
+        run_two(searcher, "full", [(0.2, 1.0), (0.6, 0.7), (0.5, 0.6)])
+        run_two(searcher, "stopped", [(0.4, 0.9)])
+    else:
+        run_trial(searcher, "full", [0.2, 0.6, 0.5], epochs=3)
+        run_trial(searcher, "stopped", [0.4], epochs=3)
+    (plan.run_dir / "config.json").write_text(json.dumps({
+        "experiment": "deepdrid_finetune", "run_id": name,
+        "settings": {"fixed": plan.fixed, "max_epochs": 3,
+                     "objectives": [list(o) for o in objectives]}}))
+    return plan.run_dir
+
+
+def test_a_warm_start_into_several_objectives_takes_values_only_from_the_same_objectives(
+        tmp_path: Path) -> None:
+    from search.searcher import make_sampler
+    from search.warmstart import prior_rows, warm_start
+
+    two = earlier_run(tmp_path / "old", "two", TWO)
+    one = earlier_run(tmp_path / "old", "one", ())
+    plan = dataclasses.replace(plan_at(RunStore(tmp_path / "deepdrid_finetune" / "r2"),
+                                       max_epochs=3), objectives=TWO)
+    study = optuna.create_study(study_name="r2", storage=plan.storage_url,
+                                directions=["maximize", "minimize"],
+                                sampler=make_sampler(0, startup_trials=1))
+    warmed = warm_start(study, [str(two), str(one)], space=plan.experiment.search_space(True),
+                        pinned={}, experiment="deepdrid_finetune", metric="val/kappa",
+                        mode="max", fixed=plan.fixed, max_epochs=3, first=3,
+                        objectives=[list(o) for o in TWO])
+    old_two = optuna.load_study(study_name="two", storage=f"sqlite:///{two / 'study.db'}")
+    old_one = optuna.load_study(study_name="one", storage=f"sqlite:///{one / 'study.db'}")
+    priors = {t.user_attrs["prior"]: t for t in study.trials if "prior" in t.user_attrs}
+    assert set(priors) == {"deepdrid_finetune/two/0", "deepdrid_finetune/two/1",
+                           "deepdrid_finetune/one/1"}
+    full, stopped = priors["deepdrid_finetune/two/0"], priors["deepdrid_finetune/one/1"]
+    assert (full.state, full.values, full.user_attrs["curve"]) == \
+        (State.COMPLETE, [0.6, 0.7], {"1": 0.2, "2": 0.6, "3": 0.5})
+    assert (stopped.state, stopped.user_attrs["curve"], stopped.intermediate_values) == \
+        (State.PRUNED, {"1": 0.4}, {})
+    assert full.params == old_two.trials[0].params
+    # the single-objective run's full-length trial never measured val/loss: not a prior, but
+    # its configuration runs first (no other configuration of another run may)
+    assert "warm start: 1 trial(s) of deepdrid_finetune/one added as priors (same experiment, " \
+        "data and epochs: their curves count in ASHA's cutoffs); 1 full-length one(s) left " \
+        "out" in "\n".join(warmed.lines)
+    assert [f["params"] for f in warmed.first] == [old_one.trials[0].params]
+    space = plan.experiment.search_space(True)
+    asked = study.ask()
+    space(asked)
+    assert asked.params == old_one.trials[0].params
+    study.tell(asked, [0.5, 0.8])
+    space(study.ask())  # and the multi-objective TPE models the priors, pruned ones too
+    rows = {r["prior_of"]: r for r in prior_rows(plan.storage_url, "r2", ["lr"], "val/kappa",
+                                                 "max", ["val/kappa", "val/loss"])}
+    assert (rows["deepdrid_finetune/two/0"]["val/loss"], rows["deepdrid_finetune/two/0"][
+        "val/kappa"], rows["deepdrid_finetune/two/0"]["best_epoch"]) == (0.7, 0.6, 2)
+    # the other way: a single-objective search takes a multi-objective run's curves
+    single = optuna.create_study(study_name="r3", storage=plan.storage_url,
+                                 direction="maximize")
+    warm_start(single, [str(two)], space=plan.experiment.search_space(True), pinned={},
+               experiment="deepdrid_finetune", metric="val/kappa", mode="max", fixed=plan.fixed,
+               max_epochs=3, first=3)
+    assert [(t.state, t.value, t.intermediate_values) for t in single.trials] == [
+        (State.COMPLETE, 0.6, {1: 0.2, 2: 0.6, 3: 0.5}), (State.PRUNED, None, {1: 0.4})]
 
 
 def test_a_warm_starts_priors_go_to_wandb_as_one_table_run(tmp_path: Path,
