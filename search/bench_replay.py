@@ -50,13 +50,19 @@ REPLAY_WORKERS = 4  # trials at a time, as on a 4-GPU machine
 REPLAY_SEED_BASE = 10_000
 
 
-def replay_argv(p: dict[str, Any], results: str, name: str, arm: str, seed: int) -> list[str]:
-    sampler, scheduler = arm.split("-")
-    quick = ["--num-samples", "6"] if p.get("quick") else []
-    return [p["table_experiment"], "--replay", p["table"], "--results", results, "--name", name,
-            "--seed", str(REPLAY_SEED_BASE + arm_seed(arm, seed)), "--sampler", sampler,
-            "--scheduler", scheduler, "--cpus-per-trial", str(2 / REPLAY_WORKERS), "--max-concurrent",
-            str(REPLAY_WORKERS), "--no-wandb", *quick]
+def replayed_search(experiment: str, table: str, results: str, name: str, seed: int,
+                    *flags: str, quick: bool) -> Path:
+    """One search replayed on `table` (quietly: a line per epoch and trial), with the
+    experiment's budget (6 trials with `quick`), `REPLAY_WORKERS` trials at a time and seed
+    REPLAY_SEED_BASE + `seed`; its run folder."""
+    from search.bench_tune import _search
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        _search([experiment, "--replay", table, "--results", results, "--name", name,
+                 "--seed", str(REPLAY_SEED_BASE + seed), "--cpus-per-trial",
+                 str(2 / REPLAY_WORKERS), "--max-concurrent", str(REPLAY_WORKERS), "--no-wandb",
+                 *(["--num-samples", "6"] if quick else []), *flags])
+    return Path(results) / experiment / name
 
 
 def replay_run(run_dir: Path, metric: str) -> dict[str, Any]:
@@ -73,7 +79,6 @@ def replay_run(run_dir: Path, metric: str) -> dict[str, Any]:
 def measure_replay(p: dict[str, Any]) -> dict[str, Any]:
     """Every arm and seed on one table, in this process (Ray started once)."""
     from search.bench_process import quiet_search_env
-    from search.bench_tune import _search
     from search.curves import read_curves
 
     quiet_search_env(wandb=False)
@@ -82,11 +87,11 @@ def measure_replay(p: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as results:
         for seed in range(p["seeds"]):
             for arm in ARMS:
-                name = f"{arm}-{seed}"
-                with contextlib.redirect_stdout(io.StringIO()):  # a line per epoch and trial
-                    _search(replay_argv(p, results, name, arm, seed))
-                runs[arm].append(replay_run(Path(results) / curves.meta["experiment"] / name,
-                                            curves.metric))
+                sampler, scheduler = arm.split("-")
+                run = replayed_search(p["table_experiment"], p["table"], results, f"{arm}-{seed}",
+                                      arm_seed(arm, seed), "--sampler", sampler, "--scheduler",
+                                      scheduler, quick=bool(p.get("quick")))
+                runs[arm].append(replay_run(run, curves.metric))
     return {"runs": runs}
 
 

@@ -11,8 +11,6 @@ value at the end (the batches must not buy reproducibility with a worse search).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import statistics
 import tempfile
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.bench_replay import REPLAY_SEED_BASE, REPLAY_WORKERS, tables
+from search.bench_replay import REPLAY_WORKERS, replayed_search, tables
 
 BATCH = 4
 ARMS = {"free": [], "batches": ["--reproducible", str(BATCH)]}
@@ -47,24 +45,18 @@ def run_cost(run_dir: Path, metric: str, mode: str, batched: bool) -> dict[str, 
 def measure_reproducible(p: dict[str, Any]) -> dict[str, Any]:
     """Both arms, every seed, on one table, in this process (Ray started once)."""
     from search.bench_process import quiet_search_env
-    from search.bench_tune import _search
     from search.curves import read_curves
 
     quiet_search_env(wandb=False)
     curves = read_curves(p["table"])
-    quick = ["--num-samples", "6"] if p.get("quick") else []
+    experiment = curves.meta["experiment"]
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as results:
         for seed in range(p["seeds"]):
             for arm, flags in ARMS.items():
-                name = f"{arm}-{seed}"
-                with contextlib.redirect_stdout(io.StringIO()):  # a line per epoch and trial
-                    _search([curves.meta["experiment"], "--replay", p["table"], "--results",
-                             results, "--name", name, "--seed", str(REPLAY_SEED_BASE + seed),
-                             "--cpus-per-trial", str(2 / REPLAY_WORKERS), "--max-concurrent",
-                             str(REPLAY_WORKERS), "--no-wandb", *quick, *flags])
-                runs[arm].append(run_cost(Path(results) / curves.meta["experiment"] / name,
-                                          curves.metric, curves.mode, bool(flags)))
+                run = replayed_search(experiment, p["table"], results, f"{arm}-{seed}", seed,
+                                      *flags, quick=bool(p.get("quick")))
+                runs[arm].append(run_cost(run, curves.metric, curves.mode, bool(flags)))
     return {"runs": runs}
 
 

@@ -16,13 +16,10 @@ recorded on that set, which does not exist yet.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
-from pathlib import Path
 from typing import Any
 
-from search.bench_replay import REPLAY_SEED_BASE, REPLAY_WORKERS, replay_run, tables
+from search.bench_replay import replay_run, replayed_search, tables
 from search.efficiency import epochs_to, final_best
 
 PRIOR_SEED_OFFSET = 5_000  # the earlier search's seed: apart from the compared ones
@@ -31,27 +28,20 @@ PRIOR_SEED_OFFSET = 5_000  # the earlier search's seed: apart from the compared 
 def measure_warmstart(p: dict[str, Any]) -> dict[str, Any]:
     """Every seed's earlier, cold and warm search on one table, in this process."""
     from search.bench_process import quiet_search_env
-    from search.bench_tune import _search
     from search.curves import read_curves
 
     quiet_search_env(wandb=False)
     curves = read_curves(p["table"])
-    experiment = curves.meta["experiment"]
-    quick = ["--num-samples", "6"] if p.get("quick") else []
+    experiment, quick = curves.meta["experiment"], bool(p.get("quick"))
     runs: dict[str, list[dict[str, Any]]] = {"cold": [], "warm": []}
     with tempfile.TemporaryDirectory() as results:
-        def search(name: str, seed: int, *flags: str) -> Path:
-            with contextlib.redirect_stdout(io.StringIO()):  # a line per epoch and trial
-                _search([experiment, "--replay", p["table"], "--results", results, "--name", name,
-                         "--seed", str(REPLAY_SEED_BASE + seed), "--cpus-per-trial",
-                         str(2 / REPLAY_WORKERS), "--max-concurrent", str(REPLAY_WORKERS),
-                         "--no-wandb", *quick, *flags])
-            return Path(results) / experiment / name
-
         for seed in range(p["seeds"]):
-            earlier = search(f"earlier-{seed}", PRIOR_SEED_OFFSET + seed)
+            earlier = replayed_search(experiment, p["table"], results, f"earlier-{seed}",
+                                      PRIOR_SEED_OFFSET + seed, quick=quick)
             for arm, flags in (("cold", []), ("warm", ["--warm-start", str(earlier)])):
-                runs[arm].append(replay_run(search(f"{arm}-{seed}", seed, *flags), curves.metric))
+                run = replayed_search(experiment, p["table"], results, f"{arm}-{seed}", seed,
+                                      *flags, quick=quick)
+                runs[arm].append(replay_run(run, curves.metric))
     return {"runs": runs, "metric": curves.metric, "mode": curves.mode}
 
 
