@@ -25,16 +25,11 @@ PER_CELL = 2  # images per class (or label) and outcome in the gallery
 
 
 def load_member(folder: Path) -> tuple[Any, dict[str, Any]]:
-    """A member rebuilt from its metadata.json and model.safetensors (no hub access)."""
-    from safetensors.torch import load_file
+    """A member rebuilt from its model file (no hub access), and its metadata.json."""
+    from trainables.model_file import load_model
 
-    from trainables.config import TrainConfig
-    from trainables.models import build_model
-
-    meta = json.loads((folder / "metadata.json").read_text())
-    model = build_model(TrainConfig.from_dict({**meta["config"], "weights": "none"}))
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return model.eval(), meta
+    model, _ = load_model(folder / "model.safetensors")
+    return model, json.loads((folder / "metadata.json").read_text())
 
 
 def _normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:

@@ -9,7 +9,6 @@ lines travel to the driver through a small queue actor pinned to the driver's no
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -43,12 +42,12 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     import ray
     import timm
     import torch
-    from safetensors.torch import save as safetensors_bytes
 
     from search.environment import package_versions
     from trainables.augment import BatchAugment
     from trainables.cache import fingerprint
     from trainables.loop import plan_runtime, predict
+    from trainables.model_file import model_bytes
     from trainables.reporting import LocalReporter
     from trainables.trainable import fit
     from trainables.trial_data import load_data
@@ -75,8 +74,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
         split: predict(model, data.images[split], cfg=cfg, augment=augment, runtime=runtime,
                        tta=tta, limit=0)
         for split in ("val", "test") if split in data.images}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights = safetensors_bytes(tensors, metadata={"config": json.dumps(cfg.to_dict())})
+    weights = model_bytes(model, cfg.to_dict(), list(data.index.class_names))
     metadata = {
         "format_version": 1, "versions": package_versions(),
         "task": cfg.task, "class_names": data.index.class_names, "num_classes": cfg.num_classes,

@@ -184,3 +184,47 @@ def test_backward_reaches_every_trainable_parameter(model: str, attention: bool)
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_medtunes_own_model_file_is_read_by_name_head_and_all(tmp_path: Path) -> None:
+    """One model file (checkpoints, members, stage 1): `weights=PATH` of it loads the whole
+    backbone by name, and the head where the classes and the head agree. The order matching
+    of a foreign file misordered bn1 and conv1, and an attention head made the counts differ."""
+    import json
+
+    from safetensors import safe_open
+
+    from trainables.model_file import FORMAT, load_model, save_model
+
+    head = {"attention": True, "heads": 4, "layer_norm": True, "residual": True}
+    source = build_model(config(num_classes=5, **head))
+    two_steps(source)  # its own numbers, not a fresh model's
+    path = tmp_path / "member" / "model.safetensors"
+    path.parent.mkdir()
+    save_model(path, source, config(num_classes=5, **head).to_dict(), ["a", "b", "c", "d", "e"])
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert (meta["format"], meta["model"], meta["num_classes"], meta["image_size"]) == \
+        (FORMAT, "resnet18", "5", "64")
+    assert json.loads(meta["mean"]) == pytest.approx([0.485, 0.456, 0.406])  # timm's ImageNet
+    assert json.loads(meta["classes"]) == ["a", "b", "c", "d", "e"]
+    assert json.loads(meta["head"])["heads"] == 4
+
+    same = build_model(config(weights=str(path), num_classes=5, **head))
+    for k, v in source.state_dict().items():
+        assert torch.equal(same.state_dict()[k], v), k
+    other = build_model(config(weights=str(path), num_classes=3, **head))  # other classes
+    assert torch.equal(other.backbone.conv1.weight, source.backbone.conv1.weight)
+    assert torch.equal(other.backbone.bn1.running_var, source.backbone.bn1.running_var)
+    assert other.classifier.weight.shape == (3, 512)
+    plain = build_model(config(weights=str(path), num_classes=5))  # another head
+    assert torch.equal(plain.backbone.layer4[1].bn2.weight, source.backbone.layer4[1].bn2.weight)
+    with pytest.raises(ConfigError, match=r"holds a medtune resnet18 model .* set model=resnet18"):
+        build_model(config(weights=str(path), model="resnet34"))
+    # an older medtune's file held its config alone: read the same way
+    older = tmp_path / "older.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(older),
+              metadata={"config": json.dumps(config(num_classes=5, **head).to_dict())})
+    rebuilt, _ = load_model(older)
+    assert torch.equal(rebuilt.attention.pos_embed, source.attention.pos_embed)
+    assert not rebuilt.training

@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import ray
+import torch
 
 from search.driver import (
     ClusterShape,
@@ -345,6 +346,41 @@ def test_final_step_writes_members_bag_and_submission(small_run: Path, final_run
     cols = [f"p{c}" for c in range(5)]
     expected = ((m1[cols].to_numpy() + m2[cols].to_numpy()) / 2).argmax(1)
     assert submission["TARGET"].tolist() == expected.tolist()
+
+
+def test_training_starts_from_a_members_model_file(small_run: Path, final_run: dict,
+                                                  course_demo: Path, tmp_path: Path) -> None:
+    """`search.train EXP --set weights=RUN/final/member_1/model.safetensors` starts from that
+    member, its head too (an attention pool where it has one): with the backbone frozen (its
+    BatchNorm statistics too) and a learning rate of nothing, the model after an epoch is the
+    member's, tensor for tensor (the same command from weights=none is not)."""
+    from safetensors.torch import load_file
+
+    from search.train import main as train_main
+
+    members = sorted((small_run / "final").glob("member_*"))
+    configs = [json.loads((m / "metadata.json").read_text())["config"] for m in members]
+    i = next((i for i, c in enumerate(configs) if c.get("attention")), 0)
+    member, config = members[i], configs[i]
+    same = [a for k in ("model", "image_size", "preprocess", *CONDITIONAL, "attention", "dropout")
+            if k in config for a in ("--set", f"{k}={config[k]}")]
+    frozen = ["--set", "lr=1e-30", "--set", "unfreeze_depth=0", "--set", "warmup_epochs=0",
+              "--set", "max_train_batches=1", "--set", "max_eval_batches=2", "--set", "device=cpu"]
+    runs = {}
+    for name, weights in (("member", member / "model.safetensors"), ("none", "none")):
+        out = tmp_path / name
+        assert train_main(["deepdrid_attention", "--data", str(course_demo), "--epochs", "1",
+                           "--out", str(out), *same, *frozen, "--set", f"weights={weights}"]) == 0
+        runs[name] = (load_file(str(out / "checkpoints" / "last" / "model.safetensors")),
+                      json.loads((out / "metrics.json").read_text())[0])
+    given = load_file(str(member / "model.safetensors"))
+    trained, first = runs["member"]
+    assert set(trained) == set(given)
+    assert any(k.startswith("attention.") for k in given) == bool(config.get("attention"))
+    for k, v in given.items():
+        torch.testing.assert_close(trained[k], v, rtol=0, atol=1e-6, msg=k)
+    assert not torch.equal(runs["none"][0]["classifier.weight"], given["classifier.weight"])
+    assert first["val/loss"] != runs["none"][1]["val/loss"]
 
 
 def test_report_opens_with_every_image_and_section(small_run: Path, final_run: dict,

@@ -1,6 +1,7 @@
-"""Checkpoints as a folder: `model.safetensors` (weights, with the resolved config in its
-metadata), `optimizer.safetensors` (optimizer tensors) and `state.json` (epoch, history,
-optimizer hyperparameters, scheduler and AMP scaler state, config). No pickles."""
+"""Checkpoints as a folder: `model.safetensors` (medtune's model file: weights, with the
+resolved config and what the model is in its metadata, trainables.model_file),
+`optimizer.safetensors` (optimizer tensors) and `state.json` (epoch, history, optimizer
+hyperparameters, scheduler and AMP scaler state, config). No pickles."""
 
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ def save_checkpoint(folder: Path, *, model: nn.Module, optimizer: torch.optim.Op
 
 
 def save_model_weights(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(config)})
+    """The checkpoint's model: medtune's model file (trainables.model_file)."""
+    from trainables.model_file import save_model
+
+    save_model(path, model, config)
 
 
 def load_checkpoint(folder: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,

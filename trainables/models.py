@@ -129,14 +129,29 @@ def create_backbone(name: str, weights: str) -> Any:
 
 
 def build_model(cfg: TrainConfig) -> FundusClassifier:
-    """The model of a trial config, with its unfreeze depth applied."""
-    backbone = create_backbone(cfg.model, cfg.weights)
+    """The model of a trial config, with its unfreeze depth applied. `weights=PATH` of one of
+    medtune's model files (a checkpoint's, a member's, stage 1's: trainables.model_file) is
+    read by name: the whole backbone, the head too where the classes and head agree."""
+    from trainables.model_file import read_metadata
+
+    own = read_metadata(Path(cfg.weights).expanduser()) if cfg.weights not in (
+        "imagenet", "bundled", "none") else None
+    if own is not None and own["model"] != cfg.model:
+        raise ConfigError(f"weights={cfg.weights} holds a medtune {own['model']} model (its "
+                          f"metadata says so), not {cfg.model}: set model={own['model']}")
+    backbone = create_backbone(cfg.model, "none" if own is not None else cfg.weights)
     reduction = int(backbone.feature_info[-1]["reduction"]) if hasattr(backbone, "feature_info") else 32
 
     model = FundusClassifier(
         backbone, cfg.num_classes, grid=max(1, math.ceil(cfg.image_size / reduction)),
         attention=cfg.attention, heads=cfg.heads, layer_norm=cfg.layer_norm,
         residual=cfg.residual, dropout=cfg.dropout)
+    if own is not None:
+        from safetensors.torch import load_file
+
+        from trainables.model_file import load_fitting
+
+        load_fitting(model, load_file(cfg.weights), f"the weights in {cfg.weights}", cfg.model)
     groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
     model.stages = [list(names) for _, names in sorted(groups.items())]
     set_unfreeze_depth(model, cfg.unfreeze_depth)

@@ -173,8 +173,7 @@ def stage1_record(cfg: TrainConfig) -> dict[str, Any]:
 
 def _build(store: Store, key: str, cfg1: TrainConfig) -> tuple[bytes, dict[str, Any]]:
     """Train stage 1 (its best epoch by QWK is kept), write it into the store."""
-    from safetensors.torch import save
-
+    from trainables.model_file import model_bytes
     from trainables.reporting import LocalReporter
     from trainables.tasks import task_of
     from trainables.trainable import fit
@@ -188,8 +187,7 @@ def _build(store: Store, key: str, cfg1: TrainConfig) -> tuple[bytes, dict[str, 
     model = fit(cfg1, reporter, keep="best")
     values = [row[task.metric] for row in reporter.history]
     best = reporter.history[values.index(max(values) if task.mode == "max" else min(values))]
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights = save(tensors, metadata={"config": json.dumps(cfg1.to_dict())})
+    weights = model_bytes(model, cfg1.to_dict())
     meta = {"key": key, "data": cfg1.data, "dataset": cfg1.dataset, "config": cfg1.to_dict(),
             "metric": task.metric, "value": best[task.metric], "epoch": int(best["epoch"]),
             "best_epoch": best, "minutes": round((time.monotonic() - started) / 60, 2),

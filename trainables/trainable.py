@@ -159,21 +159,12 @@ def start_from_stage1(model: FundusClassifier, cfg: TrainConfig) -> dict[str, An
     the head too when the classes match). Returns the stage-1 metadata."""
     from safetensors.torch import load
 
+    from trainables.model_file import load_fitting
     from trainables.stage1 import stage1_weights
 
     weights, meta, _ = stage1_weights(cfg)
-    tensors = load(weights)
-    own = model.state_dict()
-    fitting = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
-    backbone = [k for k in own if k.startswith("backbone.")]
-    missing = [k for k in backbone if k not in fitting]
-    if missing:
-        raise ConfigError(f"the stage-1 weights ({meta.get('source') or meta.get('data')}) do not "
-                          f"fit {cfg.model}: {len(missing)} backbone tensors missing or of "
-                          f"another shape, e.g. {missing[0]}")
-    model.load_state_dict(fitting, strict=False)
-    log.info("started from stage 1 (%s): %d of %d tensors", meta.get("source") or meta.get("data"),
-             len(fitting), len(own))
+    source = meta.get("source") or meta.get("data")
+    load_fitting(model, load(weights), f"the stage-1 weights ({source})", cfg.model)
     return meta
 
 
