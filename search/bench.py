@@ -122,7 +122,7 @@ def _usage(children: list[Any] | None = None) -> dict[str, float]:
 
 
 def _train_frame(p: dict[str, Any]) -> Any:
-    from trainables.datasets import read_dataset
+    from trainables.formats import read_dataset
 
     index = read_dataset(p["dataset"], p["data"])
     index.raise_if_problems()
@@ -134,7 +134,7 @@ def experiment_params(name: str, sizes: dict[str, Any], *,
     """The data, dataset kind, task and preprocessing the sections run on (without `images`,
     none are generated: the replay section reads recorded curves only)."""
     from spaces import get_experiment
-    from trainables.demo import ensure_demo
+    from trainables.demo_sets import ensure_demo
 
     experiment = get_experiment(name)
     if not images:

@@ -26,7 +26,7 @@ PER_CELL = 2  # images per class (or label) and outcome in the gallery
 
 def load_member(folder: Path) -> tuple[Any, dict[str, Any]]:
     """A member rebuilt from its model file (no hub access), and its metadata.json."""
-    from trainables.model_file import load_model
+    from trainables.models import load_model
 
     model, _ = load_model(folder / "model.safetensors")
     return model, json.loads((folder / "metadata.json").read_text())

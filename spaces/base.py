@@ -31,7 +31,7 @@ class Budget:
 class Experiment:
     name: str
     summary: str  # one line for `search.list`
-    dataset: str  # reader kind, see trainables.datasets.READERS
+    dataset: str  # reader kind, see trainables.formats.readers()
     data_format: str  # what --data must point at
     task: Task  # the kind of labels, the metric the search optimises, and the trainable
     defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
@@ -57,7 +57,7 @@ class Experiment:
     def demo_paths(self, root: Path, given: dict[str, Any]) -> dict[str, str]:
         """The generated sets `--demo` fills in (generated once per machine under `root`):
         `data`, and the experiment's further data keys (stage 1's), where `given` lacks them."""
-        from trainables.demo import ensure_demo
+        from trainables.demo_sets import ensure_demo
 
         wanted = {"data": self.demo_kind, **self.demo_data}
         return {key: str(ensure_demo(kind, root)) for key, kind in wanted.items()

@@ -13,10 +13,10 @@ from PIL import Image
 from search.data import main as data_main
 from tests.helpers import read_rows, write_rows
 from trainables.cache import cache_root
-from trainables.datasets import ReadOptions, read_dataset
-from trainables.demo import ensure_demo
-from trainables.demo_sets import FINDINGS, SHAPE_CLASSES, SHAPES_PER_CLASS
+from trainables.datasets import ReadOptions
+from trainables.demo_sets import FINDINGS, SHAPE_CLASSES, SHAPES_PER_CLASS, ensure_demo
 from trainables.errors import DatasetError
+from trainables.formats import read_dataset
 
 
 @pytest.fixture(scope="module")

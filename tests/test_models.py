@@ -194,7 +194,8 @@ def test_medtunes_own_model_file_is_read_by_name_head_and_all(tmp_path: Path) ->
 
     from safetensors import safe_open
 
-    from trainables.model_file import FORMAT, load_model, save_model
+    from trainables.model_file import FORMAT, save_model
+    from trainables.models import load_model
 
     head = {"attention": True, "heads": 4, "layer_norm": True, "residual": True}
     source = build_model(config(num_classes=5, **head))

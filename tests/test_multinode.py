@@ -25,6 +25,7 @@ from search.search import plan_search, write_config_json
 from search.storage import RunStore
 from spaces import get_experiment
 from trainables.errors import ConfigError
+from trainables.trainable import fit
 
 EPOCHS = 6
 GPU_NODE = {"num_cpus": 1, "num_gpus": 1}
@@ -127,7 +128,7 @@ def build_stage1(config: dict[str, Any]) -> None:
     from trainables.config import TrainConfig
     from trainables.stage1 import stage1_weights
 
-    weights, _, built = stage1_weights(TrainConfig.from_dict(config))
+    weights, _, built = stage1_weights(TrainConfig.from_dict(config), fit)
     tune.report({"built": int(built), "digest": hashlib.sha256(weights).hexdigest(),
                  "node_id": ray.get_runtime_context().get_node_id()})
 

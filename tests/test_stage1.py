@@ -19,6 +19,7 @@ from trainables.stage1 import (
     stage1_weights,
     start_registry,
 )
+from trainables.trainable import fit
 from trainables.trial_data import resolve_data
 
 
@@ -57,16 +58,16 @@ def test_the_stage_1_reader_is_found_from_its_csv(aptos: Path, tmp_path: Path) -
 def test_outside_ray_stage_1_is_built_once_then_read_and_a_file_can_stand_in(
         aptos: Path, tmp_path: Path) -> None:
     cfg = stage1_cfg(aptos, tmp_path)
-    weights, meta, built = stage1_weights(cfg)
+    weights, meta, built = stage1_weights(cfg, fit)
     assert built and meta["metric"] == "val/kappa" and meta["epoch"] == 1
-    again, meta2, built2 = stage1_weights(cfg.replace(lr=1e-2))  # another trial's stage 2
+    again, meta2, built2 = stage1_weights(cfg.replace(lr=1e-2), fit)  # another trial's stage 2
     assert not built2 and again == weights and meta2["key"] == meta["key"]
     path = tmp_path / "store" / meta["key"] / "model.safetensors"
     assert path.read_bytes() == weights
-    given, _, built3 = stage1_weights(cfg.replace(stage1_data="", stage1_weights=str(path)))
+    given, _, built3 = stage1_weights(cfg.replace(stage1_data="", stage1_weights=str(path)), fit)
     assert given == weights and not built3
     with pytest.raises(ConfigError, match=r"stage1_weights=.*: no such file"):
-        stage1_weights(cfg.replace(stage1_data="", stage1_weights=str(tmp_path / "no.pt")))
+        stage1_weights(cfg.replace(stage1_data="", stage1_weights=str(tmp_path / "no.pt")), fit)
 
 
 def test_stage_2_starts_from_the_stage_1_weights(aptos: Path, tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_stage_2_starts_from_the_stage_1_weights(aptos: Path, tmp_path: Path) ->
     from trainables.trainable import start_from_stage1
 
     cfg = stage1_cfg(aptos, tmp_path, num_classes=5)
-    weights, _, _ = stage1_weights(cfg)
+    weights, _, _ = stage1_weights(cfg, fit)
     model = build_model(cfg.replace(weights="none"))
     start_from_stage1(model, cfg)
     stage1 = load(weights)
@@ -104,7 +105,7 @@ def test_a_silent_builders_lease_lapses_and_the_next_trial_builds(
         # a builder that died half-way: it took the lease and never beat again
         assert ray.get(registry.claim.remote(key_of(cfg), "dead:1:1", 3.0)) == "build"
         started = time.monotonic()
-        _, _, built = stage1_weights(cfg)
+        _, _, built = stage1_weights(cfg, fit)
         waited = time.monotonic() - started
         assert built and waited >= 3.0
         assert ray.get(registry.claim.remote(key_of(cfg), "another:2:2", 3.0)) == "done"

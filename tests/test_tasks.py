@@ -100,8 +100,8 @@ def test_eval_loss_of_each_kind() -> None:
 def test_grayscale_images_are_cached_with_one_channel_and_fed_as_three(tmp_path: Path) -> None:
     from trainables.augment import BatchAugment
     from trainables.cache import build_cache
-    from trainables.datasets import read_dataset
     from trainables.demo_sets import write_shapes_demo
+    from trainables.formats import read_dataset
 
     root = write_shapes_demo(tmp_path / "shapes")
     index = read_dataset("medmnist", root)

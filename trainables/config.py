@@ -53,7 +53,7 @@ class TrainConfig:
 
     # data
     data: str = ""  # dataset root; `--demo` fills it with generated data
-    dataset: str = "deepdrid"  # reader for `data` (trainables.datasets.readers())
+    dataset: str = "deepdrid"  # reader for `data` (trainables.formats.readers())
     task: str = "grading"  # grading | classes | multilabel (see trainables.tasks)
     num_classes: int = 5  # classes or labels; set from the data by the CLIs (DR grades: 5)
     val_fraction: float = 0.15  # share held out for validation where the data has no val split

@@ -308,19 +308,3 @@ def summarize(index: ImageIndex) -> str:
         lines.append("image sizes: " + ", ".join(f"{k} ({v})" for k, v in counts.head(5).items())
                      + (f", {len(counts) - 5} more" if len(counts) > 5 else ""))
     return "\n".join(lines)
-
-
-def readers() -> dict[str, Callable[[str | Path, ReadOptions], ImageIndex]]:
-    """Every dataset kind (trainables.formats holds the readers of the other formats)."""
-    from trainables import formats
-
-    return {"deepdrid": lambda root, options: read_deepdrid(root), **formats.READERS}
-
-
-def read_dataset(kind: str, root: str | Path, *,
-                 options: ReadOptions | None = None) -> ImageIndex:
-    known = readers()
-    if kind not in known:
-        raise DatasetError(str(root), [Problem(
-            str(root), f"unknown dataset kind {kind!r}; known: {', '.join(known)}")])
-    return known[kind](root, options or ReadOptions())

@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,30 +343,3 @@ def _write_csv(out: Path, layout: str, split: str, rows: list[dict[str, object]]
             right = r["eye_grade"] if r["eye"] == "r" else ""
             w.writerow([r["patient"], r["image_id"], wrong, 1, left, right, r["patient_grade"],
                         1, 1, 0])
-
-
-def demo_writers() -> dict[str, Callable[..., Path]]:
-    """A demo writer per dataset kind: fn(out, *, layout=None, spec=None) -> the --data path."""
-    from trainables.demo_sets import WRITERS
-
-    return {"deepdrid": write_deepdrid_demo, **WRITERS}
-
-
-def ensure_demo(dataset: str, root: Path, *, seed: int = 0) -> Path:
-    """The demo set of `dataset` under `root/demo/`, generated once per machine (file-locked);
-    returns what --data takes (the folder, or the file of a one-file format)."""
-    from filelock import FileLock
-
-    writers = demo_writers()
-    if dataset not in writers:
-        raise ConfigError(f"no demo data for dataset {dataset!r}; have: {', '.join(writers)}")
-    folder = root / "demo" / f"{dataset}-seed{seed}-v{DEMO_VERSION}"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    done = folder / ".complete"
-    with FileLock(str(folder) + ".lock"):
-        if not done.is_file():
-            log.info("generating the %s demo set in %s (once per machine)", dataset, folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            data = writers[dataset](folder, spec=DemoSpec(seed=seed))
-            done.write_text(str(Path(data).relative_to(folder)))
-    return folder / (done.read_text().strip() or ".")

@@ -14,13 +14,18 @@
   visible only in its findings: pneumonia as patchy opacities in the middle and lower zones,
   tuberculosis as upper-zone nodules and cavities; size, position, tilt, exposure, ribs and
   noise are nuisance. Class folders NORMAL / PNEUMONIA / TUBERCULOSIS.
+
+And every dataset kind's demo writer (DeepDRiD's from trainables.demo): `demo_writers`, and
+`ensure_demo`, which generates a kind's set once per machine.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,8 +46,11 @@ from trainables.demo import (
     make_eye,
     make_view,
     render,
+    write_deepdrid_demo,
 )
 from trainables.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SHAPES = ("round", "long", "angular")
 TEXTURES = ("striped", "speckled")
@@ -388,3 +396,28 @@ WRITERS: dict[str, Callable[..., Path]] = {
     "aptos": graded_writer("aptos"),
     "kaggle_dr": graded_writer("kaggle_dr"),
 }
+
+
+def demo_writers() -> dict[str, Callable[..., Path]]:
+    """A demo writer per dataset kind: fn(out, *, layout=None, spec=None) -> the --data path."""
+    return {"deepdrid": write_deepdrid_demo, **WRITERS}
+
+
+def ensure_demo(dataset: str, root: Path, *, seed: int = 0) -> Path:
+    """The demo set of `dataset` under `root/demo/`, generated once per machine (file-locked);
+    returns what --data takes (the folder, or the file of a one-file format)."""
+    from filelock import FileLock
+
+    writers = demo_writers()
+    if dataset not in writers:
+        raise ConfigError(f"no demo data for dataset {dataset!r}; have: {', '.join(writers)}")
+    folder = root / "demo" / f"{dataset}-seed{seed}-v{DEMO_VERSION}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder / ".complete"
+    with FileLock(str(folder) + ".lock"):
+        if not done.is_file():
+            log.info("generating the %s demo set in %s (once per machine)", dataset, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            data = writers[dataset](folder, spec=DemoSpec(seed=seed))
+            done.write_text(str(Path(data).relative_to(folder)))
+    return folder / (done.read_text().strip() or ".")

@@ -8,7 +8,8 @@
 - Kaggle DR Resized: `trainLabels.csv` (`image,level`), `<image>.jpeg`
 
 Each returns an `ImageIndex` with every problem listed (file and row), never the first alone.
-Splits a format lacks are drawn by `trainables.splits` from `ReadOptions`.
+Splits a format lacks are drawn by `trainables.splits` from `ReadOptions`. `read_dataset` reads
+any kind, DeepDRiD's too (`readers()`: every kind).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from trainables.datasets import (
     _finish,
     _grade,
     _new_index,
+    read_deepdrid,
 )
 from trainables.errors import DatasetError, Problem
 from trainables.splits import draw_splits
@@ -384,3 +386,17 @@ READERS: dict[str, Callable[[str | Path, ReadOptions], ImageIndex]] = {
     "aptos": read_aptos,
     "kaggle_dr": read_kaggle_dr,
 }
+
+
+def readers() -> dict[str, Callable[[str | Path, ReadOptions], ImageIndex]]:
+    """Every dataset kind: DeepDRiD's reader (trainables.datasets) and the others'."""
+    return {"deepdrid": lambda root, options: read_deepdrid(root), **READERS}
+
+
+def read_dataset(kind: str, root: str | Path, *,
+                 options: ReadOptions | None = None) -> ImageIndex:
+    known = readers()
+    if kind not in known:
+        raise DatasetError(str(root), [Problem(
+            str(root), f"unknown dataset kind {kind!r}; known: {', '.join(known)}")])
+    return known[kind](root, options or ReadOptions())

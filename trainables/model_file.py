@@ -1,6 +1,7 @@
 """medtune's one model file: a safetensors file of the whole model (`backbone.*` and the head)
 whose metadata says what it is, written alike by checkpoints, the final step's members and
-stage 1, and read alike by `weights=PATH`, `stage1_weights=PATH` and the report.
+stage 1, and read alike by `weights=PATH`, `stage1_weights=PATH` and the report
+(`trainables.models.load_model`).
 
 Metadata (safetensors keeps strings): `format` ("medtune-model/1"), `config` (the trial config
 as JSON: everything that rebuilds the model), and for a reader that does not parse it:
@@ -105,18 +106,3 @@ def load_fitting(model: nn.Module, tensors: dict[str, torch.Tensor], origin: str
              "too" if all(k in fitting for k in head) else "new: other classes or head")
     return len(fitting)
 
-
-def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
-    """The model a medtune model file holds, rebuilt from its own metadata (no hub access), in
-    eval mode; and the metadata."""
-    from safetensors.torch import load_file
-
-    from trainables.config import TrainConfig
-    from trainables.models import build_model
-
-    meta = read_metadata(path)
-    if meta is None:
-        raise ConfigError(f"{path} is not a medtune model file (no medtune metadata)")
-    model = build_model(TrainConfig.from_dict({**meta["config"], "weights": "none"}))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval(), meta

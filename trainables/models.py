@@ -170,3 +170,18 @@ def set_unfreeze_depth(model: FundusClassifier, depth: int | str) -> None:
         for name in names:
             params[name].requires_grad_(i >= n - trainable)
     model.train(model.training)  # re-apply eval mode to the BatchNorm of frozen stages
+
+
+def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The model a medtune model file holds, rebuilt from its own metadata (no hub access), in
+    eval mode; and the metadata."""
+    from safetensors.torch import load_file
+
+    from trainables.model_file import read_metadata
+
+    meta = read_metadata(path)
+    if meta is None:
+        raise ConfigError(f"{path} is not a medtune model file (no medtune metadata)")
+    model = build_model(TrainConfig.from_dict({**meta["config"], "weights": "none"}))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), meta

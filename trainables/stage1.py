@@ -13,6 +13,9 @@ its holder trains while the others wait, and keeps the lease alive with a heartb
 that dies half-way stops beating, its lease lapses and the next waiter builds. The registry also
 passes the finished weights to trials on nodes that cannot read the store. Outside Ray a file
 lock does the same between processes on one machine.
+
+Stage 1 is trained by the `train` its caller passes (`trainables.trainable.fit`, whose trials
+start from stage 1: passed in, so that neither module imports the other's back).
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
+
+Train = Callable[..., Any]  # trainables.trainable.fit: (cfg, reporter, keep=...) -> the model
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +126,10 @@ class Store:
             self.fs.move(partial, f"{self.root}/{key}/{name}")
 
 
-def stage1_weights(cfg: TrainConfig) -> tuple[bytes, dict[str, Any], bool]:
+def stage1_weights(cfg: TrainConfig, train: Train) -> tuple[bytes, dict[str, Any], bool]:
     """(safetensors bytes, metadata, whether this call trained it) of the stage-1 model that
-    `cfg` starts from: a given file, or the shared model of its stage-1 data (built if needed)."""
+    `cfg` starts from: a given file, or the shared model of its stage-1 data (built with
+    `train` if needed)."""
     if cfg.stage1_weights:
         path = Path(cfg.stage1_weights).expanduser()
         if not path.is_file():
@@ -135,7 +142,7 @@ def stage1_weights(cfg: TrainConfig) -> tuple[bytes, dict[str, Any], bool]:
         return weights, meta, False
     registry = _registry()
     if registry is not None:
-        return _build_leased(registry, store, key, cfg1)
+        return _build_leased(registry, store, key, cfg1, train)
     if store.local:
         from filelock import FileLock
 
@@ -144,8 +151,8 @@ def stage1_weights(cfg: TrainConfig) -> tuple[bytes, dict[str, Any], bool]:
             if store.has(key):
                 weights, meta = store.read(key)
                 return weights, meta, False
-            return (*_build(store, key, cfg1), True)
-    return (*_build(store, key, cfg1), True)
+            return (*_build(store, key, cfg1, train), True)
+    return (*_build(store, key, cfg1, train), True)
 
 
 def _locate(cfg: TrainConfig) -> tuple[TrainConfig, str, Store]:
@@ -171,12 +178,12 @@ def stage1_record(cfg: TrainConfig) -> dict[str, Any]:
                                                               "lr": cfg1.lr}
 
 
-def _build(store: Store, key: str, cfg1: TrainConfig) -> tuple[bytes, dict[str, Any]]:
+def _build(store: Store, key: str, cfg1: TrainConfig,
+           train: Train) -> tuple[bytes, dict[str, Any]]:
     """Train stage 1 (its best epoch by QWK is kept), write it into the store."""
     from trainables.model_file import model_bytes
     from trainables.reporting import LocalReporter
     from trainables.tasks import task_of
-    from trainables.trainable import fit
 
     task = task_of(cfg1.task)
     log.info("stage 1: fine-tuning %s on %s for %d epochs (key %s)", cfg1.model, cfg1.data,
@@ -184,7 +191,7 @@ def _build(store: Store, key: str, cfg1: TrainConfig) -> tuple[bytes, dict[str, 
     started = time.monotonic()
     reporter = LocalReporter(None, metric=task.metric, mode=task.mode,
                              echo=lambda line: log.info("stage 1: %s", line))
-    model = fit(cfg1, reporter, keep="best")
+    model = train(cfg1, reporter, keep="best")
     values = [row[task.metric] for row in reporter.history]
     best = reporter.history[values.index(max(values) if task.mode == "max" else min(values))]
     weights = model_bytes(model, cfg1.to_dict())
@@ -228,8 +235,8 @@ def _registry() -> Any:
     return start_registry() if ray.is_initialized() else None
 
 
-def _build_leased(registry: Any, store: Store, key: str,
-                  cfg1: TrainConfig) -> tuple[bytes, dict[str, Any], bool]:
+def _build_leased(registry: Any, store: Store, key: str, cfg1: TrainConfig,
+                  train: Train) -> tuple[bytes, dict[str, Any], bool]:
     import ray
 
     me, lease = _me(), lease_seconds()
@@ -255,7 +262,7 @@ def _build_leased(registry: Any, store: Store, key: str,
                                     daemon=True)
             beat.start()
             try:
-                weights, meta = _build(store, key, cfg1)
+                weights, meta = _build(store, key, cfg1, train)
             except BaseException:
                 ray.get(registry.release.remote(key, me))
                 raise

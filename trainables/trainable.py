@@ -162,7 +162,7 @@ def start_from_stage1(model: FundusClassifier, cfg: TrainConfig) -> dict[str, An
     from trainables.model_file import load_fitting
     from trainables.stage1 import stage1_weights
 
-    weights, meta, _ = stage1_weights(cfg)
+    weights, meta, _ = stage1_weights(cfg, fit)
     source = meta.get("source") or meta.get("data")
     load_fitting(model, load(weights), f"the stage-1 weights ({source})", cfg.model)
     return meta

@@ -12,8 +12,9 @@ import numpy as np
 
 from trainables.cache import build_cache, cache_root
 from trainables.config import TrainConfig
-from trainables.datasets import ImageIndex, ReadOptions, read_dataset
+from trainables.datasets import ImageIndex, ReadOptions
 from trainables.errors import ConfigError
+from trainables.formats import read_dataset
 from trainables.metrics import scorable_labels
 
 
