@@ -353,7 +353,7 @@ def test_training_starts_from_a_members_model_file(small_run: Path, final_run: d
     """`search.train EXP --set weights=RUN/final/member_1/model.safetensors` starts from that
     member, its head too (an attention pool where it has one): with the backbone frozen (its
     BatchNorm statistics too) and a learning rate of nothing, the model after an epoch is the
-    member's, tensor for tensor (the same command from weights=none is not)."""
+    member's, tensor for tensor."""
     from safetensors.torch import load_file
 
     from search.train import main as train_main
@@ -366,21 +366,17 @@ def test_training_starts_from_a_members_model_file(small_run: Path, final_run: d
             if k in config for a in ("--set", f"{k}={config[k]}")]
     frozen = ["--set", "lr=1e-30", "--set", "unfreeze_depth=0", "--set", "warmup_epochs=0",
               "--set", "max_train_batches=1", "--set", "max_eval_batches=2", "--set", "device=cpu"]
-    runs = {}
-    for name, weights in (("member", member / "model.safetensors"), ("none", "none")):
-        out = tmp_path / name
-        assert train_main(["deepdrid_attention", "--data", str(course_demo), "--epochs", "1",
-                           "--out", str(out), *same, *frozen, "--set", f"weights={weights}"]) == 0
-        runs[name] = (load_file(str(out / "checkpoints" / "last" / "model.safetensors")),
-                      json.loads((out / "metrics.json").read_text())[0])
+    out = tmp_path / "from_member"
+    assert train_main(["deepdrid_attention", "--data", str(course_demo), "--epochs", "1",
+                       "--out", str(out), *same, *frozen,
+                       "--set", f"weights={member / 'model.safetensors'}"]) == 0
     given = load_file(str(member / "model.safetensors"))
-    trained, first = runs["member"]
+    trained = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
     assert set(trained) == set(given)
     assert any(k.startswith("attention.") for k in given) == bool(config.get("attention"))
     for k, v in given.items():
         torch.testing.assert_close(trained[k], v, rtol=0, atol=1e-6, msg=k)
-    assert not torch.equal(runs["none"][0]["classifier.weight"], given["classifier.weight"])
-    assert first["val/loss"] != runs["none"][1]["val/loss"]
+    assert len(json.loads((out / "metrics.json").read_text())) == 1
 
 
 def test_report_opens_with_every_image_and_section(small_run: Path, final_run: dict,
