@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from search.bench_replay import REPLAY_WORKERS, replayed_search, tables
+from trainables.tasks import best
 
 BATCH = 4
 ARMS = {"free": [], "batches": ["--reproducible", str(BATCH)]}
@@ -39,7 +40,7 @@ def run_cost(run_dir: Path, metric: str, mode: str, batched: bool) -> dict[str, 
     ends = simulated_times(epochs, REPLAY_WORKERS, batch_of)
     values = epochs[metric]
     return {"minutes": float(ends.max()) / 60, "trials": int(epochs["trial_id"].nunique()),
-            "best": float(values.max() if mode == "max" else values.min())}
+            "best": float(best(values, mode))}
 
 
 def measure_reproducible(p: dict[str, Any]) -> dict[str, Any]:

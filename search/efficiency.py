@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from search.bench_rows import interval_row
+from trainables.tasks import best as top
+from trainables.tasks import better, sign
 
 BASELINE = "random-fifo"
 ARMS = (BASELINE, "tpe-fifo", "random-asha", "tpe-asha")  # sampler-scheduler
@@ -43,7 +45,7 @@ def best_so_far(values: list[float], mode: str) -> list[float]:
     out, best = [], None
     for v in values:
         if v == v:  # NaN never counts
-            best = v if best is None else (max(best, v) if mode == "max" else min(best, v))
+            best = v if best is None else top((best, v), mode)
         out.append(float("nan") if best is None else best)
     return out
 
@@ -51,7 +53,7 @@ def best_so_far(values: list[float], mode: str) -> list[float]:
 def epochs_to(values: list[float], target: float, mode: str) -> int | None:
     """Epochs (finished, counted over all trials) until the best value reaches `target`."""
     for i, v in enumerate(best_so_far(values, mode), 1):
-        if v == v and (v >= target if mode == "max" else v <= target):
+        if v == v and not better(target, v, mode):
             return i
     return None
 
@@ -62,7 +64,7 @@ def final_best(run: dict[str, Any], mode: str) -> float:
 
 def median_target(runs: list[dict[str, Any]], mode: str) -> float:
     """Random search's median final best: the value that at least half its runs reach."""
-    finals = sorted((final_best(r, mode) for r in runs), reverse=(mode == "max"))
+    finals = sorted((final_best(r, mode) for r in runs), key=lambda v: -sign(mode) * v)
     return finals[math.ceil(len(finals) / 2) - 1]
 
 
@@ -78,7 +80,7 @@ def regret_at(run: dict[str, Any], epochs: int, best: float, mode: str) -> float
     """The best known less this run's best after `epochs` (its last, if it spent fewer)."""
     so_far = best_so_far(run["values"], mode)
     value = so_far[min(epochs, len(so_far)) - 1]
-    return best - value if mode == "max" else value - best
+    return sign(mode) * (best - value)
 
 
 def comparison_rows(section: str, runs: dict[str, list[dict[str, Any]]], mode: str,
@@ -91,7 +93,7 @@ def comparison_rows(section: str, runs: dict[str, list[dict[str, Any]]], mode: s
     base = runs[BASELINE]
     target = median_target(base, mode)
     every = [final_best(r, mode) for rs in runs.values() for r in rs]
-    best = best if best is not None else (max(every) if mode == "max" else min(every))
+    best = best if best is not None else top(every, mode)
     prefix = f"{label}: " if label else ""
     rows = []
     for arm, name in COMPARISONS.items():
@@ -143,7 +145,7 @@ def anytime_figure(runs: dict[str, list[dict[str, Any]]], mode: str, metric: str
     last = max(r[clock][-1] for rs in runs.values() for r in rs)
     grids = (np.arange(1, longest + 1, dtype=float), np.linspace(0, last, 200))
     every = [final_best(r, mode) for rs in runs.values() for r in rs]
-    best = max(every) if mode == "max" else min(every)
+    best = top(every, mode)
     for ax, grid, use in zip(axes, grids, ("", clock), strict=True):
         medians = []
         for arm, rs in runs.items():

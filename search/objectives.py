@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.errors import ConfigError
+from trainables.tasks import better
 
 COSTS = {"latency": "model/latency_ms", "params": "model/params"}  # lower is better
 REPORTED = ("train/", "val/")  # prefixes of the metrics a trial reports
@@ -80,9 +81,9 @@ def needs_cost(objectives: list[Objective]) -> bool:
 
 def dominates(a: list[float], b: list[float], modes: list[str]) -> bool:
     """Whether `a` is at least as good as `b` on every objective and better on one."""
-    better = [x > y if m == "max" else x < y for x, y, m in zip(a, b, modes, strict=True)]
-    worse = [x < y if m == "max" else x > y for x, y, m in zip(a, b, modes, strict=True)]
-    return any(better) and not any(worse)
+    pairs = list(zip(a, b, modes, strict=True))
+    return any(better(x, y, m) for x, y, m in pairs) and not any(
+        better(y, x, m) for x, y, m in pairs)
 
 
 def front(points: list[tuple[Any, list[float]]], modes: list[str]) -> list[Any]:

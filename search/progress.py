@@ -11,6 +11,8 @@ from typing import Any
 
 from ray import tune
 
+from trainables.tasks import better
+
 log = logging.getLogger(__name__)
 
 WAIT_NOTICE_S = 20.0  # trials pending with none running this long: say so
@@ -40,8 +42,7 @@ class Progress(tune.Callback):
                         **info: Any) -> None:
         value = result.get(self.metric)
         epoch = int(result.get("epoch", 0))
-        if value is not None and (self.best is None or (
-                value > self.best[0] if self.mode == "max" else value < self.best[0])):
+        if value is not None and (self.best is None or better(value, self.best[0], self.mode)):
             self.best = (float(value), trial.trial_id, epoch)
         shown = f"{value:.4f}" if value is not None else "-"
         self._line(trials, f"trial {trial.trial_id} epoch {epoch}: {self.metric} {shown}")

@@ -19,6 +19,7 @@ from ray import tune
 from search.driver import SearchPlan
 from search.searcher import trial_length
 from trainables.config import TrainConfig, config_value
+from trainables.tasks import sign
 
 METRIC_PREFIXES = ("train/", "val/", "sim/", "model/")  # sim/: a replayed search's simulated
 # clock; model/: what the model costs (--objectives latency, params)
@@ -54,7 +55,7 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
             epoch_frames.append(epochs)
         best_value, best_epoch = None, None
         if metric in epochs and epochs[metric].notna().any():
-            idx = epochs[metric].idxmax() if mode == "max" else epochs[metric].idxmin()
+            idx = (sign(mode) * epochs[metric]).idxmax()
             best_value, best_epoch = float(epochs.loc[idx, metric]), int(epochs.loc[idx, "epoch"])
         n_epochs = int(epochs["epoch"].max()) if len(epochs) else 0
         if result.error is not None:

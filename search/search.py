@@ -31,6 +31,7 @@ from search.storage import CONFIG_FILE, RunStore
 from spaces.base import Experiment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
+from trainables.tasks import direction
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def warm(plan: SearchPlan, *, wandb_on: bool) -> None:
     modes = [m for _, m in plan.objectives] or [plan.experiment.mode]
     study = optuna.create_study(
         study_name=plan.run_id, storage=plan.storage_url, load_if_exists=True,
-        directions=["maximize" if m == "max" else "minimize" for m in modes])
+        directions=[direction(m) for m in modes])
     warmed = warm_start(study, list(plan.warm_start),
                         space=plan.experiment.search_space(plan.demo), pinned=plan.pinned,
                         experiment=plan.experiment.name, metric=plan.experiment.metric,

@@ -38,6 +38,7 @@ from ray.tune.search import Searcher
 
 from search.binding import bound
 from search.storage import STUDY_FILE, snapshot_sqlite
+from trainables.tasks import best, direction
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def trial_length(config: dict[str, Any], max_epochs: int) -> int:
 
 
 def best_of(values: dict[int, float], mode: str) -> float:
-    return max(values.values()) if mode == "max" else min(values.values())
+    return best(values.values(), mode)
 
 
 class StudySearcher(Searcher):
@@ -115,7 +116,7 @@ class StudySearcher(Searcher):
             modes = [m for _, m in self.objectives] if self.objectives else [self.mode]
             self._study = optuna.create_study(
                 study_name=self.study_name, storage=self._storage, sampler=self.sampler,
-                directions=["maximize" if m == "max" else "minimize" for m in modes],
+                directions=[direction(m) for m in modes],
                 load_if_exists=True)
         return self._study
 
@@ -233,8 +234,8 @@ class StudySearcher(Searcher):
         if error or not rows:
             study.tell(number, state=optuna.trial.TrialState.FAIL)
         elif max(rows) >= trial_length((result or {}).get("config") or {}, self.max_epochs):
-            best = best_of({e: r[first] for e, r in rows.items()}, self.objectives[0][1])
-            epoch = min(e for e, r in rows.items() if r[first] == best)
+            top = best_of({e: r[first] for e, r in rows.items()}, self.objectives[0][1])
+            epoch = min(e for e, r in rows.items() if r[first] == top)
             study.tell(number, [rows[epoch][k] for k, _ in self.objectives])
         else:
             study.tell(number, state=optuna.trial.TrialState.PRUNED)

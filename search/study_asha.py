@@ -22,6 +22,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.binding import bound
 from search.searcher import RAY_TRIAL_ATTR, curve_of
+from trainables.tasks import better
 
 PRIOR_ATTR = "prior"  # user attribute of a warm start's prior trial: RUN/TRIAL it came from
 COMPARABLE_ATTR = "prior_comparable"  # its curves can count in ASHA's cutoffs
@@ -61,8 +62,8 @@ class StudyASHA(FIFOScheduler):
         cutoff = self.cutoff(trial.trial_id, max(due))
         if cutoff is None:
             return TrialScheduler.CONTINUE
-        worse = value < cutoff if self.mode == "max" else value > cutoff
-        return TrialScheduler.STOP if worse else TrialScheduler.CONTINUE
+        return TrialScheduler.STOP if better(cutoff, value, self.mode) else \
+            TrialScheduler.CONTINUE
 
     def cutoff(self, trial_id: str, rung: int) -> float | None:
         """The cutoff at `rung` for a trial: from comparable prior trials and this search's

@@ -21,6 +21,7 @@ from trainables.cache import cache_root
 from trainables.config import parse_overrides
 from trainables.errors import ConfigError
 from trainables.reporting import LocalReporter, local_run
+from trainables.tasks import best_by
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +68,7 @@ def _best(history: list[dict[str, float]], metric: str, mode: str) -> dict[str, 
     rows = [h for h in history if metric in h]
     if not rows:
         return None
-    return (max if mode == "max" else min)(rows, key=lambda h: h[metric])
+    return best_by(rows, mode, key=lambda h: h[metric])
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from search.searcher import CURVE_ATTR, best_of, curve_of
 from search.storage import CONFIG_FILE, STUDY_FILE, RunStore
 from search.study_asha import COMPARABLE_ATTR, PRIOR_ATTR
 from trainables.errors import ConfigError
+from trainables.tasks import sign
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
                "search's objectives (they can be among those tried first)" if unvalued else "")
             + (f"; {len(dropped)} left out: " + "; ".join(dropped) if dropped else "")
             + ("; clipped into today's ranges: " + "; ".join(clipped) if clipped else ""))
-    ranked.sort(key=lambda r: (not r[0], -r[1] if mode == "max" else r[1]))
+    ranked.sort(key=lambda r: (not r[0], -sign(mode) * r[1]))
     for _, value, params in ranked:  # the best distinct configurations (a prior with the
         if len(out.first) == first:  # same values is no reason to skip one: Optuna's
             break  # skip_if_exists would skip them all)

@@ -178,3 +178,15 @@ def test_the_final_step_refuses_a_vote_over_labels(tmp_path: Path) -> None:
                                                       "settings": {}}))
     with pytest.raises(ConfigError, match="--method vote is for single-label tasks"):
         run_final(tmp_path, method="vote")
+
+
+def test_best_by_mode_by_hand() -> None:
+    from trainables.tasks import best, best_by, better, direction, sign
+
+    assert better(0.6, 0.5, "max") and not better(0.5, 0.5, "max") and better(0.4, 0.5, "min")
+    assert best([0.3, 0.7, 0.5], "max") == 0.7 and best([0.3, 0.7, 0.5], "min") == 0.3
+    rows = [{"e": 1, "loss": 0.9}, {"e": 2, "loss": 0.4}, {"e": 3, "loss": 0.4}]
+    assert best_by(rows, "min", key=lambda r: r["loss"])["e"] == 2  # the first of equals
+    assert best_by(rows, "max", key=lambda r: r["loss"])["e"] == 1
+    assert (sign("max"), sign("min")) == (1.0, -1.0)
+    assert (direction("max"), direction("min")) == ("maximize", "minimize")

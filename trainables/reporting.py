@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from trainables.tasks import best
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WriteCheckpoint = Callable[[Path], None]
@@ -118,8 +120,7 @@ class LocalReporter:
         values = [h[metric] for h in self.history if metric in h]
         if not values:
             return False
-        best = max(values) if self.mode == "max" else min(values)
-        return metrics.get(metric) == best
+        return metrics.get(metric) == best(values, self.mode)
 
 
 def format_epoch(m: dict[str, float], epochs: int | None = None) -> str:

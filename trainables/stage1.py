@@ -183,6 +183,7 @@ def _build(store: Store, key: str, cfg1: TrainConfig,
     """Train stage 1 (its best epoch by QWK is kept), write it into the store."""
     from trainables.model_file import model_bytes
     from trainables.reporting import LocalReporter
+    from trainables.tasks import best as top
     from trainables.tasks import task_of
 
     task = task_of(cfg1.task)
@@ -193,7 +194,7 @@ def _build(store: Store, key: str, cfg1: TrainConfig,
                              echo=lambda line: log.info("stage 1: %s", line))
     model = train(cfg1, reporter, keep="best")
     values = [row[task.metric] for row in reporter.history]
-    best = reporter.history[values.index(max(values) if task.mode == "max" else min(values))]
+    best = reporter.history[values.index(top(values, task.mode))]
     weights = model_bytes(model, cfg1.to_dict())
     meta = {"key": key, "data": cfg1.data, "dataset": cfg1.dataset, "config": cfg1.to_dict(),
             "metric": task.metric, "value": best[task.metric], "epoch": int(best["epoch"]),

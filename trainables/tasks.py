@@ -14,8 +14,9 @@ metadata and `search.reproduce` know it too.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class Task:
     @property
     def sign(self) -> float:
         """+1 where higher is better, -1 where lower is."""
-        return 1.0 if self.mode == "max" else -1.0
+        return sign(self.mode)
 
     @property
     def key(self) -> str:
@@ -94,6 +95,34 @@ class Task:
             cut = 0.5 if thresholds is None else thresholds
             return (probs >= cut).astype(np.int64)
         return probs.argmax(axis=1)
+
+
+# "best" by a metric's mode ("max": higher is better, "min": lower), written once
+T = TypeVar("T")
+
+
+def sign(mode: str) -> float:
+    """+1 where higher is better (mode "max"), -1 where lower is ("min")."""
+    return 1.0 if mode == "max" else -1.0
+
+
+def better(a: float, b: float, mode: str) -> bool:
+    """Whether `a` is strictly better than `b`."""
+    return a > b if mode == "max" else a < b
+
+
+def best(values: Iterable[float], mode: str) -> float:
+    return max(values) if mode == "max" else min(values)
+
+
+def best_by(items: Iterable[T], mode: str, key: Callable[[T], float]) -> T:
+    """The item whose `key` is best (the first of equals)."""
+    return max(items, key=key) if mode == "max" else min(items, key=key)
+
+
+def direction(mode: str) -> Literal["maximize", "minimize"]:
+    """Optuna's name for a mode."""
+    return "maximize" if mode == "max" else "minimize"
 
 
 GRADING = Task("grading", "val/kappa")

@@ -34,7 +34,7 @@ from trainables.models import FundusClassifier, build_model, set_unfreeze_depth
 from trainables.objectives import Objective, make_objective
 from trainables.reporting import Reporter, current_reporter
 from trainables.stage1 import uses_stage1
-from trainables.tasks import task_of
+from trainables.tasks import better, task_of
 from trainables.trial_data import TrialData, load_data
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ class _BestWeights:
         self.overall_value: float | None = None
 
     def _better(self, value: float, than: float | None) -> bool:
-        return than is None or (value > than if self.mode == "max" else value < than)
+        return than is None or better(value, than, self.mode)
 
     def new_phase(self) -> None:
         self.phase, self.phase_value, self.phase_epoch = None, None, 0
