@@ -50,7 +50,8 @@ class Experiment:
 
     def __post_init__(self) -> None:
         # a typo in an experiment module fails at import, not in the middle of a search
-        TrainConfig.from_dict({"task": self.task.kind, **self.defaults, **self.demo})
+        TrainConfig.from_dict({"task": self.task.kind, "metric": self.task.metric,
+                               **self.defaults, **self.demo})
         unknown = {key for key in self.searched if not is_config_key(key)}
         assert not unknown, f"{self.name} searches unknown keys {unknown}"
 
@@ -98,7 +99,8 @@ class Experiment:
 
     def config(self, *, demo: bool, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The resolved trial config: defaults, then demo settings, then `overrides`."""
-        values = {"dataset": self.dataset, "task": self.task.kind, **self.defaults,
+        values = {"dataset": self.dataset, "task": self.task.kind, "metric": self.task.metric,
+                  **self.defaults,
                   **(self.demo if demo else {}), **(overrides or {})}
         return TrainConfig.from_dict(values)
 

@@ -190,3 +190,24 @@ def test_best_by_mode_by_hand() -> None:
     assert best_by(rows, "max", key=lambda r: r["loss"])["e"] == 1
     assert (sign("max"), sign("min")) == (1.0, -1.0)
     assert (direction("max"), direction("min")) == ("maximize", "minimize")
+
+
+def test_a_trial_ranks_its_epochs_by_its_experiments_metric() -> None:
+    """medmnist optimises val/accuracy: its trial config says so, and the trial's reporter (its
+    best checkpoint, its kept weights) goes by it, not by the classes task's usual macro F1."""
+    from spaces import get_experiment
+    from trainables.config import TrainConfig
+    from trainables.errors import ConfigError
+    from trainables.reporting import LocalReporter
+    from trainables.tasks import task_of
+
+    cfg = get_experiment("medmnist").config(demo=True)
+    assert (cfg.task, cfg.metric) == ("classes", "val/accuracy")
+    reporter = LocalReporter(None)
+    reporter.start(cfg.to_dict())
+    assert (reporter.metric, reporter.mode) == ("val/accuracy", "max")
+    assert task_of("classes").metric == "val/f1_macro"  # a record that names only the kind
+    older = {k: v for k, v in cfg.to_dict().items() if k != "metric"}  # an older config
+    assert TrainConfig.from_dict(older).metric == ""
+    with pytest.raises(ConfigError, match="metric='val/kappa': choose one of val/accuracy"):
+        cfg.replace(metric="val/kappa")

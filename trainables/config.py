@@ -55,6 +55,7 @@ class TrainConfig:
     data: str = ""  # dataset root; `--demo` fills it with generated data
     dataset: str = "deepdrid"  # reader for `data` (trainables.formats.readers())
     task: str = "grading"  # grading | classes | multilabel (see trainables.tasks)
+    metric: str = ""  # the validation metric its experiment optimises ("": the task's usual)
     num_classes: int = 5  # classes or labels; set from the data by the CLIs (DR grades: 5)
     val_fraction: float = 0.15  # share held out for validation where the data has no val split
     test_fraction: float = 0.15  # share held out for test from a raw class-folder tree
@@ -115,6 +116,11 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("prefetch", self.prefetch, PREFETCH)
         _check_choice("task", self.task, TASKS)
+        if self.metric:
+            from trainables.tasks import EPOCH_METRICS
+
+            _check_choice("metric", self.metric, tuple(f"val/{k}" for k, _ in
+                                                       EPOCH_METRICS[self.task]))
         _check_choice("loss", self.loss, LOSSES)
         if self.loss != "auto" and (self.task == "multilabel") != (self.loss in ("bce", "focal")):
             raise ConfigError(f"loss={self.loss!r} does not fit task={self.task!r}: use ce for "

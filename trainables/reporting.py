@@ -72,10 +72,10 @@ class LocalReporter:
 
     def start(self, config: dict[str, Any]) -> None:
         self.config = config
-        if self.metric is None:  # the usual metric of the config's task
+        if self.metric is None:  # the metric the config's experiment optimises
             from trainables.tasks import task_of
 
-            task = task_of(config.get("task", "grading"))
+            task = task_of(config.get("task", "grading"), config.get("metric", ""))
             self.metric, self.mode = task.metric, task.mode
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -186,7 +186,7 @@ def _build(store: Store, key: str, cfg1: TrainConfig,
     from trainables.tasks import best as top
     from trainables.tasks import task_of
 
-    task = task_of(cfg1.task)
+    task = task_of(cfg1.task, cfg1.metric)
     log.info("stage 1: fine-tuning %s on %s for %d epochs (key %s)", cfg1.model, cfg1.data,
              cfg1.epochs, key)
     started = time.monotonic()

@@ -133,9 +133,11 @@ def classes_task(metric: str = "val/f1_macro") -> Task:
     return Task("classes", metric)
 
 
-def task_of(kind: str) -> Task:
-    """The task of a kind with its usual metric (for records that name only the kind)."""
-    return {"grading": GRADING, "classes": classes_task(), "multilabel": MULTILABEL}[kind]
+def task_of(kind: str, metric: str = "") -> Task:
+    """The task of a kind with `metric` (a trial config's), or with the kind's usual metric
+    (a record that names only the kind)."""
+    usual = {"grading": GRADING, "classes": classes_task(), "multilabel": MULTILABEL}[kind]
+    return Task(kind, metric) if metric and metric != usual.metric else usual
 
 
 def epoch_scores(kind: str, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

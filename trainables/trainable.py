@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 def train(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: build data and model from `config`, train, report."""
     cfg = TrainConfig.from_dict(config)
-    task = task_of(cfg.task)
+    task = task_of(cfg.task, cfg.metric)
     fit(cfg, current_reporter(task.metric, task.mode))
 
 
@@ -77,7 +77,7 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
         set_unfreeze_depth(model, phase.unfreeze_depth)
     steps = _steps_per_epoch(cfg, len(data.train_sample))
     cost = model_cost(model, cfg.image_size, runtime) if cfg.report_cost else {}
-    task = task_of(cfg.task)
+    task = task_of(cfg.task, cfg.metric)
     metric = cfg.phase_metric or task.metric
     best = _BestWeights(metric, "min" if metric.endswith("loss") else task.mode)
 
