@@ -49,6 +49,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     from trainables.loop import plan_runtime, predict
     from trainables.model_file import model_bytes
     from trainables.reporting import LocalReporter
+    from trainables.tasks import task_of
     from trainables.trainable import fit
     from trainables.trial_data import load_data
 
@@ -78,7 +79,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     metadata = {
         "format_version": 1, "versions": package_versions(),
         "task": cfg.task, "class_names": data.index.class_names, "num_classes": cfg.num_classes,
-        "output": "a sigmoid per label" if cfg.task == "multilabel" else "softmax over classes",
+        "output": task_of(cfg.task, cfg.metric).output,
         "input": {"size": cfg.image_size, "channels": 3, "source_channels": data.index.channels,
                   "mean": mean, "std": std, "preprocess": cfg.preprocess,
                   "layout": "RGB (grayscale repeated), channels first, [0,1] then normalised"},

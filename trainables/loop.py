@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -16,7 +17,7 @@ from torch import nn
 from trainables.augment import BatchAugment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError, NonFiniteLossError
-from trainables.objectives import Objective, eval_loss
+from trainables.objectives import Objective, eval_loss, probabilities
 from trainables.tasks import epoch_scores
 
 
@@ -144,7 +145,7 @@ def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: 
     a multi-label task); `tta` averages in the mirror image. `limit` caps the batches
     (default: the config's max_eval_batches; 0 = every image)."""
     model.eval()
-    activate = (lambda t: t.sigmoid()) if cfg.task == "multilabel" else (lambda t: t.softmax(1))
+    activate = functools.partial(probabilities, cfg.task)
     out = []
     dummy = np.zeros(len(images), dtype=np.int64)
     cap = cfg.max_eval_batches if limit is None else limit

@@ -35,7 +35,12 @@ class Objective:
                                   reduction="mean")
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.sigmoid() if self.kind == "multilabel" else logits.softmax(dim=1)
+        return probabilities(self.kind, logits)
+
+
+def probabilities(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    """A task's probabilities of its logits: a sigmoid per label, or softmax over classes."""
+    return logits.sigmoid() if kind == "multilabel" else logits.softmax(dim=1)
 
 
 def make_objective(cfg: TrainConfig, train_labels: np.ndarray,

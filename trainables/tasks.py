@@ -75,6 +75,11 @@ class Task:
         return resampled_values(self.kind, self.key, labels, probs, weights)
 
     @property
+    def output(self) -> str:
+        """What the model's outputs are, in words (a member's metadata)."""
+        return "a sigmoid per label" if self.multilabel else "softmax over classes"
+
+    @property
     def sign(self) -> float:
         """+1 where higher is better, -1 where lower is."""
         return sign(self.mode)
