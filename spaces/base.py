@@ -98,7 +98,14 @@ class Experiment:
         return _load(self.task.fit)
 
     def config(self, *, demo: bool, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """The resolved trial config: defaults, then demo settings, then `overrides`."""
+        """The resolved trial config: defaults, then demo settings, then `overrides` (which
+        cannot change what the experiment is: its task and metric)."""
+        own = {"task": self.task.kind, "metric": self.task.metric}
+        changed = [k for k, v in own.items() if (overrides or {}).get(k, v) != v]
+        if changed:
+            raise ConfigError(f"{self.name}: {', '.join(changed)} is the experiment's own "
+                              f"({', '.join(f'{k}={own[k]}' for k in changed)}); pick another "
+                              "experiment (python -m search.list) instead")
         values = {"dataset": self.dataset, "task": self.task.kind, "metric": self.task.metric,
                   **self.defaults,
                   **(self.demo if demo else {}), **(overrides or {})}

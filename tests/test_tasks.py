@@ -211,3 +211,6 @@ def test_a_trial_ranks_its_epochs_by_its_experiments_metric() -> None:
     assert TrainConfig.from_dict(older).metric == ""
     with pytest.raises(ConfigError, match="metric='val/kappa': choose one of val/accuracy"):
         cfg.replace(metric="val/kappa")
+    with pytest.raises(ConfigError, match=r"medmnist: metric is the experiment's own \(metric="
+                                          r"val/accuracy\)"):
+        get_experiment("medmnist").config(demo=True, overrides={"metric": "val/f1_macro"})
