@@ -31,7 +31,6 @@ from search.storage import CONFIG_FILE, RunStore
 from spaces.base import Experiment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
-from trainables.tasks import direction
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +211,12 @@ def warm(plan: SearchPlan, *, wandb_on: bool) -> None:
     """--warm-start: the earlier runs' trials into this run's study, before any trial."""
     import optuna
 
+    from search.searcher import study_directions
     from search.warmstart import log_priors, warm_start
 
-    modes = [m for _, m in plan.objectives] or [plan.experiment.mode]
     study = optuna.create_study(
         study_name=plan.run_id, storage=plan.storage_url, load_if_exists=True,
-        directions=[direction(m) for m in modes])
+        directions=study_directions(plan.experiment.mode, plan.objectives))
     warmed = warm_start(study, list(plan.warm_start),
                         space=plan.experiment.search_space(plan.demo), pinned=plan.pinned,
                         experiment=plan.experiment.name, metric=plan.experiment.metric,

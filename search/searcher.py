@@ -30,8 +30,9 @@ import logging
 import math
 import pickle
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from ray.tune.search import Searcher
@@ -75,6 +76,13 @@ def trial_length(config: dict[str, Any], max_epochs: int) -> int:
         return max_epochs
 
 
+def study_directions(mode: str, objectives: Sequence[Sequence[str]] | None = None
+                     ) -> list[Literal["maximize", "minimize"]]:
+    """The study's directions: the experiment's mode, or each objective's ((metric, mode)
+    pairs) in a search on several."""
+    return [direction(m) for m in ([m for _, m in objectives] if objectives else [mode])]
+
+
 def best_of(values: dict[int, float], mode: str) -> float:
     return best(values.values(), mode)
 
@@ -113,10 +121,9 @@ class StudySearcher(Searcher):
     def study(self) -> optuna.Study:
         if self._study is None:
             self._storage = optuna.storages.RDBStorage(self.study_url)
-            modes = [m for _, m in self.objectives] if self.objectives else [self.mode]
             self._study = optuna.create_study(
                 study_name=self.study_name, storage=self._storage, sampler=self.sampler,
-                directions=[direction(m) for m in modes],
+                directions=study_directions(self.mode, self.objectives),
                 load_if_exists=True)
         return self._study
 

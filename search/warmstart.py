@@ -199,7 +199,7 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
             if fitted.clipped:
                 clipped.append(f"trial {trial.number}: " + ", ".join(fitted.clipped))
             full, curve = trial.state == State.COMPLETE, curve_of(trial)
-            value = best_of(curve, mode) if curve else float(trial.values[0])
+            value = best_of(curve, mode) if curve else float((trial.values or [0.0])[0])
             if full and not valued:  # its other objectives were never measured: it can
                 unvalued += 1  # only be run again
                 ranked.append((full, value, fitted.params))

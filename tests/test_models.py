@@ -186,7 +186,8 @@ def test_backward_reaches_every_trainable_parameter(model: str, attention: bool)
     assert any(p.grad.abs().sum() > 0 for p in net.parameters())
 
 
-def test_medtunes_own_model_file_is_read_by_name_head_and_all(tmp_path: Path) -> None:
+def test_medtunes_own_model_file_is_read_by_name_head_and_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One model file (checkpoints, members, stage 1): `weights=PATH` of it loads the whole
     backbone by name, and the head where the classes and the head agree. The order matching
     of a foreign file misordered bn1 and conv1, and an attention head made the counts differ."""
@@ -211,7 +212,8 @@ def test_medtunes_own_model_file_is_read_by_name_head_and_all(tmp_path: Path) ->
     assert json.loads(meta["classes"]) == ["a", "b", "c", "d", "e"]
     assert json.loads(meta["head"])["heads"] == 4
 
-    same = build_model(config(weights=str(path), num_classes=5, **head))
+    monkeypatch.setenv("HOME", str(tmp_path))  # a path from the home folder, as users write it
+    same = build_model(config(weights="~/member/model.safetensors", num_classes=5, **head))
     for k, v in source.state_dict().items():
         assert torch.equal(same.state_dict()[k], v), k
     other = build_model(config(weights=str(path), num_classes=3, **head))  # other classes

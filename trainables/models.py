@@ -134,8 +134,8 @@ def build_model(cfg: TrainConfig) -> FundusClassifier:
     read by name: the whole backbone, the head too where the classes and head agree."""
     from trainables.model_file import read_metadata
 
-    own = read_metadata(Path(cfg.weights).expanduser()) if cfg.weights not in (
-        "imagenet", "bundled", "none") else None
+    path = Path(cfg.weights).expanduser()
+    own = read_metadata(path) if cfg.weights not in ("imagenet", "bundled", "none") else None
     if own is not None and own["model"] != cfg.model:
         raise ConfigError(f"weights={cfg.weights} holds a medtune {own['model']} model (its "
                           f"metadata says so), not {cfg.model}: set model={own['model']}")
@@ -151,7 +151,7 @@ def build_model(cfg: TrainConfig) -> FundusClassifier:
 
         from trainables.model_file import load_fitting
 
-        load_fitting(model, load_file(cfg.weights), f"the weights in {cfg.weights}", cfg.model)
+        load_fitting(model, load_file(str(path)), f"the weights in {cfg.weights}", cfg.model)
     groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
     model.stages = [list(names) for _, names in sorted(groups.items())]
     set_unfreeze_depth(model, cfg.unfreeze_depth)

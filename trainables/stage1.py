@@ -183,8 +183,7 @@ def _build(store: Store, key: str, cfg1: TrainConfig,
     """Train stage 1 (its best epoch by QWK is kept), write it into the store."""
     from trainables.model_file import model_bytes
     from trainables.reporting import LocalReporter
-    from trainables.tasks import best as top
-    from trainables.tasks import task_of
+    from trainables.tasks import best_by, task_of
 
     task = task_of(cfg1.task, cfg1.metric)
     log.info("stage 1: fine-tuning %s on %s for %d epochs (key %s)", cfg1.model, cfg1.data,
@@ -193,8 +192,7 @@ def _build(store: Store, key: str, cfg1: TrainConfig,
     reporter = LocalReporter(None, metric=task.metric, mode=task.mode,
                              echo=lambda line: log.info("stage 1: %s", line))
     model = train(cfg1, reporter, keep="best")
-    values = [row[task.metric] for row in reporter.history]
-    best = reporter.history[values.index(top(values, task.mode))]
+    best = best_by(reporter.history, task.mode, key=lambda row: row[task.metric])
     weights = model_bytes(model, cfg1.to_dict())
     meta = {"key": key, "data": cfg1.data, "dataset": cfg1.dataset, "config": cfg1.to_dict(),
             "metric": task.metric, "value": best[task.metric], "epoch": int(best["epoch"]),
