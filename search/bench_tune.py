@@ -235,6 +235,7 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
     for _ in range(p["nodes"]):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
+    before = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = cluster.address
     try:
         with tempfile.TemporaryDirectory() as results:
@@ -249,6 +250,8 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
         ray.shutdown()
         cluster.shutdown()
         os.environ.pop("RAY_ADDRESS", None)
+        if before is not None:
+            os.environ["RAY_ADDRESS"] = before
     return {"trials": p["scale_trials"], "seconds": seconds, "running_seconds": running,
             "nodes_used": nodes}
 

@@ -113,7 +113,9 @@ def connect_ray(*, env: dict[str, str]) -> None:
     runtime_env = {"env_vars": env}
     address = os.environ.get("RAY_ADDRESS")
     try:
-        if not address:  # joins the cluster this machine is the head of (ray up), else starts one
+        # unset: joins the cluster this machine is the head of (ray up), else starts one;
+        # "local" (Ray's word): always a Ray of its own
+        if not address or address == "local":
             ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
             return
         for attempt in range(1, CLIENT_TRIES + 1):
@@ -127,7 +129,8 @@ def connect_ray(*, env: dict[str, str]) -> None:
                             CLIENT_TRIES)
                 time.sleep(2.0 * attempt)
     except (ray.exceptions.AuthenticationError, ConnectionError) as e:
-        where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "Ray on this machine"
+        where = ("Ray on this machine" if not address or address == "local"
+                 else f"the Ray cluster at RAY_ADDRESS={address}")
         hint = ("; a cluster that asks for a token (Ray's default) needs RAY_AUTH_MODE=token "
                 "on a Ray Client driver" if address and address.startswith("ray://")
                 and os.environ.get("RAY_AUTH_MODE") != "token" else "")

@@ -24,6 +24,8 @@ from ray.cluster_utils import AutoscalingCluster
 
 from search.driver import autoscaler_running
 
+pytestmark = pytest.mark.alone  # `ray stop --force` (AutoscalingCluster) stops every Ray here
+
 # The fake_multinode provider's base config. Ray's AutoscalingCluster reads it from
 # ray/autoscaler/_private/fake_multi_node/example.yaml, which the pip wheel leaves out.
 BASE_CONFIG: dict[str, Any] = {
@@ -68,7 +70,12 @@ def head_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (home / "ray_bootstrap_config.yaml").write_text(json.dumps(cluster._config))
     cluster.start()
     try:
-        ray.init(address="auto", log_to_driver=False)
+        local = os.environ.pop("RAY_ADDRESS", None)  # conftest's "local" would start a Ray
+        try:  # "auto": the cluster that `ray start` started last, this one
+            ray.init(address="auto", log_to_driver=False)
+        finally:
+            if local is not None:
+                os.environ["RAY_ADDRESS"] = local
         deadline = time.monotonic() + 60
         while not autoscaler_running():  # its first report comes a few seconds after start
             assert time.monotonic() < deadline, "the autoscaler never reported"
