@@ -106,7 +106,7 @@ def test_deepdrid_two_stage_trains_stage_1_once_and_reports_it_beside_the_baseli
 @pytest.mark.slow
 def test_deepdrid_ensemble_bags_architectures_by_greedy_selection(tmp_path: Path) -> None:
     # on two objectives, as the README runs it: QWK and each architecture's latency
-    cli("search.run", "deepdrid_ensemble", "--demo", "--num-samples", "6", "--max-epochs", "2",
+    cli("search.run", "deepdrid_ensemble", "--demo", "--num-samples", "4", "--max-epochs", "2",
         "--top-k", "2", "--no-baseline", "--objectives", "val/kappa,latency", *SEARCH,
         "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "deepdrid_ensemble" / "demo"
