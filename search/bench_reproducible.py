@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from search.bench_replay import REPLAY_WORKERS, replayed_search, tables
-from trainables.tasks import best
+from trainables.tasks import best, sign
 
 BATCH = 4
 ARMS = {"free": [], "batches": ["--reproducible", str(BATCH)]}
@@ -74,7 +74,7 @@ def bench_reproducible(params: dict[str, Any], repeats: int, echo: Any) -> list[
     runs = measure("reproducible", {**params, "table": str(table),
                                     "seeds": params["replay_seeds"]})["runs"]
     free, batched = runs["free"], runs["batches"]
-    higher = curves.mode == "max"
+    higher = sign(curves.mode) > 0
     return [
         interval_row("reproducible", f"{name}: simulated minutes of a search, batches of "
                                      f"{BATCH} vs free-running ({REPLAY_WORKERS} at a time)",

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from trainables.errors import ConfigError
+from trainables.tasks import best_of_rows
 
 META_KEY = b"medtune"
 CURVES_DIR = Path("results") / "bench" / "curves"
@@ -74,7 +75,7 @@ class Curves:
     def best_of(self, curves: Any) -> Any:
         """Each row's best value by the table's mode: a (configurations, epochs) array of the
         metric (recorded or predicted) gives each configuration's best."""
-        return curves.max(axis=1) if self.mode == "max" else curves.min(axis=1)
+        return best_of_rows(curves, self.mode)
 
     def bests(self) -> Any:
         """Each configuration's best recorded value of the metric, in `configs()` order."""

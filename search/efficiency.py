@@ -27,7 +27,7 @@ import numpy as np
 
 from search.bench_rows import interval_row
 from trainables.tasks import best as top
-from trainables.tasks import better, sign
+from trainables.tasks import best_so_far, better, sign
 
 BASELINE = "random-fifo"
 ARMS = (BASELINE, "tpe-fifo", "random-asha", "tpe-asha")  # sampler-scheduler
@@ -39,15 +39,6 @@ ARM_SEED_STRIDE = 1000  # arm i searches with seeds i * 1000 + s
 def arm_seed(arm: str, seed: int) -> int:
     """The search's seed of an arm's run: no two arms share one (nor their start-up trials)."""
     return ARMS.index(arm) * ARM_SEED_STRIDE + seed
-
-
-def best_so_far(values: list[float], mode: str) -> list[float]:
-    out, best = [], None
-    for v in values:
-        if v == v:  # NaN never counts
-            best = v if best is None else top((best, v), mode)
-        out.append(float("nan") if best is None else best)
-    return out
 
 
 def epochs_to(values: list[float], target: float, mode: str) -> int | None:
@@ -157,10 +148,10 @@ def anytime_figure(runs: dict[str, list[dict[str, Any]]], mode: str, metric: str
         ax.axhline(median_target(runs[BASELINE], mode), ls=":", color="grey",
                    label="random search's median final best")
         # the range where the methods differ: from the worst median past the start to the best
-        edge = np.nanmin(medians) if mode == "max" else np.nanmax(medians)
-        margin = 0.1 * abs(best - edge) or 0.01
-        ax.set_ylim(*sorted((edge - margin if mode == "max" else edge + margin,
-                             best + margin if mode == "max" else best - margin)))
+        s = sign(mode)
+        edge = s * np.nanmin(s * np.asarray(medians))  # the worst median
+        margin = s * (0.1 * abs(best - edge) or 0.01)
+        ax.set_ylim(*sorted((edge - margin, best + margin)))
         ax.set_xlabel("epochs, all trials together" if not use else clock.replace("_", " "))
         ax.set_ylabel(f"best {metric} so far")
     axes[0].legend(fontsize=7)

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,15 +154,62 @@ def keep_members(run_dir: Path, records: list[dict[str, Any]],
     return kept, failed
 
 
+@dataclass
+class FinalPlan:
+    """What the final step trains, chosen from the run folder (nothing trained yet)."""
+
+    run_dir: Path
+    experiment: Any
+    settings: dict[str, Any]
+    method: str
+    select: str
+    pick: str | None
+    wanted: int  # the top k (beyond them with --select greedy: each architecture's best)
+    records: list[dict[str, Any]]
+    configs: list[TrainConfig]
+    single: TrainConfig | None  # a two-stage run's single-stage baseline
+    defaults: list[TrainConfig]  # the experiment's defaults with the first members' seeds
+
+    @property
+    def task(self) -> Task:
+        return self.experiment.task
+
+
+@dataclass
+class FinalTraining:
+    """What the Ray tasks of the final step gave back."""
+
+    kept: list[tuple[int, Any, TrainedMember]]  # (member number, its record, the member)
+    failed: list[dict[str, Any]]
+    defaults: list[TrainedMember | MemberFailure]
+    single: TrainedMember | MemberFailure | None
+    started: float  # time.monotonic() when training began
+
+
 def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
               tta: bool = True, select: str | None = None, baseline: bool = True,
               pick: str | None = None, echo: Any = print) -> dict[str, Any]:
     """Retrain, bag and predict for the run in `run_dir`; returns the final metrics. With
-    `baseline`, the experiment's defaults are trained beside the members (search.gain)."""
-    from search.driver import check_resources
+    `baseline`, the experiment's defaults are trained beside the members (search.gain). Five
+    steps: choose, train, score and bag, write, report."""
     from search.run_folder import check_split
     from trainables.trial_data import load_data
 
+    plan = choose_final(run_dir, top_k=top_k, method=method, select=select, baseline=baseline,
+                        pick=pick, echo=echo)
+    trained = train_final(plan, tta=tta, echo=echo)
+    data = load_data(plan.configs[0])  # the driver's copy: labels, ids and images for the report
+    check_split(run_dir, data.index)
+    summary, weights, bag_val = score_final(plan, trained, data, tta=tta, echo=echo)
+    write_final(plan, trained, summary, weights, bag_val, data, echo=echo)
+    report_final(plan, summary, data, bag_val, echo=echo)
+    return summary
+
+
+def choose_final(run_dir: Path, *, top_k: int | None, method: str, select: str | None,
+                 baseline: bool, pick: str | None, echo: Any) -> FinalPlan:
+    """The members (best/top_k.json, or --pick from the Pareto front), and the configurations
+    trained beside them; every wrong option is a ConfigError before anything trains."""
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     run_config = json.loads((run_dir / "config.json").read_text())
@@ -170,8 +218,7 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
         raise ConfigError(f"{run_dir} is a replayed search (--replay {settings['replay']['table']})"
                           ": it trained no model, so there is nothing to retrain")
     experiment = get_experiment(run_config["experiment"])
-    task = experiment.task
-    if task.multilabel and method == "vote":
+    if experiment.task.multilabel and method == "vote":
         raise ConfigError("--method vote is for single-label tasks: a multi-label bag averages "
                           "probabilities (--method mean)")
     select = select or experiment.final_select
@@ -179,54 +226,72 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
         raise ConfigError(f"--select {select!r}: use one of {', '.join(SELECTIONS)}")
     wanted = top_k or int(settings["top_k"])
     records, configs = choose_members(run_dir, top_k, echo, select, pick)
+    return FinalPlan(
+        run_dir=run_dir, experiment=experiment, settings=settings, method=method, select=select,
+        pick=pick, wanted=wanted, records=records, configs=configs,
+        single=single_stage_baseline(configs[0]),
+        defaults=defaults_configs(experiment, settings, configs[:wanted]) if baseline else [])
+
+
+def train_final(plan: FinalPlan, *, tta: bool, echo: Any) -> FinalTraining:
+    """Every member, the single-stage baseline and the defaults, as Ray tasks on the cluster;
+    the members that trained are kept in the run folder (final/member_<n>/)."""
+    from search.driver import check_resources
+
+    settings, configs, single, defaults = plan.settings, plan.configs, plan.single, plan.defaults
     cpus, gpus = float(settings["cpus_per_trial"]), float(settings["gpus_per_trial"])
     started = time.monotonic()
     join_cluster(settings)
     check_resources(cpus, gpus)
-    echo(f"training {len(records)} members as Ray tasks, {cpus:g} CPU and {gpus:g} GPU each, "
-         "as many at a time as the cluster holds")
-    single = single_stage_baseline(configs[0])
+    echo(f"training {len(plan.records)} members as Ray tasks, {cpus:g} CPU and {gpus:g} GPU "
+         "each, as many at a time as the cluster holds")
     if single is not None:
         echo(f"baseline: member 1's configuration (same seed and sample) without stage 1, "
              f"trained beside the members (its lines say member {len(configs) + 1})")
-    defaults = defaults_configs(experiment, settings, configs[:wanted]) if baseline else []
     if defaults:
         first = len(configs) + (single is not None) + 1
         echo(f"defaults: the experiment's own configuration with the seeds and samples of "
              f"members 1-{len(defaults)}, trained beside them (its lines say member "
              f"{first}-{first + len(defaults) - 1}; --no-baseline skips it)")
     extra = ([single] if single is not None else []) + defaults
-    outcomes = train_members(configs + extra, metric=experiment.metric,
-                             mode=experiment.mode, cpus=cpus, gpus=gpus, tta=tta, echo=echo)
-    defaults_outcomes = [outcomes.pop(len(configs) + (single is not None))
-                         for _ in defaults]
-    baseline_outcome = outcomes.pop() if single is not None else None
-    kept, failed = keep_members(run_dir, records, outcomes)
+    outcomes = train_members(configs + extra, metric=plan.experiment.metric,
+                             mode=plan.experiment.mode, cpus=cpus, gpus=gpus, tta=tta, echo=echo)
+    defaults_outcomes = [outcomes.pop(len(configs) + (single is not None)) for _ in defaults]
+    single_outcome = outcomes.pop() if single is not None else None
+    kept, failed = keep_members(plan.run_dir, plan.records, outcomes)
+    return FinalTraining(kept=kept, failed=failed, defaults=defaults_outcomes,
+                         single=single_outcome, started=started)
 
-    data = load_data(configs[0])  # the driver's copy: labels, ids and images for the report
-    check_split(run_dir, data.index)
+
+def score_final(plan: FinalPlan, trained: FinalTraining, data: Any, *, tta: bool,
+                echo: Any) -> tuple[dict[str, Any], list[float], np.ndarray]:
+    """Each member's scores, the members' weights (top k, or greedy selection), the bag on
+    validation and on a labelled test split, and beside them the single-stage baseline and the
+    defaults: the summary (final/metrics.json), the weights and the bag's validation
+    probabilities."""
+    task, kept, configs = plan.task, trained.kept, plan.configs
     val_labels = data.labels["val"]
     metrics = [task.scores(val_labels, m.probs["val"]) for _, _, m in kept]
-    in_top_k = [1.0 if n <= wanted else 0.0 for n, _, _ in kept]
+    in_top_k = [1.0 if n <= plan.wanted else 0.0 for n, _, _ in kept]
     weights = in_top_k
-    if select == "greedy":
+    if plan.select == "greedy":
         weights = [float(c) for c in greedy_selection(
             [m.probs["val"] for _, _, m in kept],
             lambda probs: task.sign * task.value(val_labels, probs),
             rounds=GREEDY_ROUNDS_PER_MEMBER * len(kept))]
-    bag_val = bag([m.probs["val"] for _, _, m in kept], method, weights)
+    bag_val = bag([m.probs["val"] for _, _, m in kept], plan.method, weights)
     summary: dict[str, Any] = {
-        "experiment": experiment.name, "run_id": run_dir.name, "task": task.kind,
-        "metric": task.metric, "method": method, "tta": tta,
+        "experiment": plan.experiment.name, "run_id": plan.run_dir.name, "task": task.kind,
+        "metric": task.metric, "method": plan.method, "tta": tta,
         "class_names": data.index.class_names,
         "members": [{"member": n, "trial_id": r["trial_id"], "seed": configs[n - 1].seed,
                      "model": configs[n - 1].model, "node_id": m.node_id, "device": m.device,
                      "weight": w, "val": v}
                     for (n, r, m), v, w in zip(kept, metrics, weights, strict=True)],
-        "select": select, "pick": pick,
-        "failed": failed, "bag": {"val": task.scores(val_labels, bag_val)},
+        "select": plan.select, "pick": plan.pick,
+        "failed": trained.failed, "bag": {"val": task.scores(val_labels, bag_val)},
         "spread": {k: float(np.std([m[k] for m in metrics])) for k, _ in task.columns},
-        "minutes": round((time.monotonic() - started) / 60, 2),
+        "minutes": round((time.monotonic() - trained.started) / 60, 2),
     }
     if task.multilabel:  # per label, the F1-best cut on validation decides "positive"
         from trainables.metrics import f1_thresholds, per_label_table
@@ -235,21 +300,30 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
         summary["thresholds"] = dict(zip(data.index.class_names, cuts.tolist(), strict=True))
         summary["per_label"] = per_label_table(val_labels, bag_val, data.index.class_names, cuts)
     if data.index.labelled("test") and all("test" in m.probs for _, _, m in kept):
-        bag_test = bag([m.probs["test"] for _, _, m in kept], method, weights)
+        bag_test = bag([m.probs["test"] for _, _, m in kept], plan.method, weights)
         summary["bag"]["test"] = task.scores(data.labels["test"], bag_test)
-    if select == "greedy":
-        summary["top_k_bag"] = _scored_bag(kept, in_top_k, method, task, data)
-    if baseline_outcome is not None:
-        summary["two_stage"] = two_stage_summary(configs[0], baseline_outcome, kept[0][2],
+    if plan.select == "greedy":
+        summary["top_k_bag"] = _scored_bag(kept, in_top_k, plan.method, task, data)
+    if trained.single is not None:
+        summary["two_stage"] = two_stage_summary(configs[0], trained.single, kept[0][2],
                                                  summary, task, data)
         echo(_two_stage_lines(summary["two_stage"], task))
-    if defaults:
-        summary["gain"] = _gain(experiment, defaults, defaults_outcomes, kept, method, weights,
-                                data)
+    if plan.defaults:
+        summary["gain"] = _gain(plan.experiment, plan.defaults, trained.defaults, kept,
+                                plan.method, weights, data)
+    return summary, weights, bag_val
+
+
+def write_final(plan: FinalPlan, trained: FinalTraining, summary: dict[str, Any],
+                weights: list[float], bag_val: np.ndarray, data: Any, *, echo: Any) -> None:
+    """The defaults' predictions, the submission and the bag's validation probabilities into
+    the run folder; the table of members and bag on the console."""
+    task, run_dir = plan.task, plan.run_dir
+    if plan.defaults:
         _write_defaults(run_dir / "final" / "defaults", task, data,
-                        list(zip(defaults, defaults_outcomes, strict=True)))
-    summary["submission"] = _write_submission(run_dir / "submission", task, data.index, kept,
-                                              method, weights)
+                        list(zip(plan.defaults, trained.defaults, strict=True)))
+    summary["submission"] = _write_submission(run_dir / "submission", task, data.index,
+                                              trained.kept, plan.method, weights)
     np.save(run_dir / "final" / "val_bag_probs.npy", bag_val)
     echo(_table(summary, task))
     if summary.get("gain"):
@@ -257,8 +331,14 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     if summary["submission"] is None:
         echo("no test split in this dataset: no submission written (the bag is scored on "
              "validation only)")
-    report, localisation = _report(run_dir, experiment, summary, data.index,
-                                   data.images["val"], bag_val, val_labels)
+
+
+def report_final(plan: FinalPlan, summary: dict[str, Any], data: Any, bag_val: np.ndarray,
+                 *, echo: Any) -> None:
+    """The report (with Grad-CAM's localisation on validation), final/metrics.json, W&B."""
+    run_dir = plan.run_dir
+    report, localisation = _report(run_dir, plan.experiment, summary, data.index,
+                                   data.images["val"], bag_val, data.labels["val"])
     summary["localisation"] = localisation
     (run_dir / "final" / "metrics.json").write_text(json.dumps(summary, indent=1))
     if localisation and localisation.get("images"):
@@ -267,9 +347,8 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
              f"{localisation['energy_uniform']:.3f}), pointing game "
              f"{localisation['pointing_hit_rate']:.3f} (uniform {localisation['pointing_uniform']:.3f})")
     echo(f"report: {report}")
-    if settings.get("wandb"):
+    if plan.settings.get("wandb"):
         echo(log_to_wandb(run_dir, summary))
-    return summary
 
 
 def _gain(experiment: Any, configs: list[TrainConfig],

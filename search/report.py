@@ -27,6 +27,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from search.run_folder import rank_trials
 from search.searcher import best_of, curve_of
 from search.study_asha import PRIOR_ATTR
+from trainables.tasks import best_so_far
 
 EDGE = 0.1  # a best value in the outer 10% of a numeric range is flagged
 
@@ -94,8 +95,7 @@ def search_figures(study: optuna.Study, trials: pd.DataFrame, epochs: pd.DataFra
                         linestyle="none", label=label)
         if done:
             values = [value[t.number] for t in done]
-            best = np.maximum.accumulate(values) if mode == "max" else np.minimum.accumulate(values)
-            ax.step([t.number for t in done], best, "-", where="post",
+            ax.step([t.number for t in done], best_so_far(values, mode), "-", where="post",
                     label="best so far (full length)")
         ax.set_xlabel("trial")
         ax.set_ylabel(metric)

@@ -146,7 +146,7 @@ def rank_trials(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     ranked = trials[trials["status"].isin(("completed", "stopped early")) & trials[metric].notna()]
     stopped = (ranked["status"] != "completed").rename("_stopped")
     order = pd.concat([stopped, ranked[metric]], axis=1).sort_values(
-        ["_stopped", metric], ascending=[True, mode == "min"], kind="stable")
+        ["_stopped", metric], ascending=[True, sign(mode) < 0], kind="stable")
     return ranked.loc[order.index]
 
 

@@ -22,7 +22,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.binding import bound
 from search.searcher import RAY_TRIAL_ATTR, curve_of
-from trainables.tasks import better
+from trainables.tasks import better, sign
 
 PRIOR_ATTR = "prior"  # user attribute of a warm start's prior trial: RUN/TRIAL it came from
 COMPARABLE_ATTR = "prior_comparable"  # its curves can count in ASHA's cutoffs
@@ -83,8 +83,9 @@ class StudyASHA(FIFOScheduler):
         recorded = [curve[rung] for curve in map(curve_of, counted) if rung in curve]
         if not recorded:
             return None
-        quantile = (1 - 1 / self.rf) if self.mode == "max" else 1 / self.rf
-        return float(np.nanpercentile(recorded, quantile * 100))
+        # the value that the best 1 / rf of them reach: by the mode's sign, the same quantile
+        s = sign(self.mode)
+        return float(s * np.nanpercentile(s * np.asarray(recorded), (1 - 1 / self.rf) * 100))
 
     def debug_string(self) -> str:
         return f"StudyASHA: rungs {self.rungs}" + (f", batches of {self.batch}" if self.batch

@@ -181,7 +181,7 @@ def test_the_final_step_refuses_a_vote_over_labels(tmp_path: Path) -> None:
 
 
 def test_best_by_mode_by_hand() -> None:
-    from trainables.tasks import best, best_by, better, direction, sign
+    from trainables.tasks import best, best_by, best_of_rows, best_so_far, better, direction, sign
 
     assert better(0.6, 0.5, "max") and not better(0.5, 0.5, "max") and better(0.4, 0.5, "min")
     assert best([0.3, 0.7, 0.5], "max") == 0.7 and best([0.3, 0.7, 0.5], "min") == 0.3
@@ -190,6 +190,13 @@ def test_best_by_mode_by_hand() -> None:
     assert best_by(rows, "max", key=lambda r: r["loss"])["e"] == 1
     assert (sign("max"), sign("min")) == (1.0, -1.0)
     assert (direction("max"), direction("min")) == ("maximize", "minimize")
+    nan = float("nan")
+    so_far = best_so_far([nan, 0.5, 0.3, nan, 0.8], "max")
+    assert so_far[0] != so_far[0] and so_far[1:] == [0.5, 0.5, 0.5, 0.8]
+    assert best_so_far([0.5, 0.3, 0.4], "min") == [0.5, 0.3, 0.3]
+    table = np.array([[0.2, 0.9, 0.5], [0.7, 0.1, 0.3]])
+    assert best_of_rows(table, "max").tolist() == [0.9, 0.7]
+    assert best_of_rows(table, "min").tolist() == [0.2, 0.1]
 
 
 def test_a_trial_ranks_its_epochs_by_its_experiments_metric() -> None:

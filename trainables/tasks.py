@@ -120,6 +120,22 @@ def best(values: Iterable[float], mode: str) -> float:
     return max(values) if mode == "max" else min(values)
 
 
+def best_so_far(values: Iterable[float], mode: str) -> list[float]:
+    """The best value up to each position (NaN never counts; NaN before the first number)."""
+    out: list[float] = []
+    so_far: float | None = None
+    for v in values:
+        if v == v:
+            so_far = v if so_far is None or better(v, so_far, mode) else so_far
+        out.append(float("nan") if so_far is None else so_far)
+    return out
+
+
+def best_of_rows(table: np.ndarray, mode: str) -> np.ndarray:
+    """Each row's best value of a 2-d array."""
+    return table.max(axis=1) if mode == "max" else table.min(axis=1)
+
+
 def best_by(items: Iterable[T], mode: str, key: Callable[[T], float]) -> T:
     """The item whose `key` is best (the first of equals)."""
     return max(items, key=key) if mode == "max" else min(items, key=key)
