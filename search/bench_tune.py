@@ -249,8 +249,9 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
     finally:
         ray.shutdown()
         cluster.shutdown()
-        os.environ.pop("RAY_ADDRESS", None)
-        if before is not None:
+        if before is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
             os.environ["RAY_ADDRESS"] = before
     return {"trials": p["scale_trials"], "seconds": seconds, "running_seconds": running,
             "nodes_used": nodes}

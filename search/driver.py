@@ -111,11 +111,12 @@ def connect_ray(*, env: dict[str, str]) -> None:
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": env}
-    address = os.environ.get("RAY_ADDRESS")
+    address = os.environ.get("RAY_ADDRESS", "")
+    # unset: ray.init() joins the cluster this machine is the head of (ray up), else starts
+    # one; "local" (Ray's word): always a Ray of its own
+    here = address in ("", "local")
     try:
-        # unset: joins the cluster this machine is the head of (ray up), else starts one;
-        # "local" (Ray's word): always a Ray of its own
-        if not address or address == "local":
+        if here:
             ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
             return
         for attempt in range(1, CLIENT_TRIES + 1):
@@ -129,10 +130,9 @@ def connect_ray(*, env: dict[str, str]) -> None:
                             CLIENT_TRIES)
                 time.sleep(2.0 * attempt)
     except (ray.exceptions.AuthenticationError, ConnectionError) as e:
-        where = ("Ray on this machine" if not address or address == "local"
-                 else f"the Ray cluster at RAY_ADDRESS={address}")
+        where = "Ray on this machine" if here else f"the Ray cluster at RAY_ADDRESS={address}"
         hint = ("; a cluster that asks for a token (Ray's default) needs RAY_AUTH_MODE=token "
-                "on a Ray Client driver" if address and address.startswith("ray://")
+                "on a Ray Client driver" if address.startswith("ray://")
                 and os.environ.get("RAY_AUTH_MODE") != "token" else "")
         raise ConfigError(f"cannot join {where}: {e}{hint}") from None
 
