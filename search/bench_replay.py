@@ -53,7 +53,7 @@ REPLAY_SEED_BASE = 10_000
 def replayed_search(experiment: str, table: str, results: str, name: str, seed: int,
                     *flags: str, quick: bool) -> Path:
     """One search replayed on `table` (quietly: a line per epoch and trial), with the
-    experiment's budget (4 trials with `quick`), `REPLAY_WORKERS` trials at a time and seed
+    experiment's budget (2 trials with `quick`: the plumbing), `REPLAY_WORKERS` trials at a time and seed
     REPLAY_SEED_BASE + `seed`; its run folder."""
     from search.bench_tune import _search
 
@@ -61,7 +61,7 @@ def replayed_search(experiment: str, table: str, results: str, name: str, seed: 
         _search([experiment, "--replay", table, "--results", results, "--name", name,
                  "--seed", str(REPLAY_SEED_BASE + seed), "--cpus-per-trial",
                  str(2 / REPLAY_WORKERS), "--max-concurrent", str(REPLAY_WORKERS), "--no-wandb",
-                 *(["--num-samples", "4"] if quick else []), *flags])
+                 *(["--num-samples", "2"] if quick else []), *flags])
     return Path(results) / experiment / name
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,9 @@ def study_agrees_with_run_folder(run: Path) -> Any:
     if len(own) == len(study.trials):
         assert study.best_value == top and study.best_trial.user_attrs["ray_trial"] in tied
     return study
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -8,23 +8,25 @@ node type can hold fails at once. Slow: starting nodes costs seconds each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import pytest
 import ray
 from ray.cluster_utils import AutoscalingCluster
 
 from search.driver import autoscaler_running
-
-pytestmark = pytest.mark.alone  # `ray stop --force` (AutoscalingCluster) stops every Ray here
+from tests.helpers import free_port
 
 # The fake_multinode provider's base config. Ray's AutoscalingCluster reads it from
 # ray/autoscaler/_private/fake_multi_node/example.yaml, which the pip wheel leaves out.
@@ -47,17 +49,52 @@ TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size
 
 
 class OneMachineCluster(AutoscalingCluster):
-    """AutoscalingCluster with the base config given here instead of read from the wheel."""
+    """AutoscalingCluster with the base config given here instead of read from the wheel, on a
+    port of its own, started and stopped without `ray stop --force` (which stops every Ray on
+    the machine, those of test modules running beside this one too)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.address = f"{ray.util.get_node_ip_address()}:{free_port()}"
+        super().__init__(**kwargs)
 
     def _generate_config(self, head_resources: dict, worker_node_types: dict,
                          autoscaler_v2: bool = False, **config_kwargs: Any) -> dict:
         config = json.loads(json.dumps(BASE_CONFIG))
+        config["provider"]["gcs_address"] = self.address  # its worker nodes join this head
         config["available_node_types"] = {
             **worker_node_types,
             "ray.head.default": {"resources": dict(head_resources), "node_config": {},
                                  "max_workers": 0}}
         config.update(config_kwargs)
         return config
+
+    def start(self, _system_config: dict | None = None, override_env: dict | None = None) -> None:
+        config = Path(tempfile.mkdtemp()) / "autoscaling.json"
+        config.write_text(json.dumps(self._config))
+        cpus = self._head_resources.get("CPU", 0)
+        subprocess.check_call(
+            ["ray", "start", "--head", f"--port={self.address.rsplit(':', 1)[1]}",
+             f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false",
+             f"--autoscaling-config={config}"],
+            env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+                 "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1"},
+            stdout=subprocess.DEVNULL)
+
+    def shutdown(self) -> None:
+        """Kill this cluster's processes: every one started with its GCS address or port (the
+        GCS, the head's and the worker nodes' raylets, the monitor, the agents), with their
+        children (the Ray workers, which rename themselves)."""
+        port = self.address.rsplit(":", 1)[1]
+        ours = []
+        for proc in psutil.process_iter(["cmdline"]):
+            line = " ".join(proc.info["cmdline"] or ())
+            if self.address in line or f"--gcs_server_port={port}" in line:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    ours += [proc, *proc.children(recursive=True)]
+        for proc in ours:  # as `ray stop --force` does: SIGKILL
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(ours, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +106,17 @@ def head_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                 worker_node_types={"gpu_worker": GPU_WORKER})
     (home / "ray_bootstrap_config.yaml").write_text(json.dumps(cluster._config))
     cluster.start()
+    before = os.environ["RAY_ADDRESS"]  # conftest's "local"; the search on the head reads it
+    os.environ["RAY_ADDRESS"] = cluster.address
     try:
-        local = os.environ.pop("RAY_ADDRESS", None)  # conftest's "local" would start a Ray
-        try:  # "auto": the cluster that `ray start` started last, this one
-            ray.init(address="auto", log_to_driver=False)
-        finally:
-            if local is not None:
-                os.environ["RAY_ADDRESS"] = local
+        ray.init(log_to_driver=False)
         deadline = time.monotonic() + 60
         while not autoscaler_running():  # its first report comes a few seconds after start
             assert time.monotonic() < deadline, "the autoscaler never reported"
             time.sleep(0.5)
         yield home
     finally:
+        os.environ["RAY_ADDRESS"] = before
         ray.shutdown()
         cluster.shutdown()
 
@@ -89,8 +124,9 @@ def head_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def search(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # the token `ray start` wrote for this cluster (Ray 2.60 authenticates every driver)
     token = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path("~/.ray/auth_token").expanduser())
+    # on the head, with the cluster's address (ray.init() alone would join the Ray that this
+    # machine started last, which may be another test module's)
     env = {**os.environ, "HOME": str(home), "RAY_AUTH_TOKEN_PATH": token}
-    env.pop("RAY_ADDRESS", None)  # on the head, ray.init() joins the running cluster
     return subprocess.run([sys.executable, "-m", "search.run", *args], env=env,
                           capture_output=True, text=True, timeout=900)
 

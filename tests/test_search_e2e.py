@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 from ray.cluster_utils import Cluster
 
-from tests.helpers import study_agrees_with_run_folder
+from tests.helpers import free_port, study_agrees_with_run_folder
 
 TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size=64",
         "--set", "max_train_batches=2", "--set", "max_eval_batches=2", "--set", "device=cpu"]
@@ -165,12 +164,6 @@ def wait_for_two_trials(driver: subprocess.Popen[bytes], study: Path) -> None:
     while _finished_trials(study) < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the search ended before it could be stopped"
         time.sleep(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
