@@ -105,7 +105,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise ConfigError(f"{path} is not a readable CSV ({e})") from e
     missing = [c for c in ("ID", "TARGET") if c not in frame]
-    if missing == ["TARGET"] and _probability_columns(frame):
+    if missing == ["TARGET"] and len(frame.columns) > 1:
         missing = []  # a multi-label file: ID and one probability column per label
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; found "
@@ -113,7 +113,30 @@ def read_predictions(path: Path) -> pd.DataFrame:
     if frame["ID"].duplicated().any():
         dup = frame.loc[frame["ID"].duplicated(), "ID"].iloc[0]
         raise ConfigError(f"{path}: ID {dup} appears more than once")
+    if "TARGET" in frame:
+        _check_cells(path, frame, ["TARGET"], "a class number (0, 1, ...)", integers=True)
+    probabilities = [c for c in frame.columns if c != "ID" and (
+        "TARGET" not in frame or (c.startswith("p") and c[1:].isdigit()))]
+    _check_cells(path, frame, probabilities, "a probability (0 to 1)")
     return frame
+
+
+def _check_cells(path: Path, frame: pd.DataFrame, columns: list[str], what: str, *,
+                 integers: bool = False) -> None:
+    """The first cell of `columns` that is not `what`, by its CSV line and column."""
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if integers:
+            bad = values.isna() | (values < 0) | (values != values.round())
+        else:
+            bad = values.isna() | (values < 0) | (values > 1)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            cell = frame[column].iloc[row]
+            shown = ("an empty cell" if pd.isna(cell) else repr(cell) if isinstance(cell, str)
+                     else f"{cell:g}")
+            raise ConfigError(f"{path}, line {row + 2}, column {column}: {shown} is not {what}")
+        frame[column] = values.astype(int) if integers else values
 
 
 def bag_csvs(paths: list[Path], method: str = "mean") -> pd.DataFrame:
@@ -143,13 +166,6 @@ def bag_csvs(paths: list[Path], method: str = "mean") -> pd.DataFrame:
     num_classes = int(max(f["TARGET"].max() for f in aligned)) + 1
     targets = vote_labels([f["TARGET"].to_numpy(int) for f in aligned], num_classes)
     return pd.DataFrame({"ID": ids, "TARGET": targets})
-
-
-def _probability_columns(frame: pd.DataFrame) -> list[str]:
-    """The columns besides ID, when every one holds probabilities (a multi-label file)."""
-    cols = [c for c in frame.columns if c != "ID"]
-    numeric = cols and all(pd.api.types.is_numeric_dtype(frame[c]) for c in cols)
-    return cols if numeric and bool(((frame[cols] >= 0) & (frame[cols] <= 1)).all().all()) else []
 
 
 def _bag_labels(paths: list[Path], aligned: list[pd.DataFrame], ids: list[str],

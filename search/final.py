@@ -645,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     store = RunStore.of(args.run)
     store.pull()  # a run folder on an object store: into its local stage
+    store.run_config("search.final")  # a missing, empty or foreign folder: one clear line
     summary = run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
                         select=args.select, baseline=not args.no_baseline, pick=args.pick,
                         echo=lambda line: print(line, flush=True))

@@ -15,7 +15,6 @@ a folder every node mounts, or an object-store URI (s3://, gs://; see search/sto
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -35,7 +34,7 @@ from search.cli import (
     setup_logging,
 )
 from search.objectives import needs_cost, parse_objectives
-from search.storage import CONFIG_FILE, RunStore, is_uri, latest_run
+from search.storage import RunStore, is_uri, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
 from trainables.cache import cache_root
@@ -114,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or latest_run(args.results, experiment.name)
         store = RunStore.at(args.results, experiment.name, name)
         store.pull()  # an object store's run folder: into the local stage
-        config_file = store.local / CONFIG_FILE
-        if not config_file.is_file():
-            raise ConfigError(f"--resume: {store.location} has no {CONFIG_FILE}")
-        settings = json.loads(config_file.read_text())["settings"]
+        settings = store.run_config("--resume")["settings"]
         # how long to wait for a node is not part of what the search is: a resume may change it
         settings["placement_timeout"] = (args.placement_timeout
                                          or settings.get("placement_timeout")
@@ -176,6 +172,8 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         overrides["data"] = str(given.resolve()) if given.exists() else args.data
     cfg = experiment.config(demo=args.demo, overrides={**overrides, "epochs": max_epochs,
                                                        "seed": args.seed})
+    if args.max_epochs:
+        cfg.require_epochs(max_epochs, "--max-epochs")
     fixed = {k: v for k, v in cfg.to_dict().items()
              if k not in experiment.searched or k in overrides}
     return {

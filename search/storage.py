@@ -15,6 +15,7 @@ pyarrow's file systems open (`s3://bucket/medtune`, `gs://...`, `file:///...`). 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -113,6 +114,27 @@ class RunStore:
     def tune_storage(self) -> str:
         """Ray Tune's `storage_path`: the run folder itself (tune/ goes inside it)."""
         return self.uri or str(self.local.resolve())
+
+    def run_config(self, command: str) -> dict[str, Any]:
+        """The run's config.json (after `pull`): a missing, empty or foreign folder, or a file
+        that is not a search's config, is one clear error naming the folder."""
+        path = self.local / CONFIG_FILE
+        if not path.is_file():
+            what = ("does not exist" if not self.local.exists() and self.uri is None
+                    else f"is not a run folder of python -m search.run (no {CONFIG_FILE})")
+            raise ConfigError(f"{command}: {self.location} {what}")
+        try:
+            config = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{command}: {self.location}/{CONFIG_FILE} is not JSON ({e})") \
+                from None
+        missing = [k for k in ("experiment", "run_id", "settings") if not isinstance(config, dict)
+                   or k not in config]
+        if missing:
+            raise ConfigError(f"{command}: {self.location}/{CONFIG_FILE} is not a search's config "
+                              f"(no {', '.join(missing)}); give the run folder, "
+                              "RESULTS/<experiment>/<run-id>")
+        return config
 
     def exists(self) -> bool:
         if self.uri is None:

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.data:
         overrides["data"] = args.data
     cfg = experiment.config(demo=args.demo, overrides=overrides)
+    if "epochs" in overrides:
+        cfg.require_epochs(int(overrides["epochs"]),
+                           "--epochs" if args.epochs is not None else "--set epochs=")
     if args.demo:
         cfg = cfg.replace(**experiment.demo_paths(cache_root(cfg.cache_dir), cfg.to_dict()))
     if not cfg.data:

@@ -32,7 +32,6 @@ values and come in PRUNED either way, their epochs in the user attribute `curve`
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -124,11 +123,10 @@ def read_earlier(location: str) -> tuple[dict[str, Any], optuna.Study]:
     """An earlier run's config.json and study (a run folder or an object-store URI)."""
     store = RunStore.of(location)
     store.pull()
-    config_file, db = store.local / CONFIG_FILE, store.local / STUDY_FILE
-    if not config_file.is_file() or not db.is_file():
+    config, db = store.run_config("--warm-start"), store.local / STUDY_FILE
+    if not db.is_file():
         raise ConfigError(f"--warm-start {location}: not a run folder (it needs {CONFIG_FILE} "
                           f"and {STUDY_FILE})")
-    config = json.loads(config_file.read_text())
     try:
         study = optuna.load_study(study_name=config["run_id"], storage=f"sqlite:///{db}")
     except KeyError:

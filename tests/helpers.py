@@ -108,3 +108,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def logged_results(run: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every result Ray Tune logged, per trial id, from its raw result.json files (not the run
+    folder's tables, which keep one row per epoch)."""
+    import json
+
+    return {log.parent.name.removeprefix("trial_"): [
+        json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        for log in (run / "tune").glob("trial_*/result.json")}

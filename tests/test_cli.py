@@ -4,6 +4,7 @@ and what a search's driver imports."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from search import bench, data, final, reproduce, train
 from search import run as run_cli
+from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 
 CASES = [
@@ -85,6 +87,64 @@ def test_results_pointing_at_a_file_is_one_clear_error(course_demo: Path, tmp_pa
                             text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is a file, not a folder" in result.stderr
+
+
+def test_every_command_that_reads_a_run_folder_names_a_missing_empty_or_foreign_one(
+        tmp_path: Path) -> None:
+    """search.final, --resume and --warm-start: one line naming the folder and what is wrong,
+    no traceback, nothing written."""
+    from search.warmstart import read_earlier
+
+    results = tmp_path / "results" / "deepdrid_finetune"
+    empty, foreign, broken = (results / n for n in ("empty", "foreign", "broken"))
+    for folder in (empty, foreign, broken):
+        folder.mkdir(parents=True)
+    # a trial's record (best/config.json), not a search's config
+    (foreign / "config.json").write_text('{"trial_id": "a1", "config": {"lr": 0.001}}')
+    (broken / "config.json").write_text('{"experiment": "deepdrid_fine')
+    said = {results / "missing": "does not exist",
+            empty: "is not a run folder of python -m search.run (no config.json)",
+            foreign: "config.json is not a search's config (no experiment, run_id, settings)",
+            broken: "config.json is not JSON"}
+    for folder, what in said.items():
+        with pytest.raises(ConfigError) as e:
+            final.main([str(folder)])
+        assert str(e.value).startswith(f"search.final: {folder}") and what in str(e.value)
+        with pytest.raises(ConfigError) as e:
+            run_cli.main(["deepdrid_finetune", "--results", str(tmp_path / "results"),
+                          "--name", folder.name, "--resume"])
+        assert str(e.value).startswith(f"--resume: {folder}") and what in str(e.value)
+        with pytest.raises(ConfigError) as e:
+            read_earlier(str(folder))
+        assert str(e.value).startswith(f"--warm-start: {folder}") and what in str(e.value)
+    assert sorted(p.name for p in results.iterdir()) == ["broken", "empty", "foreign"]
+    assert not list(empty.iterdir())
+    result = subprocess.run([sys.executable, "-m", "search.final", str(empty)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: search.final: {empty} {said[empty]}"
+
+
+def test_epochs_that_disagree_with_phases_of_given_lengths_are_an_error(course_demo: Path,
+                                                                       tmp_path: Path) -> None:
+    """Phases that each give their length set a trial's epochs: an explicit count that
+    disagrees was overruled without a word (10 epochs trained for --epochs 2)."""
+    phases = '[{"name": "a", "epochs": 5}, {"name": "b", "epochs": 5}]'
+    said = "disagrees with the phases' 10 epochs (a 5, b 5): give one of them"
+    with pytest.raises(ConfigError, match=r"^--epochs 2 " + re.escape(said)):
+        train.main(["deepdrid_finetune", "--data", str(course_demo), "--epochs", "2",
+                    "--set", f"phases={phases}", "--out", str(tmp_path / "t")])
+    with pytest.raises(ConfigError, match=r"^--set epochs= 2 " + re.escape(said)):
+        train.main(["deepdrid_finetune", "--data", str(course_demo), "--set", "epochs=2",
+                    "--set", f"phases={phases}", "--out", str(tmp_path / "t")])
+    with pytest.raises(ConfigError, match=r"^--max-epochs 3 " + re.escape(said)):
+        run_cli.main(["deepdrid_finetune", "--data", str(course_demo), "--max-epochs", "3",
+                      "--set", f"phases={phases}", "--results", str(tmp_path / "r")])
+    assert not (tmp_path / "t").exists() and not (tmp_path / "r").exists()
+    # the last phase without a length takes the rest: they agree
+    cfg = TrainConfig(epochs=7, phases=({"name": "a", "epochs": 5}, {"name": "b"}))
+    cfg.require_epochs(7, "--epochs")
+    assert [p.epochs for p in cfg.phase_plan()] == [5, 2]
 
 
 def test_a_searchs_driver_imports_neither_torch_nor_timm_before_its_trials(

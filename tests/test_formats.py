@@ -155,6 +155,39 @@ def test_rfmid_errors_name_file_and_row(demos: dict[str, Path], tmp_path: Path) 
         read_dataset("rfmid", root)
 
 
+def test_rfmid_splits_must_name_the_same_labels(demos: dict[str, Path], tmp_path: Path) -> None:
+    """A training CSV that lacks a label the validation and test CSVs have (here CWS) is
+    refused, the column and both files named: that label would be dropped without a word."""
+    root = copy(demos, "rfmid", tmp_path)
+    labels = root / "Training_Set" / "RFMiD_Training_Labels.csv"
+    header, rows = read_rows(labels)
+    drop = header.index("CWS")
+    write_rows(labels, header[:drop] + header[drop + 1:], [r[:drop] + r[drop + 1:] for r in rows])
+    index = read_dataset("rfmid", root)
+    messages = [str(p) for p in index.problems]
+    for name in ("RFMiD_Validation_Labels.csv", "RFMiD_Testing_Labels.csv"):
+        path = next(root.rglob(name))
+        assert f"{path} row 1: label column(s) CWS not in RFMiD_Training_Labels.csv: every " \
+               "split must name the same labels" in messages, messages
+    with pytest.raises(DatasetError, match=r"CWS not in RFMiD_Training_Labels\.csv"):
+        index.raise_if_problems()
+
+
+def test_one_class_folder_is_not_a_classification_set(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for layout, folders in (("raw", ["normal"]), ("split", ["train/normal", "val/normal"])):
+        for folder in folders:
+            (tmp_path / layout / folder).mkdir(parents=True)
+            for i in range(4):
+                Image.new("L", (8, 8), 40 * i).save(tmp_path / layout / folder / f"{i}.png")
+        index = read_dataset("imagefolder", tmp_path / layout)
+        where = tmp_path / layout / ("train" if layout == "split" else "")
+        assert [str(p) for p in index.problems] == [
+            f"{str(where).rstrip('/')}: one class folder only (normal): a classifier needs two "
+            "or more"]
+
+
 def test_idrid_strips_header_spaces_and_checks_grades(demos: dict[str, Path],
                                                       tmp_path: Path) -> None:
     index = read_dataset("idrid", demos["idrid"], options=ReadOptions(val_fraction=0.2))

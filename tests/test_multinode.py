@@ -118,7 +118,7 @@ def searched(cluster: tuple[Cluster, list[Any]], course_demo: Path,
     search.join(timeout=600)
     assert not search.is_alive()
     return {"plan": plan, "results": outcome["results"], "victim": victim[-1], "lost": lost,
-            "head": nodes.head_node.node_id}
+            "head": nodes.head_node.node_id, "heard": heard.results}
 
 
 def build_stage1(config: dict[str, Any]) -> None:
@@ -175,6 +175,14 @@ def test_trials_spread_over_nodes_and_a_lost_nodes_trial_resumes_on_another(
     moved = epochs[epochs["trial_id"] == victim].sort_values("epoch")
     assert moved["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert moved["node_id"].iloc[0] == lost and moved["node_id"].iloc[-1] != lost
+    # what the driver heard, raw (the table keeps one row per epoch): the victim went on from
+    # its checkpoint, not from scratch; at most the epoch in flight when the node died was
+    # trained again, on another node
+    heard = [(epoch, node) for trial, epoch, node in searched["heard"] if trial == victim]
+    numbers = [epoch for epoch, _ in heard]
+    assert sorted(set(numbers)) == list(range(1, EPOCHS + 1)) and numbers.count(1) == 1
+    assert len(numbers) - len(set(numbers)) <= 1, numbers
+    assert heard[0][1] == lost and heard[-1][1] != lost
     assert trials.set_index("trial_id").loc[victim, "node_id"] != lost
 
 

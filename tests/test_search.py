@@ -26,7 +26,7 @@ from search.run import main as run_main
 from search.searcher import FixedSpace, make_sampler
 from spaces import EXPERIMENTS
 from spaces.deepdrid_attention import space as attention_space
-from tests.helpers import study_agrees_with_run_folder
+from tests.helpers import logged_results, study_agrees_with_run_folder
 from trainables.errors import ConfigError
 
 TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size=64",
@@ -199,7 +199,15 @@ def test_a_small_search_writes_the_whole_run_folder(small_run: Path, course_demo
         assert pd.isna(row.residual) == (not row.attention)
     epochs = pd.read_parquet(run / "epochs.parquet")
     assert len(epochs) == trials["epochs"].sum()
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    # against Ray's raw logs: an uninterrupted run logged each epoch once, 1..n, with the
+    # values the table holds
+    logged = logged_results(run)
+    assert sorted(logged) == sorted(trials["trial_id"])
+    for trial, results in logged.items():
+        table = epochs[epochs["trial_id"] == trial].sort_values("epoch")
+        assert [r["epoch"] for r in results] == list(range(1, len(results) + 1))
+        assert table["epoch"].tolist() == [r["epoch"] for r in results]
+        assert table["val/kappa"].tolist() == pytest.approx([r["val/kappa"] for r in results])
     top = json.loads((run / "best" / "top_k.json").read_text())
     best = json.loads((run / "best" / "config.json").read_text())
     assert best == top[0] and len(top) == 3
@@ -456,7 +464,15 @@ def test_without_a_test_split_the_final_step_bags_on_validation_and_writes_no_su
     assert not (run / "submission").exists()
     summary = json.loads((run / "final" / "metrics.json").read_text())
     assert summary["submission"] is None and len(summary["members"]) == 2
-    assert summary["bag"]["val"]["accuracy"] >= 0
+    # the bag's validation accuracy is that of the bag's saved probabilities on the split's
+    # labels, one row per validation image of the set's own CSV
+    from trainables.formats import read_dataset
+
+    probs = np.load(run / "final" / "val_bag_probs.npy")
+    val = read_dataset("deepdrid", data).split("val")
+    assert len(probs) == len(val) == len(pd.read_csv(next(data.rglob("*-validation.csv"))))
+    assert summary["bag"]["val"]["accuracy"] == pytest.approx(
+        float((probs.argmax(axis=1) == val["label"].to_numpy()).mean()))
     page = (run / "report" / "index.html").read_text()
     assert "no test split in this dataset: no submission was written" in page
 

@@ -14,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import pytest
 from ray.cluster_utils import Cluster
 
-from tests.helpers import free_port, study_agrees_with_run_folder
+from tests.helpers import free_port, logged_results, study_agrees_with_run_folder
 
 TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size=64",
         "--set", "max_train_batches=2", "--set", "max_eval_batches=2", "--set", "device=cpu"]
@@ -40,14 +39,18 @@ FAKE_KEY = "medtunefakekey" + "0123456789abcdef" * 2  # a W&B key is 40 characte
 
 
 def files_holding(folder: Path, text: str) -> list[Path]:
+    """Every file under `folder` holding `text`; a file that cannot be read fails the scan (a
+    file gone between listing and reading, as Ray's live session files go, holds nothing)."""
     hits = []
     for path in folder.rglob("*"):
         if path.is_file() and not path.is_symlink():
             try:
                 if text.encode() in path.read_bytes():
                     hits.append(path)
-            except OSError:
-                pass
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise AssertionError(f"cannot read {path} to scan it: {e}") from e
     return hits
 
 
@@ -113,47 +116,50 @@ def test_search_then_reproduce_the_best_trial(course_demo: Path, tmp_path: Path)
     assert "val loss" in mismatch.stdout and "DIFFERS" in mismatch.stdout
 
 
-def _finished_trials(db: Path) -> int:
-    """Trials the study holds as run to their end: full length (COMPLETE) or stopped (PRUNED)."""
+def _finished_trials(db: Path) -> dict[int, tuple[str, float | None]]:
+    """Trials the study holds as run to their end, full length (COMPLETE) or stopped (PRUNED):
+    {trial number: (state, value)}, read with sqlite from the file."""
     if not db.is_file():
-        return 0
+        return {}
     try:
         with sqlite3.connect(db) as con:
-            return con.execute("select count(*) from trials where state in "
-                               "('COMPLETE', 'PRUNED')").fetchone()[0]
+            rows = con.execute(
+                "select t.number, t.state, v.value from trials t left join trial_values v on "
+                "v.trial_id = t.trial_id where t.state in ('COMPLETE', 'PRUNED')").fetchall()
     except sqlite3.OperationalError:
-        return 0
+        return {}
+    return {number: (state, value) for number, state, value in rows}
 
 
 def _logged_epochs(run: Path) -> tuple[int, dict[str, int]]:
-    """(distinct trial epochs, {trial folder: epochs logged twice}) from Ray's result.json files."""
+    """(distinct trial epochs, {trial: epochs logged twice}) from Ray's result.json files."""
     distinct, again = 0, {}
-    for log in (run / "tune").glob("trial_*/result.json"):
-        epochs = [json.loads(line)["epoch"] for line in log.read_text().splitlines() if line.strip()]
+    for trial, results in logged_results(run).items():
+        epochs = [r["epoch"] for r in results]
         distinct += len(set(epochs))
         if len(epochs) > len(set(epochs)):
-            again[log.parent.name] = len(epochs) - len(set(epochs))
+            again[f"trial_{trial}"] = len(epochs) - len(set(epochs))
     return distinct, again
 
 
-def check_resumed(run: Path, before: int) -> None:
-    """A search stopped with `before` trials complete and resumed: every planned trial once,
-    every epoch once, and nothing of the stopped session left over."""
+def check_resumed(run: Path, before: dict[int, tuple[str, float | None]]) -> None:
+    """A search stopped with the trials `before` ended and resumed: those same trials with the
+    same states and values, every planned trial once, every epoch once, and nothing of the
+    stopped session left over."""
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 6 and trials["trial_id"].is_unique  # the planned number, none twice
     assert set(trials["status"]) <= {"completed", "stopped early"}, trials[["status", "error"]]
     epochs = pd.read_parquet(run / "epochs.parquet")
-    assert not epochs.duplicated(["trial_id", "epoch"]).any()  # one row per trial and epoch
-    assert len(epochs) == _logged_epochs(run)[0]
+    assert len(epochs) == _logged_epochs(run)[0]  # every epoch Ray logged, once
     # Ray's raw logs: only an epoch in flight as the driver stopped (reported after Ray saved its
     # state) is trained again, once, and by at most the two trials that were running
     again = _logged_epochs(run)[1]
     assert all(n == 1 for n in again.values()) and len(again) <= 2, again
     study = study_agrees_with_run_folder(run)  # no trial left RUNNING, each epoch told once
-    states = [t.state for t in study.trials]
-    assert len(states) == 6
-    assert states.count(optuna.trial.TrialState.COMPLETE) + \
-        states.count(optuna.trial.TrialState.PRUNED) >= before
+    assert len(study.trials) == 6
+    after = {t.number: (t.state.name, t.value) for t in study.trials}
+    for number, (state, value) in before.items():  # kept as they were, not trained again
+        assert after[number][0] == state and after[number][1] == pytest.approx(value), number
     # the resumed search ended every trial: no checkpoint is left, the killed session's included
     assert list((run / "tune").glob("trial_*/checkpoint_*")) == []
 
@@ -161,7 +167,7 @@ def check_resumed(run: Path, before: int) -> None:
 def wait_for_two_trials(driver: subprocess.Popen[bytes], study: Path) -> None:
     """Until two trials of the search's study have ended (the driver still running)."""
     deadline = time.monotonic() + 600
-    while _finished_trials(study) < 2 and time.monotonic() < deadline:
+    while len(_finished_trials(study)) < 2 and time.monotonic() < deadline:
         assert driver.poll() is None, "the search ended before it could be stopped"
         time.sleep(1)
 
@@ -192,7 +198,7 @@ def test_resume_after_ctrl_c_over_ray_client_keeps_every_completed_trial(course_
             f"deepdrid_finetune --results {tmp_path} --name killed --resume"
             ) in printed.read_text()
     before = _finished_trials(run / "study.db")
-    assert 2 <= before < 6
+    assert 2 <= len(before) < 6
 
     client = free_port()  # a cluster of its own (`ray stop` would stop every Ray here)
     head = Cluster(initialize_head=True, head_node_args={
@@ -227,7 +233,7 @@ def test_a_run_on_an_object_store_resumes_on_another_machine_after_sigkill(
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
     driver.wait()
     before = _finished_trials(stage / "study.db")
-    assert 2 <= before < 6
+    assert 2 <= len(before) < 6
     run = tmp_path / "bucket" / "deepdrid_finetune" / "obj"
     assert (run / "config.json").is_file() and (run / "tune" / "study.db").is_file()
     assert not (run / "trials.parquet").exists()  # the search never finished on head 1

@@ -52,7 +52,11 @@ def test_single_label_metrics_and_decisions() -> None:
     # per-class recall 1, 0, 1 -> balanced 2/3; F1 per class 1, 0, 0.8 -> macro 0.6
     assert m["balanced_accuracy"] == pytest.approx(2 / 3)
     assert m["f1_macro"] == pytest.approx(0.6)
-    assert "kappa" in GRADING.scores(labels, probs)
+    # quadratic weighted kappa by hand: observed (true, called) = (0,0), (1,2), (2,2), (2,2);
+    # weights (i-j)^2/4; rows 1,1,2 and columns 1,0,3 of 4 -> expected cells r_i c_j / 4.
+    # Observed disagreement 1/4 (the (1,2) cell); expected 0.75 (0,2) + 0.0625 (1,0) +
+    # 0.1875 (1,2) + 0.5 (2,0) = 1.5 -> 1 - 0.25 / 1.5 = 5/6 (linear weights: 5/7; none: 5/9)
+    assert GRADING.scores(labels, probs)["kappa"] == pytest.approx(5 / 6)
 
 
 def test_bce_pos_weight_is_negatives_over_positives_and_focal_gamma_0_is_bce() -> None:
@@ -197,6 +201,25 @@ def test_best_by_mode_by_hand() -> None:
     table = np.array([[0.2, 0.9, 0.5], [0.7, 0.1, 0.3]])
     assert best_of_rows(table, "max").tolist() == [0.9, 0.7]
     assert best_of_rows(table, "min").tolist() == [0.2, 0.1]
+
+
+def test_trials_rank_full_length_first_then_stopped_each_best_first_by_hand() -> None:
+    """The run folder's ranking (best/top_k.json, the final step's members) on distinct values:
+    full-length trials before those ASHA stopped, each group by its value in the mode's
+    direction; failed trials and trials without a value are not ranked."""
+    from search.run_folder import rank_trials
+
+    trials = pd.DataFrame({
+        "trial_id": ["a", "b", "c", "d", "e", "f", "g"],
+        "status": ["completed", "stopped early", "completed", "failed", "stopped early",
+                   "completed", "completed"],
+        "val/kappa": [0.61, 0.93, 0.72, 0.99, 0.40, float("nan"), 0.55],
+    })
+    assert rank_trials(trials, "val/kappa", "max")["trial_id"].tolist() == [
+        "c", "a", "g", "b", "e"]  # 0.93 was stopped early: after every full-length trial
+    assert rank_trials(trials, "val/kappa", "min")["trial_id"].tolist() == [
+        "g", "a", "c", "e", "b"]
+    assert rank_trials(trials, "val/loss", "min").empty  # a metric the trials lack
 
 
 def test_a_trial_ranks_its_epochs_by_its_experiments_metric() -> None:

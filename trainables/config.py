@@ -162,6 +162,15 @@ class TrainConfig:
                 object.__setattr__(self, "epochs", sum(int(p["epochs"]) for p in self.phases))
             self.phase_plan()  # checks the lengths
 
+    def require_epochs(self, epochs: int, given_as: str) -> None:
+        """An explicit epoch count (`given_as`: the flag) must agree with phases that each give
+        their length (they set the trial's epochs, and would overrule it without a word)."""
+        if self.epochs != epochs:
+            lengths = ", ".join(f"{p['name']} {p['epochs']}" for p in self.phases)
+            raise ConfigError(
+                f"{given_as} {epochs} disagrees with the phases' {self.epochs} epochs ({lengths}): "
+                "give one of them, or leave the last phase's epochs out (it takes the rest)")
+
     def phase_plan(self) -> list[Phase]:
         """The phases of this trial, resolved (one phase of the top-level values if none)."""
         if not self.phases:

@@ -82,8 +82,10 @@ def read_class_folders(root: str | Path, options: ReadOptions) -> ImageIndex:
     split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()} if presplit else {"train": root}
     classes = _subfolders(split_dirs["train"])
     index = _index(root, "split" if presplit else "raw", "classes", classes)
-    if not classes:
-        index.problems.append(Problem(str(split_dirs["train"]), "no class folders found"))
+    if len(classes) < 2:
+        index.problems.append(Problem(str(split_dirs["train"]), (
+            f"one class folder only ({classes[0]}): a classifier needs two or more"
+            if classes else "no class folders found")))
         return index
     skipped: list[str] = []
     for split, folder in split_dirs.items():
@@ -245,6 +247,12 @@ def read_rfmid(root: str | Path, options: ReadOptions) -> ImageIndex:
             continue
         path = found[split][0]
         folder = _image_folder(path.parent, RFMID_IMAGE_DIRS[split])
+        extra = [c for c in _rfmid_columns(path) if c not in names] if split != "train" else []
+        if extra:  # a label that train lacks would be dropped here without a word
+            index.problems.append(Problem(
+                str(path), f"label column(s) {', '.join(extra)} not in {found['train'][0].name}: "
+                "every split must name the same labels", 1))
+            continue
         for row, rec in _csv_rows(index, split, path, ["ID", *names]):
             values, bad = [], []
             for name in names:
