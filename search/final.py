@@ -492,6 +492,8 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
             for key in ("members", "best_member", "bag"):
                 logged.update({f"final/{split}_{key}_{k}": s[key][k]
                                for k in ("value", "gain", "low", "high")})
+            logged.update({f"final/{split}_bag_over_best_member_{k}": v
+                           for k, v in s["bag_over_best_member"].items()})
     if summary.get("per_label"):
         logged["final/per_label"] = wandb.Table(dataframe=pd.DataFrame(summary["per_label"]))
     if summary["submission"]:

@@ -89,10 +89,11 @@ def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
     def gains(v: np.ndarray) -> np.ndarray:
         """members' mean, best member, bag (columns of `v`: defaults..., members..., bag) per
         row of `v`: how much better each is than the defaults' mean (their difference, turned
-        where lower is better: a gain is always > 0 when better)."""
+        where lower is better: a gain is always > 0 when better); last, the bag over the best
+        member (paired: on the same draw)."""
         base = v[:, :d].mean(axis=1)
         return task.sign * np.stack([v[:, d:-1].mean(axis=1) - base, v[:, best] - base,
-                                     v[:, -1] - base], axis=1)
+                                     v[:, -1] - base, v[:, -1] - v[:, best]], axis=1)
 
     point = np.array([[task.value(split.labels, p) for p in probs]])
     rng = np.random.default_rng(seed)
@@ -117,6 +118,8 @@ def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
         out[name] = {"value": value, "gain": float(estimate[i]), "low": float(low[i]),
                      "high": float(high[i])}
     out["best_member"]["member"] = best_member
+    out["bag_over_best_member"] = {"gain": float(estimate[3]), "low": float(low[3]),
+                                   "high": float(high[3])}
     out["draws"] = int(np.isfinite(drawn[:, 0]).sum())
     return out
 
@@ -150,11 +153,16 @@ def describe_gain(gain: dict[str, Any], split: str) -> str:
                 f"[{_signed(r['low'])}, {_signed(r['high'])}])")
 
     where = "validation" if split == "val" else "test"
-    return (f"{where} {gain['name']} over {s['units']} {gain['unit']}: defaults "
+    line = (f"{where} {gain['name']} over {s['units']} {gain['unit']}: defaults "
             f"{s['defaults']['mean']:.4f} ± {s['defaults']['std']:.4f} "
             f"({len(s['defaults']['values'])} seeds); "
             + "; ".join([part("members' mean", s["members"]),
                          part(f"best member ({best['member']})", best), part("bag", s["bag"])]))
+    if "bag_over_best_member" in s:  # records written before it lack it
+        r = s["bag_over_best_member"]
+        line += (f"; bag over its best member {_signed(r['gain'])} ({int(100 * gain['level'])}% "
+                 f"[{_signed(r['low'])}, {_signed(r['high'])}])")
+    return line
 
 
 def gain_lines(gain: dict[str, Any]) -> str:
@@ -204,6 +212,10 @@ def gain_section(gain: dict[str, Any]) -> str:
                            ("bag", "bag")):
             rows[f"{split}: {label}"] = {"value": s[key]["value"], "± / gain": s[key]["gain"],
                                          "low": s[key]["low"], "high": s[key]["high"]}
+        if "bag_over_best_member" in s:
+            r = s["bag_over_best_member"]
+            rows[f"{split}: bag over its best member (paired)"] = {
+                "± / gain": r["gain"], "low": r["low"], "high": r["high"]}
     defaults = ", ".join(f"{k}={v}" for k, v in gain["defaults"]["config"].items())
     return (f"<p><b>{html.escape(verdict(gain))}</b></p>"
             f"<p>{html.escape(describe_gain(gain, 'test' if 'test' in gain else 'val'))}</p>"

@@ -60,6 +60,12 @@ def test_gains_over_the_defaults_are_the_hand_worked_ones() -> None:
     # their mean on any draw is between 0.5 and 1, and the gain between 0 and 0.5
     assert out["best_member"]["low"] >= 0.0 and out["best_member"]["high"] <= 0.5
     assert out["units"] == 4 and out["draws"] == 500
+    # the bag over its best member, paired on each draw: both right on every image, so 0 on
+    # every draw; over member 2 (0,1,0,0): the bag is right where it is, and on image 4 too,
+    # so the difference on a draw is image 4's share of it, between 0 and 1
+    assert out["bag_over_best_member"] == {"gain": 0.0, "low": 0.0, "high": 0.0}
+    other = split_gain(ACCURACY, split, groups, best_member=2, draws=500)["bag_over_best_member"]
+    assert other["gain"] == 0.25 and 0.0 <= other["low"] < 0.25 < other["high"] <= 1.0
 
 
 def test_a_patient_is_resampled_whole() -> None:
