@@ -83,17 +83,16 @@ SELECTIONS = ("top-k", "greedy")
 GREEDY_ROUNDS_PER_MEMBER = 2  # greedy selection's rounds: twice the members
 
 
-def choose_members(run_dir: Path, top_k: int | None, echo: Any, select: str = "top-k",
+def choose_members(run_dir: Path, wanted: int, epochs: int, echo: Any, select: str = "top-k",
                    pick: str | None = None) -> tuple[list[dict[str, Any]], list[TrainConfig]]:
-    """The search's best records (best first; for greedy selection, then the best trial of
-    each architecture the top k lack; with `pick`, the Pareto front's trials that meet its
-    constraints, best first by the first objective) and each member's config."""
+    """The search's best `wanted` records (best first; for greedy selection, then the best
+    trial of each architecture the top k lack; with `pick`, the Pareto front's trials that
+    meet its constraints, best first by the first objective) and each member's config,
+    `epochs` long."""
     top_file = run_dir / "best" / "top_k.json"
     if not top_file.is_file():
         raise ConfigError(f"{top_file} not found: finish the search first (python -m search.run)")
-    settings = json.loads((run_dir / "config.json").read_text())["settings"]
     ranked = picked(run_dir, pick, echo) if pick else json.loads(top_file.read_text())
-    wanted = top_k or settings["top_k"]
     if wanted > len(ranked):
         echo(f"{top_file} holds {len(ranked)} configuration(s): training {len(ranked)}, "
              f"not {wanted}")
@@ -105,7 +104,6 @@ def choose_members(run_dir: Path, top_k: int | None, echo: Any, select: str = "t
             if record["config"]["model"] not in models:
                 models.add(record["config"]["model"])
                 records.append(record)
-    epochs = int(settings["max_epochs"])
     configs = [member_config(r, i, epochs) for i, r in enumerate(records)]
     for i, (record, cfg) in enumerate(zip(records, configs, strict=True)):
         echo(f"member {i + 1}/{len(records)}: trial {record['trial_id']} ({cfg.model}), "
@@ -225,7 +223,8 @@ def choose_final(run_dir: Path, *, top_k: int | None, method: str, select: str |
     if select not in SELECTIONS:
         raise ConfigError(f"--select {select!r}: use one of {', '.join(SELECTIONS)}")
     wanted = top_k or int(settings["top_k"])
-    records, configs = choose_members(run_dir, top_k, echo, select, pick)
+    records, configs = choose_members(run_dir, wanted, int(settings["max_epochs"]), echo,
+                                      select, pick)
     return FinalPlan(
         run_dir=run_dir, experiment=experiment, settings=settings, method=method, select=select,
         pick=pick, wanted=wanted, records=records, configs=configs,

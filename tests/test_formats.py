@@ -171,6 +171,14 @@ def test_rfmid_splits_must_name_the_same_labels(demos: dict[str, Path], tmp_path
                "split must name the same labels" in messages, messages
     with pytest.raises(DatasetError, match=r"CWS not in RFMiD_Training_Labels\.csv"):
         index.raise_if_problems()
+    # a split's CSV without Disease_Risk is listed with the other problems, not raised alone
+    root = copy(demos, "rfmid", tmp_path / "no-risk")
+    val = next(root.rglob("RFMiD_Validation_Labels.csv"))
+    header, rows = read_rows(val)
+    risk = header.index("Disease_Risk")
+    write_rows(val, header[:risk] + header[risk + 1:], [r[:risk] + r[risk + 1:] for r in rows])
+    messages = [str(p) for p in read_dataset("rfmid", root).problems]
+    assert any(m.startswith(f"{val} row 1: missing column(s) Disease_Risk") for m in messages)
 
 
 def test_one_class_folder_is_not_a_classification_set(tmp_path: Path) -> None:

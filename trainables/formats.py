@@ -247,7 +247,9 @@ def read_rfmid(root: str | Path, options: ReadOptions) -> ImageIndex:
             continue
         path = found[split][0]
         folder = _image_folder(path.parent, RFMID_IMAGE_DIRS[split])
-        extra = [c for c in _rfmid_columns(path) if c not in names] if split != "train" else []
+        # the header only: a missing ID or Disease_Risk is listed below with the rest
+        extra = [c for c in _csv_header(path) if c and c not in ("ID", *names)] \
+            if split != "train" else []
         if extra:  # a label that train lacks would be dropped here without a word
             index.problems.append(Problem(
                 str(path), f"label column(s) {', '.join(extra)} not in {found['train'][0].name}: "
@@ -280,11 +282,15 @@ def read_rfmid(root: str | Path, options: ReadOptions) -> ImageIndex:
     return index
 
 
-def _rfmid_columns(path: Path) -> list[str]:
+def _csv_header(path: Path) -> list[str]:
     import csv
 
     with open(path, newline="", encoding="utf-8-sig") as f:
-        header = [c.strip() for c in next(csv.reader(f), [])]
+        return [c.strip() for c in next(csv.reader(f), [])]
+
+
+def _rfmid_columns(path: Path) -> list[str]:
+    header = _csv_header(path)
     missing = [c for c in ("ID", "Disease_Risk") if c not in header]
     if missing:
         raise DatasetError(str(path), [Problem(str(path), f"missing column(s) {', '.join(missing)};"
