@@ -126,7 +126,7 @@ def _finished_trials(db: Path) -> dict[int, tuple[str, float | None]]:
             rows = con.execute(
                 "select t.number, t.state, v.value from trials t left join trial_values v on "
                 "v.trial_id = t.trial_id where t.state in ('COMPLETE', 'PRUNED')").fetchall()
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:  # not written yet, or caught mid-copy
         return {}
     return {number: (state, value) for number, state, value in rows}
 
@@ -227,14 +227,15 @@ def test_a_run_on_an_object_store_resumes_on_another_machine_after_sigkill(
                               env={**os.environ, "MEDTUNE_CACHE": str(first)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    stage = first / "runs" / "deepdrid_finetune" / "obj"
-    wait_for_two_trials(driver, stage / "study.db")
-    time.sleep(2)  # let Ray write its experiment state once more
+    run = tmp_path / "bucket" / "deepdrid_finetune" / "obj"
+    # what survives the machine is the study saved with Ray's last experiment state on the
+    # store: a trial that ended on the machine after that is running there, and runs again
+    snapshot = run / "tune" / "study.db"
+    wait_for_two_trials(driver, snapshot)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
     driver.wait()
-    before = _finished_trials(stage / "study.db")
+    before = _finished_trials(snapshot)
     assert 2 <= len(before) < 6
-    run = tmp_path / "bucket" / "deepdrid_finetune" / "obj"
     assert (run / "config.json").is_file() and (run / "tune" / "study.db").is_file()
     assert not (run / "trials.parquet").exists()  # the search never finished on head 1
     shutil.rmtree(first)  # that machine is gone
