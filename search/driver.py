@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +116,12 @@ def connect_ray(*, env: dict[str, str]) -> None:
     address = os.environ.get("RAY_ADDRESS", "")
     # unset: ray.init() joins the cluster this machine is the head of (ray up), else starts
     # one; "local" (Ray's word): always a Ray of its own
+    address = _check_reachable(address)
     here = address in ("", "local")
     try:
         if here:
-            ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+            ray.init(address=address or None, include_dashboard=False, runtime_env=runtime_env,
+                     log_to_driver=False)
             return
         for attempt in range(1, CLIENT_TRIES + 1):
             try:
@@ -135,6 +139,52 @@ def connect_ray(*, env: dict[str, str]) -> None:
                 "on a Ray Client driver" if address.startswith("ray://")
                 and os.environ.get("RAY_AUTH_MODE") != "token" else "")
         raise ConfigError(f"cannot join {where}: {e}{hint}") from None
+
+
+def recorded_head() -> tuple[Path, str | None]:
+    """The file where `ray start --head` on this machine records its address for `ray.init()`
+    to join (ray.init's docs: /tmp/ray/ray_current_cluster; $RAY_TMPDIR, or $TMPDIR on Linux,
+    in place of /tmp), and the address in it, if any."""
+    tmp = os.environ.get("RAY_TMPDIR") or (
+        os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None) or "/tmp"
+    record = Path(tmp) / "ray" / "ray_current_cluster"
+    try:
+        return record, record.read_text().strip() or None
+    except OSError:
+        return record, None
+
+
+def answers(address: str, timeout: float = 5.0) -> bool:
+    """Whether something accepts a connection at HOST:PORT (a Ray head's GCS or client port)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _check_reachable(address: str) -> str:
+    """The address to give ray.init. Ray waits about 13 minutes, silently, on a head that is
+    gone (20 tries of 40 s): a head recorded by `ray start` that no longer answers (stopped
+    without `ray stop`, or the machine restarted) is passed over for a Ray of our own, with a
+    warning; a RAY_ADDRESS where nothing answers is one clear error."""
+    if address in ("", "auto"):
+        record, head = recorded_head()
+        if head is not None and not answers(head):
+            if address == "auto":
+                raise ConfigError(f"cannot join the Ray cluster at RAY_ADDRESS=auto: the head "
+                                  f"recorded in {record} ({head}) does not answer")
+            log.warning("the Ray head recorded in %s (%s) does not answer (stopped without "
+                        "`ray stop`?): starting a Ray of this driver's own", record, head)
+            return "local"
+        return address
+    target = address.removeprefix("ray://")
+    port = target.rpartition(":")[2]
+    if address != "local" and port.isdigit() and not answers(target):
+        raise ConfigError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: nothing "
+                          "answers there (is its head running? `ray status` on the head says)")
+    return address
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import pytest
 import ray
 from ray.cluster_utils import AutoscalingCluster
 
-from search.driver import autoscaler_running
+from search.driver import autoscaler_running, recorded_head
 from tests.helpers import free_port
 
 # The fake_multinode provider's base config. Ray's AutoscalingCluster reads it from
@@ -95,6 +95,9 @@ class OneMachineCluster(AutoscalingCluster):
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
         psutil.wait_procs(ours, timeout=10)
+        record, head = recorded_head()  # `ray start` recorded it for ray.init(): `ray stop` clears
+        if head == self.address:
+            record.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
