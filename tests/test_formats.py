@@ -3,13 +3,18 @@ files in each real layout, with their errors; and `search.data` for every format
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from search.cli import EXIT_PROBLEMS
+from search.cli import run as cli_run
 from search.data import main as data_main
 from tests.helpers import read_rows, write_rows
 from trainables.cache import cache_root
@@ -254,3 +259,240 @@ def test_the_chest_radiographs_are_a_raw_grayscale_class_tree_split_70_15_15(
     assert sum(sizes.values()) == 360 and sizes["val"] == sizes["test"] == 54
     for split in ("val", "test"):  # stratified: every class equally
         assert index.split(split)["label"].value_counts().tolist() == [18, 18, 18]
+
+
+# ---- every reader against the same faults -------------------------------------------------
+# Each labelled format's training CSV (or an image it names) is broken in the same ways, and
+# `python -m search.data check` must answer each with a line naming the file and row (exit 1,
+# no traceback), or accept what the format allows (exit 0, the images all read).
+
+@dataclass(frozen=True)
+class Labelled:
+    """Where a format keeps its training labels: the CSV, its ID and label columns, the image a
+    row names, and how it words a label it refuses."""
+
+    name: str
+    kind: str
+    csv: str  # the training CSV's name, found under the set
+    id: str
+    labels: tuple[str, ...]  # the label column(s) a fault edits (DeepDRiD's original: per eye)
+    image: Callable[[Path, dict[str, str]], Path]  # (the CSV, a row) -> its image
+    out_of_range: str
+    refused: Callable[[str], str]  # a refused label value -> the problem's words
+
+
+def _graded(value: str) -> str:
+    try:
+        return f"label {int(value)} is out of range 0-4"
+    except ValueError:
+        return f"label {value!r} is not a whole number"
+
+
+LABELLED = [
+    Labelled("deepdrid course", "deepdrid", "train.csv", "image_id", ("patient_DR_Level",),
+             lambda csv, r: csv.parent / r["img_path"].replace("\\", "/"), "5", _graded),
+    Labelled("deepdrid original", "deepdrid", "regular-fundus-training.csv", "image_id",
+             ("left_eye_DR_Level", "right_eye_DR_Level"),
+             lambda csv, r: csv.parent / "Images" / r["patient_id"] / f"{r['image_id']}.jpg", "5",
+             _graded),
+    Labelled("rfmid", "rfmid", "RFMiD_Training_Labels.csv", "ID", ("Disease_Risk",),
+             lambda csv, r: csv.parent / "Training" / f"{r['ID']}.png", "2",
+             lambda v: f"labels must be 0 or 1: Disease_Risk={v!r}"),
+    Labelled("idrid", "idrid", "a. IDRiD_Disease Grading_Training Labels.csv", "Image name",
+             ("Retinopathy grade",), lambda csv, r: csv.parent.parent / "1. Original Images" /
+             "a. Training Set" / f"{r['Image name']}.jpg", "7", _graded),
+    Labelled("aptos", "aptos", "train.csv", "id_code", ("diagnosis",),
+             lambda csv, r: csv.parent / "train_images" / f"{r['id_code']}.png", "9", _graded),
+    Labelled("kaggle_dr", "kaggle_dr", "trainLabels.csv", "image", ("level",),
+             lambda csv, r: csv.parent / "resized_train" / f"{r['image']}.jpeg", "-1", _graded),
+]
+ROWS_KEPT = 12  # of each CSV: small sets, every image decoded in a fraction of a second
+
+
+@pytest.fixture(scope="module")
+def labelled_sets(demos: dict[str, Path], course_demo: Path,
+                  original_demo: Path) -> dict[str, Path]:
+    return {"deepdrid course": course_demo, "deepdrid original": original_demo,
+            **{k: demos[k] for k in ("rfmid", "idrid", "aptos", "kaggle_dr")}}
+
+
+def _breakable(source: Path, out: Path) -> Path:
+    """A copy of `source` whose CSVs are real files cut to their first `ROWS_KEPT` rows and
+    whose other files are links (a fault replaces the link it breaks)."""
+    def place(src: str, dst: str) -> None:
+        if src.endswith(".csv"):
+            header, rows = read_rows(Path(src))
+            write_rows(Path(dst), header, rows[:ROWS_KEPT])
+        else:
+            os.symlink(src, dst)
+    return Path(shutil.copytree(source, out, copy_function=place))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    target = path.resolve()
+    path.unlink()
+    path.write_bytes(data)
+    assert target.is_file()  # the shared set is untouched
+
+
+def check_data(kind: str, root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`python -m search.data check KIND --data ROOT` as a user runs it (search.cli.run: a
+    medtune error is one line, anything else escapes as a traceback and fails the test)."""
+    with pytest.raises(SystemExit) as done:
+        cli_run(data_main, ["check", kind, "--data", str(root)])
+    printed = capsys.readouterr()
+    return int(done.value.code or 0), printed.out + printed.err
+
+
+def _edit(csv: Path, change: Callable[[list[str], list[list[str]]], tuple[list[str],
+                                                                         list[list[str]]]]) -> None:
+    header, rows = read_rows(csv)
+    write_rows(csv, *change(header, rows))
+
+
+def _set(header: list[str], row: list[str], columns: tuple[str, ...], value: str) -> list[str]:
+    return [value if h.strip() in columns else v for h, v in zip(header, row, strict=True)]
+
+
+def _without(header: list[str], rows: list[list[str]], columns: tuple[str, ...]):
+    keep = [i for i, h in enumerate(header) if h.strip() not in columns]
+    return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+
+FAULTS = ["missing label column", "missing ID column", "extra column", "label out of range",
+          "label not a number", "label empty", "image missing", "image corrupt",
+          "image truncated", "duplicate row", "duplicate with another label", "empty split",
+          "no labels file", "labels file not text"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("fmt", LABELLED, ids=lambda f: f.name)
+def test_every_reader_names_each_fault_with_its_file_and_row(
+        fmt: Labelled, fault: str, labelled_sets: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    root = _breakable(labelled_sets[fmt.name], tmp_path / "set")
+    csv = next(root.rglob(fmt.csv))
+    header, rows = read_rows(csv)
+    record = dict(zip([h.strip() for h in header], rows[1], strict=True))  # data row 2: line 3
+    image = fmt.image(csv, record)
+    assert image.is_file(), image
+    ok, expected = False, ""
+    if fault == "missing label column":
+        _edit(csv, lambda h, r: _without(h, r, fmt.labels))
+        expected = f"{csv} row 1: missing column(s) {', '.join(fmt.labels)}"
+    elif fault == "missing ID column":
+        _edit(csv, lambda h, r: _without(h, r, (fmt.id,)))
+        expected = f"{csv} row 1: missing column(s) {fmt.id}"
+    elif fault == "extra column":
+        _edit(csv, lambda h, r: ([*h, "notes"], [[*x, "seen twice"] for x in r]))
+        # RFMiD's columns after ID are its labels: a column more is a label that must be 0/1
+        ok = fmt.kind != "rfmid"
+        expected = f"{csv} row 2: labels must be 0 or 1: notes='seen twice'"
+    elif fault.startswith("label "):
+        value = {"label out of range": fmt.out_of_range, "label not a number": "abc",
+                 "label empty": ""}[fault]
+        _edit(csv, lambda h, r: (h, [r[0], _set(h, r[1], fmt.labels, value), *r[2:]]))
+        expected = f"{csv} row 3: {fmt.refused(value)}"
+    elif fault == "image missing":
+        image.unlink()
+        expected = f"{csv} row 3: image {image} not found"
+    elif fault in ("image corrupt", "image truncated"):
+        data = image.read_bytes()
+        _replace(image, b"not an image at all" if fault == "image corrupt" else
+                 data[: len(data) // 2])
+        expected = f"{csv} row 3: image {image} cannot be decoded"
+    elif fault == "duplicate row":
+        _edit(csv, lambda h, r: (h, [*r, r[1]]))
+        ok, expected = True, f"{csv} row {len(rows) + 2}: image {record[fmt.id]} repeats row 3"
+    elif fault == "duplicate with another label":
+        other = str(1 - int(record[fmt.labels[-1]] or 0) if fmt.kind == "rfmid"
+                    else (int(record[fmt.labels[-1]] or 0) + 1) % 5)
+        _edit(csv, lambda h, r: (h, [*r, _set(h, r[1], fmt.labels, other)]))
+        expected = (f"{csv} row {len(rows) + 2}: image {record[fmt.id]} is listed twice with "
+                    "different labels")
+    elif fault == "empty split":
+        _edit(csv, lambda h, r: (h, []))
+        expected = "the train split has no usable images"
+    elif fault == "no labels file":
+        csv.unlink()
+        expected = fmt.csv.removeprefix("a. ")  # IDRiD's is named without the folder's mark
+    elif fault == "labels file not text":
+        csv.write_bytes(bytes(range(256)) * 4)
+        expected = f"{csv}: not a readable CSV file"
+    code, said = check_data(fmt.kind, root, capsys)
+    assert "Traceback" not in said
+    if ok:
+        assert code == 0, said
+        assert "OK, " in said
+        if fault == "duplicate row":
+            assert f"warning: {expected}" in said
+        return
+    assert code == EXIT_PROBLEMS, said
+    assert expected in said, said
+
+
+@pytest.mark.parametrize("fault", ["image corrupt", "image truncated", "empty split"])
+@pytest.mark.parametrize("layout", ["raw", "split"])
+def test_class_folders_name_each_fault(layout: str, fault: str, demos: dict[str, Path],
+                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _breakable(demos["imagefolder" if layout == "raw" else "medmnist"], tmp_path / "set")
+    train = root / "train" if layout == "split" else root
+    image = sorted((train / "round_striped").glob("*.jpeg"))[1]
+    if fault == "empty split":  # every class folder of one split without its images
+        emptied = root / "val" if layout == "split" else root
+        for path in emptied.rglob("*.jpeg"):
+            path.unlink()
+        expected = f"{emptied / 'round_striped'}: empty class folder (no images)"
+    else:
+        data = image.read_bytes()
+        _replace(image, b"not an image at all" if fault == "image corrupt" else
+                 data[: len(data) // 2])
+        expected = f"{image}: image {image} cannot be decoded"
+    code, said = check_data("imagefolder", root, capsys)
+    assert "Traceback" not in said
+    assert code == EXIT_PROBLEMS and expected in said, said
+
+
+def _npz(path: Path, **changes: np.ndarray) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 12), ("val", 6), ("test", 4)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(n, 1).astype(np.uint8)
+    np.savez(path, **{**arrays, **changes})  # type: ignore[arg-type]
+    return path
+
+
+@pytest.mark.parametrize("fault", ["file corrupt", "file truncated", "label negative",
+                                   "label not a whole number", "labels not numbers",
+                                   "empty split", "labels missing"])
+def test_a_medmnist_npz_names_each_fault(fault: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = _npz(tmp_path / "good.npz")
+    labels = (np.arange(6) % 3).reshape(6, 1)
+    expected = f"{tmp_path / 'set.npz'}: "
+    if fault in ("file corrupt", "file truncated"):
+        data = path.read_bytes()
+        (tmp_path / "set.npz").write_bytes(b"not an npz at all" if fault == "file corrupt"
+                                           else data[: len(data) // 2])
+        expected += "not a readable .npz file"
+    elif fault == "label negative":
+        _npz(tmp_path / "set.npz", val_labels=labels - 1)
+        expected += "val_labels holds values other than class numbers >= 0"
+    elif fault == "label not a whole number":
+        _npz(tmp_path / "set.npz", val_labels=labels + 0.5)
+        expected += "val_labels holds values other than class numbers >= 0"
+    elif fault == "labels not numbers":
+        _npz(tmp_path / "set.npz", val_labels=labels.astype(str))
+        expected += "val_labels holds values other than class numbers >= 0"
+    elif fault == "empty split":
+        _npz(tmp_path / "set.npz", test_images=np.zeros((0, 28, 28), np.uint8),
+             test_labels=np.zeros((0, 1), np.uint8))
+        expected += "the test split has no usable images"
+    else:
+        np.savez(tmp_path / "set.npz", **{k: v for k, v in np.load(path).items()
+                                          if k != "train_labels"})
+        expected += "missing array(s) train_labels"
+    code, said = check_data("medmnist_npz", tmp_path / "set.npz", capsys)
+    assert "Traceback" not in said
+    assert code == EXIT_PROBLEMS and expected in said, said

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
+import zlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,6 +145,9 @@ def _channels(paths: list[str], sample: int = 64) -> int:
 
 # ---- MedMNIST .npz ----------------------------------------------------------------------
 
+# what reading a broken .npz raises: not a zip (pickle refused), cut short, a bad member
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
 def medmnist_file(data: str | Path) -> Path:
     """`data` as a path, or a MedMNIST name (`pathmnist`, `pathmnist_64`) in ~/.medmnist."""
     path = Path(data).expanduser()
@@ -164,16 +170,21 @@ def read_medmnist_npz(data: str | Path, options: ReadOptions) -> ImageIndex:
     try:
         arrays = np.load(path, allow_pickle=False, mmap_mode=None)
         keys = set(arrays.files)
-    except (OSError, ValueError) as e:
-        raise DatasetError(str(path), [Problem(str(path), f"not a readable .npz file ({e})")]) from e
-    wanted = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
-    missing = [k for k in wanted if k not in keys]
-    if missing:
-        raise DatasetError(str(path), [Problem(str(path), f"missing array(s) {', '.join(missing)}; "
-                                               f"found {', '.join(sorted(keys))}")])
-    labels = {s: np.asarray(arrays[f"{s}_labels"]) for s in SPLITS}
-    shapes = {s: arrays[f"{s}_images"].shape for s in SPLITS}  # reads the header and data
-    width = labels["train"].reshape(len(labels["train"]), -1).shape[1]
+        wanted = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
+        missing = [k for k in wanted if k not in keys]
+        if missing:
+            raise DatasetError(str(path), [Problem(str(path), f"missing array(s) "
+                                                   f"{', '.join(missing)}; found "
+                                                   f"{', '.join(sorted(keys))}")])
+        labels = {s: np.asarray(arrays[f"{s}_labels"]) for s in SPLITS}
+        shapes = {s: arrays[f"{s}_images"].shape for s in SPLITS}  # reads the header and data
+    except NPZ_ERRORS as e:  # not a zip, cut short, a member that does not inflate
+        raise DatasetError(str(path), [Problem(str(path), f"not a readable .npz file "
+                                               f"({type(e).__name__}: {e})")]) from None
+    # one row per image: (N,), (N, 1) and (N, labels) alike, an empty split included
+    flat = {s: labels[s].reshape(len(labels[s]), int(np.prod(labels[s].shape[1:], dtype=int)))
+            for s in SPLITS}
+    width = flat["train"].shape[1]
     multilabel = width > 1
     problems: list[Problem] = []
     for s in SPLITS:
@@ -183,19 +194,17 @@ def read_medmnist_npz(data: str | Path, options: ReadOptions) -> ImageIndex:
         if len(shapes[s]) not in (3, 4) or (len(shapes[s]) == 4 and shapes[s][3] not in (1, 3)):
             problems.append(Problem(str(path), f"{s}_images has shape {shapes[s]}: expected "
                                     "(N, H, W) or (N, H, W, 3)"))
+        if not _label_values_ok(flat[s], multilabel):
+            problems.append(Problem(str(path), f"{s}_labels holds values other than "
+                                    f"{'0 and 1' if multilabel else 'class numbers >= 0'}"))
     if problems:
         raise DatasetError(str(path), problems)
-    flat = {s: labels[s].reshape(len(labels[s]), -1) for s in SPLITS}
     if multilabel:
-        bad = [s for s in SPLITS if not np.isin(flat[s], (0, 1)).all()]
         names = [str(j) for j in range(width)]
     else:
-        bad = [s for s in SPLITS if (flat[s] < 0).any()]
-        names = [str(c) for c in range(int(max(flat[s].max() for s in SPLITS if len(flat[s]))) + 1)]
+        names = [str(c) for c in range(int(max((flat[s].max() for s in SPLITS if len(flat[s])),
+                                               default=0)) + 1)]
     index = _index(path, "npz", "multilabel" if multilabel else "classes", names)
-    for s in bad:
-        index.problems.append(Problem(str(path), f"{s}_labels holds values other than "
-                                      f"{'0 and 1' if multilabel else 'class numbers >= 0'}"))
     frames = []
     for s in SPLITS:
         n = len(flat[s])
@@ -211,6 +220,16 @@ def read_medmnist_npz(data: str | Path, options: ReadOptions) -> ImageIndex:
     index.sources = {"npz": path}
     _check_splits(index, SPLITS)
     return index
+
+
+def _label_values_ok(values: np.ndarray, multilabel: bool) -> bool:
+    """0/1 flags (multi-label), or whole class numbers >= 0, stored as numbers."""
+    if values.dtype != bool and not (np.issubdtype(values.dtype, np.integer)
+                                     or np.issubdtype(values.dtype, np.floating)):
+        return False
+    if multilabel:
+        return bool(np.isin(values, (0, 1)).all())
+    return bool((values >= 0).all() and (values == np.floor(values)).all())
 
 
 def read_medmnist(data: str | Path, options: ReadOptions) -> ImageIndex:
@@ -248,8 +267,12 @@ def read_rfmid(root: str | Path, options: ReadOptions) -> ImageIndex:
         path = found[split][0]
         folder = _image_folder(path.parent, RFMID_IMAGE_DIRS[split])
         # the header only: a missing ID or Disease_Risk is listed below with the rest
-        extra = [c for c in _csv_header(path) if c and c not in ("ID", *names)] \
-            if split != "train" else []
+        try:
+            extra = [c for c in _csv_header(path) if c and c not in ("ID", *names)] \
+                if split != "train" else []
+        except DatasetError as e:
+            index.problems += e.problems
+            continue
         if extra:  # a label that train lacks would be dropped here without a word
             index.problems.append(Problem(
                 str(path), f"label column(s) {', '.join(extra)} not in {found['train'][0].name}: "
@@ -285,8 +308,12 @@ def read_rfmid(root: str | Path, options: ReadOptions) -> ImageIndex:
 def _csv_header(path: Path) -> list[str]:
     import csv
 
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return [c.strip() for c in next(csv.reader(f), [])]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [c.strip() for c in next(csv.reader(f), [])]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(str(path), [Problem(str(path), f"not a readable CSV file ({e})")]) \
+            from None
 
 
 def _rfmid_columns(path: Path) -> list[str]:
@@ -316,13 +343,16 @@ def _read_graded_csv(index: ImageIndex, split: str, path: Path, id_col: str, gra
                      images: dict[str, Path], suffix: str,
                      patient_of: Callable[[str], str] = lambda i: i) -> None:
     required = [id_col] + ([grade_col] if grade_col else [])
+    # a listed image that is not there is named where its set's other images are
+    folder = Counter(p.parent for p in images.values()).most_common(1)[0][0] if images \
+        else path.parent
     for row, rec in _csv_rows(index, split, path, required):
         image_id = rec[id_col].strip()
         if not image_id:
             index.problems.append(Problem(str(path), f"empty {id_col}", row))
             continue
         label = _grade(index, path, row, rec.get(grade_col)) if grade_col else -1
-        image = images.get(image_id, path.parent / f"{image_id}{suffix}")
+        image = images.get(image_id, folder / f"{image_id}{suffix}")
         _add(index, split, image_id, image, label, patient_of(image_id), path, row)
 
 
