@@ -27,13 +27,21 @@ from trainables.reporting import LocalReporter
 
 
 def load_record(path: Path, rank: int) -> dict:
+    expected = "expected RUN/best/config.json or top_k.json"
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a trial's record ({expected})")
     if not path.is_file():
-        raise ConfigError(f"{path} not found (expected RUN/best/config.json or top_k.json)")
-    data = json.loads(path.read_text())
+        raise ConfigError(f"{path} not found ({expected})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not JSON ({e}; {expected})") from None
     records = data if isinstance(data, list) else [data]
     if not 1 <= rank <= len(records):
         raise ConfigError(f"--rank {rank}: {path} holds {len(records)} trial(s)")
     record = records[rank - 1]
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} is not a search record ({expected})")
     missing = {"experiment", "config", "metric", "value", "epoch"} - set(record)
     if missing:
         raise ConfigError(f"{path} is not a search record: missing {', '.join(sorted(missing))}")

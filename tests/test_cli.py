@@ -125,6 +125,28 @@ def test_every_command_that_reads_a_run_folder_names_a_missing_empty_or_foreign_
     assert result.stderr.strip() == f"error: search.final: {empty} {said[empty]}"
 
 
+def test_search_reproduce_names_a_record_that_is_missing_a_folder_or_not_json(
+        tmp_path: Path) -> None:
+    expected = "(expected RUN/best/config.json or top_k.json)"
+    records = {tmp_path / "missing.json": f"not found {expected}",
+               tmp_path / "run": f"is a folder, not a trial's record {expected}",
+               tmp_path / "empty.json": "is not JSON (Expecting value: line 1 column 1",
+               tmp_path / "cut.json": "is not JSON (Unterminated string",
+               tmp_path / "numbers.json": f"is not a search record {expected}",
+               tmp_path / "search.json": "is not a search record: missing config, epoch, metric"}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "cut.json").write_text('{"experiment": "deepdrid_fine')
+    (tmp_path / "numbers.json").write_text("[1, 2]")
+    (tmp_path / "search.json").write_text('{"experiment": "deepdrid_finetune", "run_id": "x"}')
+    for record, what in records.items():
+        with pytest.raises(ConfigError) as e:
+            reproduce.main([str(record)])
+        assert str(e.value).startswith(f"{record} {what}"), str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in records
+                                                                 if p.name != "missing.json")
+
+
 def test_epochs_that_disagree_with_phases_of_given_lengths_are_an_error(course_demo: Path,
                                                                        tmp_path: Path) -> None:
     """Phases that each give their length set a trial's epochs: an explicit count that
