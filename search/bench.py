@@ -301,9 +301,10 @@ def measure_limit_model(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
-    import timm
     import torch
     import torch.nn.functional as F
+
+    from trainables.timm_import import timm
 
     torch.manual_seed(0)
     index, frame = _train_frame(p)

@@ -40,7 +40,6 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     """Train one member (inside a Ray task, or in this process without Ray): its weights,
     metadata and validation/test probabilities. `progress` is a ray.util.queue.Queue or None."""
     import ray
-    import timm
     import torch
 
     from search.environment import package_versions
@@ -50,6 +49,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     from trainables.model_file import model_bytes
     from trainables.reporting import LocalReporter
     from trainables.tasks import task_of
+    from trainables.timm_import import timm
     from trainables.trainable import fit
     from trainables.trial_data import load_data
 

@@ -169,7 +169,7 @@ def test_epochs_that_disagree_with_phases_of_given_lengths_are_an_error(course_d
     assert [p.epochs for p in cfg.phase_plan()] == [5, 2]
 
 
-def test_a_searchs_driver_imports_neither_torch_nor_timm_before_its_trials(
+def test_a_searchs_driver_imports_neither_torch_nor_timm_and_a_trial_not_wandb(
         course_demo: Path, tmp_path: Path) -> None:
     """The driver checks and caches the data, writes environment.json and hands Ray Tune the
     trainable; only a worker that trains imports torch and timm (seconds on a CPU)."""
@@ -185,9 +185,15 @@ def test_a_searchs_driver_imports_neither_torch_nor_timm_before_its_trials(
         "env = describe()\n"
         "trainable = experiment.trainable()\n"
         "print(trainable.__module__, len(data.images['train']), env['cuda'],"
-        " sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n")
+        " sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n"
+        # a trial's process: timm without the wandb import of timm's own training logger
+        "import trainables.trainable\n"
+        "print('timm' in sys.modules, 'wandb' in sys.modules)\n"
+        "import wandb\n"  # and wandb as usual where it is wanted
+        "print(callable(wandb.init))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     import torch
 
-    assert done.stdout.split() == ["trainables.tune_entry", "24", str(torch.version.cuda), "[]"]
+    assert done.stdout.split() == ["trainables.tune_entry", "24", str(torch.version.cuda), "[]",
+                                   "True", "False", "True"]

@@ -32,7 +32,7 @@ HEAD_KEYS = ("attention", "heads", "layer_norm", "residual", "dropout")
 def metadata(model: nn.Module, config: dict[str, Any],
              classes: list[str] | None = None) -> dict[str, str]:
     """The file's metadata for `model` trained with `config` (module docstring)."""
-    import timm
+    from trainables.timm_import import timm
 
     backbone = getattr(model, "backbone", model)
     data = timm.data.resolve_model_data_config(backbone)

@@ -12,14 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
-from timm.models import group_parameters
 from torch import nn
 
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError, WeightsError
+from trainables.timm_import import timm
 from trainables.weights import bundled_weights_path, load_backbone_file
 
 log = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ def build_model(cfg: TrainConfig) -> FundusClassifier:
         from trainables.model_file import load_fitting
 
         load_fitting(model, load_file(str(path)), f"the weights in {cfg.weights}", cfg.model)
-    groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    groups = timm.models.group_parameters(backbone, backbone.group_matcher(coarse=True))
     model.stages = [list(names) for _, names in sorted(groups.items())]
     set_unfreeze_depth(model, cfg.unfreeze_depth)
     return model

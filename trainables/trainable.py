@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -35,6 +34,7 @@ from trainables.objectives import Objective, make_objective
 from trainables.reporting import Reporter, current_reporter
 from trainables.stage1 import uses_stage1
 from trainables.tasks import better, task_of
+from trainables.timm_import import timm
 from trainables.trial_data import TrialData, load_data
 
 log = logging.getLogger(__name__)
