@@ -146,7 +146,7 @@ def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict
 
 def _demo_search(p: dict[str, Any], results: str, name: str, arm: str, seed: int) -> list[str]:
     sampler, scheduler = arm.split("-")
-    quick = ["--smoke-test", "--num-samples", "2"] if p.get("quick") else []
+    quick = ["--smoke-test", "--num-samples", "1"] if p.get("quick") else []  # the plumbing
     return [p["experiment"], "--demo", "--results", results, "--name", name,
             "--seed", str(arm_seed(arm, seed)), "--sampler", sampler, "--scheduler", scheduler,
             "--no-final", "--no-wandb", *[a for s in p.get("sets") or () for a in ("--set", s)],

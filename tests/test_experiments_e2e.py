@@ -22,6 +22,10 @@ from sklearn.metrics import roc_auc_score
 
 from trainables.demo_sets import FINDINGS
 
+# one trial (and one final-step member) at a time with both CPUs: a trial process that the next
+# trial reuses, not two processes each importing torch and timm (about 7 CPU-s each)
+ONE_AT_A_TIME = ("--cpus-per-trial", "2")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
@@ -93,7 +97,7 @@ def test_imagefolder_on_a_raw_tree_draws_keeps_and_reuses_its_split(tmp_path: Pa
     tree = tmp_path / "tree"
     cli("search.data", "demo", "imagefolder", "--out", str(tree))
     cli("search.run", "imagefolder", "--data", str(tree), "--smoke-test", "--no-wandb",
-        "--no-baseline",
+        "--no-baseline", *ONE_AT_A_TIME,
         "--set", "weights=none", "--set", "model=resnet18", "--results", str(tmp_path),
         "--name", "smoke")
     run = tmp_path / "imagefolder" / "smoke"
@@ -120,7 +124,7 @@ def test_imagefolder_on_a_raw_tree_draws_keeps_and_reuses_its_split(tmp_path: Pa
 def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
     # the final step and the report: in the runs below that learn
     result = cli("search.run", experiment, "--demo", "--smoke-test", "--no-wandb", "--no-final",
-                 "--results", str(tmp_path), "--name", "smoke")
+                 *ONE_AT_A_TIME, "--results", str(tmp_path), "--name", "smoke")
     assert f"{experiment}: 2 trials of up to 1 epochs" in result
     assert (tmp_path / experiment / "smoke" / "best" / "config.json").is_file()
 
@@ -128,7 +132,7 @@ def test_the_demo_smoke_test(experiment: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_medmnist_demo_learns_the_six_classes_and_reproduces(tmp_path: Path) -> None:
     cli("search.run", "medmnist", "--demo", "--num-samples", "2", "--max-epochs", "4",
-        "--top-k", "2", "--no-baseline",
+        "--top-k", "2", "--no-baseline", *ONE_AT_A_TIME,
         "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "medmnist" / "demo"
     metrics = final_metrics(run)
@@ -152,7 +156,8 @@ def macro_auroc(truth: np.ndarray, probs: np.ndarray) -> float:
 @pytest.mark.slow
 def test_rfmid_demo_learns_each_finding(tmp_path: Path) -> None:
     cli("search.run", "rfmid_multilabel", "--demo", "--num-samples", "2", "--max-epochs", "3",
-        "--top-k", "2", "--set", "image_size=96",  # the demo's 128 px learns it too, slower
+        "--top-k", "2", *ONE_AT_A_TIME,
+        "--set", "image_size=96",  # the demo's 128 px learns it too, slower
         "--results", str(tmp_path), "--name", "demo")
     run = tmp_path / "rfmid_multilabel" / "demo"
     metrics = final_metrics(run)

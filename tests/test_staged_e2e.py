@@ -13,13 +13,14 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from tests.test_experiments_e2e import (  # noqa: F401 (local_ray: the module's Ray)
+    ONE_AT_A_TIME,
     check_gain_against_files,
     cli,
     final_metrics,
     local_ray,
 )
 
-SEARCH = ("--no-wandb", "--max-concurrent", "2")
+SEARCH = ("--no-wandb", *ONE_AT_A_TIME)
 
 
 @pytest.mark.slow
