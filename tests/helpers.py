@@ -13,6 +13,10 @@ from trainables.demo import DemoSpec, write_deepdrid_demo
 TINY_SPEC = DemoSpec(train_patients=6, val_patients=3, test_patients=2, width=170, height=160,
                      seed=0)
 
+# a search's trials (and final-step members) one at a time with both CPUs: a trial process that
+# the next trial reuses, not two processes each importing torch and timm (about 7 CPU-s each)
+ONE_AT_A_TIME = ("--cpus-per-trial", "2")
+
 
 def make_demo(out: Path, layout: str, spec: DemoSpec = TINY_SPEC) -> Path:
     return write_deepdrid_demo(out, layout=layout, spec=spec)

@@ -20,11 +20,8 @@ import pytest
 import ray
 from sklearn.metrics import roc_auc_score
 
+from tests.helpers import ONE_AT_A_TIME
 from trainables.demo_sets import FINDINGS
-
-# one trial (and one final-step member) at a time with both CPUs: a trial process that the next
-# trial reuses, not two processes each importing torch and timm (about 7 CPU-s each)
-ONE_AT_A_TIME = ("--cpus-per-trial", "2")
 
 
 @pytest.fixture(scope="module", autouse=True)

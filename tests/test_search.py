@@ -26,7 +26,7 @@ from search.run import main as run_main
 from search.searcher import FixedSpace, make_sampler
 from spaces import EXPERIMENTS
 from spaces.deepdrid_attention import space as attention_space
-from tests.helpers import logged_results, study_agrees_with_run_folder
+from tests.helpers import ONE_AT_A_TIME, logged_results, study_agrees_with_run_folder
 from trainables.errors import ConfigError
 
 TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size=64",
@@ -232,7 +232,7 @@ def test_a_nan_trial_is_recorded_failed_and_the_search_goes_on(local_ray: None,
                                                               tmp_path: Path) -> None:
     code = run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
                      "--name", "nan", "--num-samples", "2", "--max-epochs", "2",
-                     "--set", "lr=1e30", "--set", "warmup_epochs=0", *TINY,
+                     "--set", "lr=1e30", "--set", "warmup_epochs=0", *TINY, *ONE_AT_A_TIME,
                      "--set", "max_train_batches=1"])
     assert code == 1  # no trial produced a result
     run = tmp_path / "deepdrid_finetune" / "nan"
@@ -455,7 +455,8 @@ def test_without_a_test_split_the_final_step_bags_on_validation_and_writes_no_su
     data = Path(shutil.copytree(original_demo, tmp_path / "deepdrid"))
     shutil.rmtree(data / "regular-fundus-testing")
     code = run_main(["deepdrid_finetune", "--data", str(data), "--results", str(tmp_path),
-                     "--name", "notest", "--num-samples", "2", "--max-epochs", "1", *TINY])
+                     "--name", "notest", "--num-samples", "2", "--max-epochs", "1", *TINY,
+                     *ONE_AT_A_TIME])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "no test split in this dataset: no submission written" in out
@@ -487,7 +488,7 @@ def test_a_search_on_two_objectives_writes_its_front_and_the_final_step_picks_fr
 
     code = run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
                      "--name", "mo", "--num-samples", "5", "--max-epochs", "2",
-                     "--objectives", "val/kappa,latency", "--no-final", *TINY])
+                     "--objectives", "val/kappa,latency", "--no-final", *TINY, *ONE_AT_A_TIME])
     assert code == 0
     run = tmp_path / "deepdrid_finetune" / "mo"
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{run / 'study.db'}")

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from tests.helpers import ONE_AT_A_TIME
 from tests.test_experiments_e2e import (  # noqa: F401 (local_ray: the module's Ray)
-    ONE_AT_A_TIME,
     check_gain_against_files,
     cli,
     final_metrics,
