@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from search.cli import nonnegative_float, positive_int, run, setup_logging
-from search.storage import RunStore, is_uri
+from search.storage import RunStore, is_uri, read_json
 from spaces import get_experiment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
@@ -32,10 +32,7 @@ def load_record(path: Path, rank: int) -> dict:
         raise ConfigError(f"{path} is a folder, not a trial's record ({expected})")
     if not path.is_file():
         raise ConfigError(f"{path} not found ({expected})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not JSON ({e}; {expected})") from None
+    data = read_json(path, str(path), f"; {expected}")
     records = data if isinstance(data, list) else [data]
     if not 1 <= rank <= len(records):
         raise ConfigError(f"--rank {rank}: {path} holds {len(records)} trial(s)")

@@ -40,6 +40,14 @@ def is_uri(location: str | os.PathLike[str]) -> bool:
     return bool(_SCHEME.match(str(location)))
 
 
+def read_json(path: Path, named: str, hint: str = "") -> Any:
+    """`path`'s JSON; a file that is not JSON is one ConfigError, "NAMED is not JSON (why HINT)"."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"{named} is not JSON ({e}{hint})") from None
+
+
 def stage_root() -> Path:
     return cache_root() / "runs"
 
@@ -123,11 +131,7 @@ class RunStore:
             what = ("does not exist" if not self.local.exists() and self.uri is None
                     else f"is not a run folder of python -m search.run (no {CONFIG_FILE})")
             raise ConfigError(f"{command}: {self.location} {what}")
-        try:
-            config = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{command}: {self.location}/{CONFIG_FILE} is not JSON ({e})") \
-                from None
+        config = read_json(path, f"{command}: {self.location}/{CONFIG_FILE}")
         missing = [k for k in ("experiment", "run_id", "settings") if not isinstance(config, dict)
                    or k not in config]
         if missing:

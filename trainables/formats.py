@@ -148,6 +148,7 @@ def _channels(paths: list[str], sample: int = 64) -> int:
 # what reading a broken .npz raises: not a zip (pickle refused), cut short, a bad member
 NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
+
 def medmnist_file(data: str | Path) -> Path:
     """`data` as a path, or a MedMNIST name (`pathmnist`, `pathmnist_64`) in ~/.medmnist."""
     path = Path(data).expanduser()
