@@ -37,9 +37,10 @@ Sections:
   reproducible  what --reproducible costs: TPE + ASHA replayed on the first table, free-running
               and in batches of 4, --seeds each (default 20): simulated minutes of a search and
               the best value reached (search/bench_reproducible.py)
-  warmstart   what --warm-start buys: on the first table, per seed an earlier search, then a
-              cold and a warm-started search: epochs to the cold one's final best, --seeds each
-              (default 20; search/bench_warmstart.py). Target: 2x.
+  warmstart   what --warm-start buys: on the first table, per seed an earlier search on the
+              same table and on each related table (curves/related/: the experiment on other
+              data), then a cold search and one warm-started from each: epochs to the cold
+              one's final best, --seeds each (default 20; search/bench_warmstart.py). Target: 2x.
 
   python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]   # a curve table
   python -m search.bench curves [TABLE ...]     # a table's size, spread, early ranks, surrogate error

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import shlex
 import tempfile
@@ -32,14 +33,17 @@ COLLECT_DOC = """python -m search.bench collect EXPERIMENT --configs N [--set KE
 learning-curve table (search/curves.py). N configurations drawn at random from the experiment's
 space, each trained to full length on its demo data with every epoch recorded, by `search.run`
 itself (Optuna's random sampler, no early stopping, the demo's budget) in chunks of 25, each a
-run folder of its own under the cache (MEDTUNE_CACHE/curves/<experiment>/chunk-<i>): an
-interrupted collection continues where it stopped (the chunk in progress resumes through
+run folder of its own under the cache (MEDTUNE_CACHE/curves/<table>-<hash of its path>/
+<experiment>/chunk-<i>: two tables of one experiment, e.g. on two data sets, never share a
+chunk): an interrupted collection continues where it stopped (the chunk in progress resumes through
 `search.run --resume`), a larger --configs adds chunks (chunk i searches with seed --seed + i;
 the chunks that the table at --out already holds are kept from it, so a committed table grows
 without its run folders), and the table is rewritten after every chunk.
 
     python -m search.bench collect deepdrid_finetune --configs 250 --set image_size=96
     python -m search.bench collect medmnist --configs 250
+    python -m search.bench collect deepdrid_finetune --configs 150 --set image_size=96 \\
+        --set dataset=aptos --set data=APTOS_DEMO --out results/bench/curves/related/...
 """
 CHUNK = 25  # configurations per search: what an interruption can cost at most
 
@@ -168,19 +172,20 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
     recorded = held_chunks(out, experiment, sets=sets, seed=seed, chunk=chunk)
     held = recorded.held(chunks)
     names = [f"chunk-{i:03d}" for i, _ in chunks]
+    folder = chunk_folder(root, out)
     # each chunk's rows: the table's where it holds them, else its run folder's
-    sources = [name if name in held else root / experiment / name for name in names]
+    sources = [name if name in held else folder / experiment / name for name in names]
     settings = {"seed": seed, "sets": sets, "chunk": chunk}
     command = _command(experiment, configs, sets, seed, chunk)
     ran = False
     for (i, n), name in zip(chunks, names, strict=True):
-        run_dir = root / experiment / name
+        run_dir = folder / experiment / name
         if name in held or _finished(run_dir, n):
             continue
         resume = (run_dir / "config.json").is_file()
         echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
              f"{i * chunk + 1}-{i * chunk + n} of {configs}")
-        code = search_run(chunk_argv(experiment, root, name, configs=n, seed=seed + i,
+        code = search_run(chunk_argv(experiment, folder, name, configs=n, seed=seed + i,
                                      sets=sets, resume=resume))
         if code not in (0, 1):  # 1: some trial failed (a NaN loss), which the table records
             raise ConfigError(f"collect {experiment}: {name} stopped (code {code}); run the "
@@ -195,6 +200,12 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
         write_table(experiment, sources, out, command=command, settings=settings,
                     recorded=recorded)
     return out
+
+
+def chunk_folder(root: Path, out: Path) -> Path:
+    """Where the run folders of the table at `out` are trained: one folder per table."""
+    where = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]
+    return root / f"{out.stem}-{where}"
 
 
 def held_chunks(out: Path, experiment: str, *, sets: list[str], seed: int,
@@ -314,8 +325,10 @@ def curves_main(argv: list[str]) -> int:
                                 description="describe learning-curve tables: their size, how "
                                             "much the choice matters, the surrogate's error")
     p.add_argument("tables", nargs="*", type=Path,
-                   help="learning-curve tables (default: results/bench/curves/*.parquet)")
+                   help="learning-curve tables (default: results/bench/curves/*.parquet and "
+                        "related/*.parquet there)")
     args = p.parse_args(argv)
-    for table in args.tables or sorted(CURVES_DIR.glob("*.parquet")):
+    for table in args.tables or [*sorted(CURVES_DIR.glob("*.parquet")),
+                                 *sorted(CURVES_DIR.glob("related/*.parquet"))]:
         print("\n".join(describe(table)))
     return 0

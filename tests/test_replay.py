@@ -16,6 +16,7 @@ import pytest
 import ray
 
 from search.bench import main as bench_main
+from search.bench_replay import chunk_folder
 from search.curves import read_curves, write_curves
 from search.final import run_final
 from search.replay import fit_surrogate, held_out_error, landscape, simulated_times
@@ -355,7 +356,9 @@ def test_collect_records_whole_curves_grows_a_table_and_trains_nothing_twice(
     first = read_curves(out)
     # the run folders are gone (a cleaned cache, another machine): a larger collection trains
     # only the configurations the table lacks, with the seed the next chunk always had
-    shutil.rmtree(cache_root() / "curves" / "deepdrid_finetune")
+    chunks = chunk_folder(cache_root() / "curves", out) / "deepdrid_finetune"
+    assert (chunks / "chunk-000" / "config.json").is_file()
+    shutil.rmtree(chunks)
     said = collect(2)
     assert "chunk-001" in said and "chunk-000" not in said
     curves = read_curves(out)
@@ -363,8 +366,7 @@ def test_collect_records_whole_curves_grows_a_table_and_trains_nothing_twice(
     assert len(curves.frame) == 12 and curves.frame["seconds"].gt(0).all()
     assert curves.frame[curves.frame["config"].str.startswith("chunk-000/")].reset_index(
         drop=True).equals(first.frame)
-    trained = json.loads((cache_root() / "curves" / "deepdrid_finetune" / "chunk-001"
-                          / "config.json").read_text())["settings"]
+    trained = json.loads((chunks / "chunk-001" / "config.json").read_text())["settings"]
     assert trained["seed"] == 1 and curves.meta["settings"] == {"seed": 0, "sets": sets[1::2],
                                                                   "chunk": 1}
     distributions = curves.distributions()

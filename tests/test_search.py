@@ -437,9 +437,22 @@ def test_trials_that_cannot_be_placed_stop_the_search_which_resumes_later(
     orphan = run / "tune" / "trial_0rphan00" / "checkpoint_000000"
     orphan.mkdir(parents=True)
     (orphan / "model.safetensors").write_bytes(b"weights nothing can resume")
+    # an older medtune's search: its tuner.pkl names a searcher module this one lacks
+    resume = ["deepdrid_finetune", "--results", str(tmp_path), "--name", "wait", "--resume",
+              "--placement-timeout", "5", "--no-final"]
+    pickled = (run / "tune" / "tuner.pkl").read_bytes()
+    assert b"search.searcher" in pickled
+    (run / "tune" / "tuner.pkl").write_bytes(pickled.replace(b"search.searcher",
+                                                             b"search.searchex"))
+    with pytest.raises(ConfigError) as e:
+        run_main(resume)
+    assert str(e.value) == (
+        f"--resume: {run / 'tune'} was started by an older medtune whose searcher or callbacks "
+        "this one no longer has (No module named 'search.searchex'); start a new run with "
+        f"--warm-start {run} to carry its finished trials over")
+    (run / "tune" / "tuner.pkl").write_bytes(pickled)
     ray.kill(holder)
-    assert run_main(["deepdrid_finetune", "--results", str(tmp_path), "--name", "wait",
-                     "--resume", "--placement-timeout", "5", "--no-final"]) == 0
+    assert run_main(resume) == 0
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
     assert list((run / "tune").glob("trial_*/checkpoint_*")) == []  # the orphan's included

@@ -160,6 +160,14 @@ def _new_index(root: Path, layout: str) -> ImageIndex:
                       num_classes=5, class_names=list(DR_GRADES))
 
 
+CSV_ERRORS = (UnicodeDecodeError, csv.Error)  # a file that is not a CSV in UTF-8
+
+
+def unreadable_csv(path: Path, error: Exception) -> Problem:
+    """The problem of a CSV file that cannot be read (one of CSV_ERRORS)."""
+    return Problem(str(path), f"not a readable CSV file ({error})")
+
+
 def _csv_rows(index: ImageIndex, split: str, path: Path,
               required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, record) of a CSV; a missing file or column is a problem, not a crash."""
@@ -183,8 +191,8 @@ def _csv_rows(index: ImageIndex, split: str, path: Path,
                     index.warnings.append(f"{path} row {line}: empty row skipped")
                     continue
                 yield line, clean
-    except (UnicodeDecodeError, csv.Error) as e:
-        index.problems.append(Problem(str(path), f"not a readable CSV file ({e})"))
+    except CSV_ERRORS as e:
+        index.problems.append(unreadable_csv(path, e))
 
 
 def _grade(index: ImageIndex, path: Path, row: int, value: str | None) -> int | None:

@@ -28,6 +28,7 @@ from PIL import Image
 
 from trainables.datasets import (
     COLUMNS,
+    CSV_ERRORS,
     DR_GRADES,
     SPLITS,
     ImageIndex,
@@ -39,6 +40,7 @@ from trainables.datasets import (
     _grade,
     _new_index,
     read_deepdrid,
+    unreadable_csv,
 )
 from trainables.errors import DatasetError, Problem
 from trainables.splits import draw_splits
@@ -312,9 +314,8 @@ def _csv_header(path: Path) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return [c.strip() for c in next(csv.reader(f), [])]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(str(path), [Problem(str(path), f"not a readable CSV file ({e})")]) \
-            from None
+    except CSV_ERRORS as e:
+        raise DatasetError(str(path), [unreadable_csv(path, e)]) from None
 
 
 def _rfmid_columns(path: Path) -> list[str]:
