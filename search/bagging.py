@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.errors import ConfigError
-from trainables.tasks import Task
+from trainables.tasks import prob_columns
 
 METHODS = ("mean", "vote")
 
@@ -66,24 +66,6 @@ def vote_labels(labels: list[np.ndarray], num_classes: int) -> np.ndarray:
     for member in labels:
         counts[np.arange(len(member)), member] += 1
     return counts.argmax(axis=1)
-
-
-def prob_columns(num_classes: int) -> list[str]:
-    return [f"p{c}" for c in range(num_classes)]
-
-
-def submission_frame(task: Task, ids: list[str], probs: np.ndarray, names: list[str], *,
-                     with_probs: bool = False) -> pd.DataFrame:
-    """The submission of `probs` (N, C) in the task's format."""
-    if task.multilabel:
-        return pd.DataFrame({"ID": ids, **{name: probs[:, j] for j, name in enumerate(names)}})
-    frame = pd.DataFrame({"ID": ids, "TARGET": task.decide(probs).astype(int)})
-    if task.kind == "classes":
-        frame["class"] = [names[c] for c in frame["TARGET"]]
-    if with_probs:
-        for c, name in enumerate(prob_columns(probs.shape[1])):
-            frame[name] = probs[:, c]
-    return frame
 
 
 def write_predictions(path: Path, ids: list[str], probs: np.ndarray | None,

@@ -303,8 +303,8 @@ def measure_limit_model(p: dict[str, Any]) -> dict[str, Any]:
 
 def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
     import torch
-    import torch.nn.functional as F
 
+    from trainables.tasks import task_of
     from trainables.timm_import import timm
 
     torch.manual_seed(0)
@@ -312,8 +312,7 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
     model = timm.create_model(p["model"], pretrained=False, num_classes=index.num_classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loader = _loader(index, frame, p["image_size"], p["batch"], p["workers"])
-    criterion = (F.binary_cross_entropy_with_logits if index.task == "multilabel"
-                 else F.cross_entropy)
+    criterion = task_of(index.task).plain_loss
     n, seconds = 0, 0.0
     for epoch in range(p["epochs"] + 1):
         model.train()

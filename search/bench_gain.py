@@ -19,35 +19,40 @@ from search.bench_process import measure
 from search.bench_rows import row
 
 MODELS = 7  # 3 defaults, 3 members, the bag
-CASES = {  # task kind: (metric key, its name, rows, classes or labels, rows per patient, draws)
-    "grading": ("kappa", "QWK", 800, 5, 2, 1000),
-    # scikit-learn's 46-label AUROC on each of 1000 draws of 7 models takes minutes a run
-    "multilabel": ("auroc_macro", "macro AUROC", 640, 46, 1, 300),
-}
 
 
-def _predictions(kind: str, rows: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    rng = np.random.default_rng(0)
-    if kind == "multilabel":
-        labels = (rng.random((rows, width)) < 0.1).astype(np.float32)
-        return labels, [np.clip(labels * 0.3 + rng.random((rows, width)), 0, 1)
-                        for _ in range(MODELS)]
+def _grades(rng: np.random.Generator, rows: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
     grades = rng.integers(0, width, rows)
     return grades, [np.eye(width)[grades] * 0.5 + rng.random((rows, width)) for _ in range(MODELS)]
 
 
+def _labels(rng: np.random.Generator, rows: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    labels = (rng.random((rows, width)) < 0.1).astype(np.float32)
+    return labels, [np.clip(labels * 0.3 + rng.random((rows, width)), 0, 1) for _ in range(MODELS)]
+
+
+# task kind: (its metric, rows, classes or labels and what they are, rows per patient, draws,
+# the random predictions)
+CASES: dict[str, tuple[str, int, int, str, int, int, Any]] = {
+    "grading": ("val/kappa", 800, 5, "grades", 2, 1000, _grades),
+    # scikit-learn's 46-label AUROC on each of 1000 draws of 7 models takes minutes a run
+    "multilabel": ("val/auroc_macro", 640, 46, "labels", 1, 300, _labels),
+}
+
+
 def _measure(p: dict[str, Any], *, at_once: bool) -> dict[str, Any]:
     from search.gain import draw_weights, resampling_units
-    from trainables.metrics import per_draw_values, resampled_values
+    from trainables.tasks import task_of
 
-    key, _, rows, width, per_patient, _ = CASES[p["kind"]]
+    metric, rows, width, _, per_patient, _, predictions = CASES[p["kind"]]
+    task = task_of(p["kind"], metric)
     rows = rows if not p.get("quick") else rows // 10
-    labels, probs = _predictions(p["kind"], rows, width)
+    labels, probs = predictions(np.random.default_rng(0), rows, width)
     groups, _ = resampling_units(np.arange(rows) // per_patient)
-    score = resampled_values if at_once else per_draw_values
+    score = task.resampled if at_once else task.per_draw
     started = time.perf_counter()
     weights = draw_weights(groups, rows, p["draws"], np.random.default_rng(0))
-    values = np.stack([score(p["kind"], key, labels, m, weights) for m in probs], axis=1)
+    values = np.stack([score(labels, m, weights) for m in probs], axis=1)
     return {"seconds": time.perf_counter() - started, "draws": len(values), "images": rows,
             "checksum": float(np.nansum(values))}
 
@@ -62,7 +67,9 @@ def measure_gain_baseline(p: dict[str, Any]) -> dict[str, Any]:
 
 def bench_gain(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     rows = []
-    for kind, (_, name, _, width, _, draws) in CASES.items():
+    from trainables.tasks import task_of
+
+    for kind, (metric, _, width, unit, _, draws, _) in CASES.items():
         draws = 5 if params.get("quick") else draws
         p = {"kind": kind, "draws": draws, "quick": params.get("quick", False)}
         ours, base = [], []
@@ -73,8 +80,8 @@ def bench_gain(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str
         if abs(ours[0]["checksum"] - base[0]["checksum"]) > 1e-6 * abs(base[0]["checksum"]):
             raise RuntimeError(f"gain {kind}: the two ways score the draws differently "
                                f"({ours[0]['checksum']} against {base[0]['checksum']})")
-        label = f"{width} labels" if kind == "multilabel" else f"{width} grades"
-        rows.append(row("gain", f"s per interval table, {name} ({label}, {ours[0]['images']} images, "
+        name = task_of(kind, metric).name
+        rows.append(row("gain", f"s per interval table, {name} ({width} {unit}, {ours[0]['images']} images, "
                                 f"{MODELS} models, {draws} draws)",
                         float(np.median([r["seconds"] for r in ours])),
                         float(np.median([r["seconds"] for r in base])), False))

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from search.bagging import METHODS, bag, greedy_selection, submission_frame
+from search.bagging import METHODS, bag, greedy_selection
 from search.cli import positive_int, run, setup_logging
 from search.gain import (
     SplitPredictions,
@@ -216,7 +216,7 @@ def choose_final(run_dir: Path, *, top_k: int | None, method: str, select: str |
         raise ConfigError(f"{run_dir} is a replayed search (--replay {settings['replay']['table']})"
                           ": it trained no model, so there is nothing to retrain")
     experiment = get_experiment(run_config["experiment"])
-    if experiment.task.multilabel and method == "vote":
+    if method == "vote" and not experiment.task.votes:
         raise ConfigError("--method vote is for single-label tasks: a multi-label bag averages "
                           "probabilities (--method mean)")
     select = select or experiment.final_select
@@ -292,12 +292,7 @@ def score_final(plan: FinalPlan, trained: FinalTraining, data: Any, *, tta: bool
         "spread": {k: float(np.std([m[k] for m in metrics])) for k, _ in task.columns},
         "minutes": round((time.monotonic() - trained.started) / 60, 2),
     }
-    if task.multilabel:  # per label, the F1-best cut on validation decides "positive"
-        from trainables.metrics import f1_thresholds, per_label_table
-
-        cuts = f1_thresholds(val_labels, bag_val)
-        summary["thresholds"] = dict(zip(data.index.class_names, cuts.tolist(), strict=True))
-        summary["per_label"] = per_label_table(val_labels, bag_val, data.index.class_names, cuts)
+    summary.update(task.cuts(val_labels, bag_val, data.index.class_names))  # per label
     if data.index.labelled("test") and all("test" in m.probs for _, _, m in kept):
         bag_test = bag([m.probs["test"] for _, _, m in kept], plan.method, weights)
         summary["bag"]["test"] = task.scores(data.labels["test"], bag_test)
@@ -388,8 +383,8 @@ def _write_defaults(folder: Path, task: Task, data: Any,
         if not isinstance(member, TrainedMember):
             continue
         for split, probs in member.probs.items():
-            submission_frame(task, data.index.submission_ids(split), probs,
-                             data.index.class_names, with_probs=True).to_csv(
+            task.submission(data.index.submission_ids(split), probs,
+                            data.index.class_names, with_probs=True).to_csv(
                 folder / f"seed_{cfg.seed}_{split}.csv", index=False)
 
 
@@ -591,10 +586,10 @@ def _write_submission(folder: Path, task: Task, index: Any,
     ids = index.submission_ids("test")  # the image file name (Kaggle), or the dataset's ID
     folder.mkdir(parents=True, exist_ok=True)
     for number, _, member in kept:
-        submission_frame(task, ids, member.probs["test"], index.class_names,
-                         with_probs=True).to_csv(folder / f"member_{number}.csv", index=False)
+        task.submission(ids, member.probs["test"], index.class_names,
+                        with_probs=True).to_csv(folder / f"member_{number}.csv", index=False)
     bagged = bag([m.probs["test"] for _, _, m in kept], method, weights)
-    submission_frame(task, ids, bagged, index.class_names).to_csv(
+    task.submission(ids, bagged, index.class_names).to_csv(
         folder / "test_predictions.csv", index=False)
     return "submission/test_predictions.csv"
 

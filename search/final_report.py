@@ -195,7 +195,7 @@ def final_sections(run_dir: Path, summary: dict[str, Any], task: Task, index: Im
     if summary.get("select") == "greedy":
         sections.append(("Ensemble selection: greedy against top-k", selection_section(summary,
                                                                                        task)))
-    if task.multilabel:
+    if task.per_label:
         thresholds = np.array([summary["thresholds"][n] for n in names])
         per_label = pd.DataFrame(summary["per_label"]).set_index("label")
         sections += [

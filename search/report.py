@@ -189,7 +189,7 @@ def roc_figure(labels: np.ndarray, probs: np.ndarray, names: list[str], out: Pat
     """ROC curves (scikit-learn) of the `most` labels with the most positives in `labels`."""
     from sklearn.metrics import RocCurveDisplay
 
-    from trainables.metrics import scorable_labels
+    from trainables.tasks.metrics import scorable_labels
 
     scorable = scorable_labels(labels)
     order = sorted(scorable, key=lambda j: -labels[:, j].sum())[:most]

@@ -20,8 +20,7 @@ from search.gain import (
 )
 from search.run import parse_args, resolve_settings
 from spaces import get_experiment
-from trainables.metrics import per_draw_values, resampled_values
-from trainables.tasks import GRADING, MULTILABEL, classes_task
+from trainables.tasks import GRADING, MULTILABEL, classes_task, task_of
 
 ACCURACY = classes_task("val/accuracy")
 
@@ -135,10 +134,11 @@ def test_every_draw_scores_as_scikit_learn_scores_its_rows_repeated(kind: str, k
         np.eye(n)[[0]] * 3,  # one image alone: one class only (QWK 0), no AUROC defined
         np.eye(n)[[0, 5]].sum(axis=0, keepdims=True),  # label 2's two positives alone
     ])
-    fast = resampled_values(kind, key, labels, probs, weights)
+    task = task_of(kind, f"val/{key}")
+    fast = task.resampled(labels, probs, weights)
     with warnings.catch_warnings():  # a class predicted that no image of a draw has
         warnings.simplefilter("ignore", UserWarning)
-        slow = per_draw_values(kind, key, labels, probs, weights)  # scikit-learn, rows repeated
+        slow = task.per_draw(labels, probs, weights)  # scikit-learn, rows repeated
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
     assert np.isfinite(fast[:200]).all() and len(set(np.round(fast[:200], 9))) > 5
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search.bagging import bag_csvs, submission_frame
+from search.bagging import bag_csvs
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
-from trainables.metrics import f1_thresholds, multilabel_metrics, per_label_table
-from trainables.objectives import eval_loss, make_objective
 from trainables.tasks import GRADING, MULTILABEL, classes_task
+from trainables.tasks.metrics import f1_thresholds, multilabel_metrics, per_label_table
+from trainables.tasks.objectives import make_objective
 
 
 def test_macro_auroc_counts_ordered_pairs_and_leaves_out_a_label_without_positives() -> None:
@@ -95,9 +95,9 @@ def test_a_loss_that_does_not_fit_the_task_is_refused() -> None:
 
 
 def test_eval_loss_of_each_kind() -> None:
-    assert eval_loss("classes", np.array([1]), np.array([[0.25, 0.75]])) == pytest.approx(
+    assert classes_task().eval_loss(np.array([1]), np.array([[0.25, 0.75]])) == pytest.approx(
         -math.log(0.75))
-    assert eval_loss("multilabel", np.array([[1, 0]]), np.array([[0.8, 0.4]])) == pytest.approx(
+    assert MULTILABEL.eval_loss(np.array([[1, 0]]), np.array([[0.8, 0.4]])) == pytest.approx(
         (-math.log(0.8) - math.log(0.6)) / 2)
 
 
@@ -125,13 +125,13 @@ def test_grayscale_images_are_cached_with_one_channel_and_fed_as_three(tmp_path:
 
 def test_submissions_in_each_tasks_format() -> None:
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-    grades = submission_frame(GRADING, ["a.jpg", "b.jpg"], probs, ["0", "1", "2"])
+    grades = GRADING.submission(["a.jpg", "b.jpg"], probs, ["0", "1", "2"])
     assert list(grades.columns) == ["ID", "TARGET"] and grades["TARGET"].tolist() == [0, 2]
-    classes = submission_frame(classes_task(), ["a", "b"], probs, ["cat", "dog", "owl"],
-                               with_probs=True)
+    classes = classes_task().submission(["a", "b"], probs, ["cat", "dog", "owl"],
+                                        with_probs=True)
     assert list(classes.columns) == ["ID", "TARGET", "class", "p0", "p1", "p2"]
     assert classes["class"].tolist() == ["cat", "owl"]
-    labels = submission_frame(MULTILABEL, ["1", "2"], probs, ["Disease_Risk", "DR", "ARMD"])
+    labels = MULTILABEL.submission(["1", "2"], probs, ["Disease_Risk", "DR", "ARMD"])
     assert list(labels.columns) == ["ID", "Disease_Risk", "DR", "ARMD"]
     assert labels["ARMD"].tolist() == [0.1, 0.6]
 
@@ -244,3 +244,51 @@ def test_a_trial_ranks_its_epochs_by_its_experiments_metric() -> None:
     with pytest.raises(ConfigError, match=r"medmnist: metric is the experiment's own \(metric="
                                           r"val/accuracy\)"):
         get_experiment("medmnist").config(demo=True, overrides={"metric": "val/f1_macro"})
+
+
+def test_a_new_task_kind_is_one_registered_class() -> None:
+    """A kind registered the way the three are is known to configs, metrics and submissions,
+    with nothing else changed (the kind here: two-class screening, scored by accuracy)."""
+    from trainables.tasks import REGISTRY, register_task, task_of
+    from trainables.tasks.metrics import class_metrics
+    from trainables.tasks.single import SingleLabel
+
+    @register_task
+    class Screening(SingleLabel):
+        kind = "screening"
+        columns = (("accuracy", "accuracy"),)
+        usual = "val/accuracy"
+
+        def scores(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+            return {"accuracy": class_metrics(labels, probs)["accuracy"]}
+
+    try:
+        task = task_of("screening")
+        assert isinstance(task, Screening) and task.metric == "val/accuracy"
+        cfg = TrainConfig(task="screening", num_classes=2)
+        assert cfg.task == "screening"
+        probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+        assert task.value(np.array([0, 1, 1]), probs) == pytest.approx(2 / 3)
+        assert task.submission(["a", "b", "c"], probs, ["no", "yes"])["TARGET"].tolist() == [0, 1, 0]
+        with pytest.raises(ConfigError, match="loss='bce' does not fit task='screening'"):
+            TrainConfig(task="screening", loss="bce")
+    finally:
+        del REGISTRY["screening"]
+    with pytest.raises(ConfigError, match="task='screening'"):
+        TrainConfig(task="screening")
+
+
+def test_no_module_outside_the_task_package_asks_which_kind_a_task_is() -> None:
+    """The kinds' differences live in trainables/tasks/ alone: elsewhere a task is asked, never
+    compared with a kind's name."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    kinds = "|".join(("grading", "classes", "multilabel"))
+    asked = re.compile(rf"""(==|!=|\bin)\s*\(?["']({kinds})["']|["']({kinds})["']\s*(==|!=)|"""
+                       r"\.multilabel\b|task\.kind\s*[!=]=")
+    found = [f"{path.relative_to(root)}:{n}" for folder in ("search", "trainables", "spaces")
+             for path in sorted((root / folder).rglob("*.py"))
+             if "tasks" not in path.relative_to(root).parts
+             for n, line in enumerate(path.read_text().splitlines(), 1) if asked.search(line)]
+    assert found == []

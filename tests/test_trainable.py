@@ -192,7 +192,7 @@ def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
     from trainables.augment import BatchAugment
     from trainables.loop import Runtime, evaluate, train_one_epoch
     from trainables.models import build_model
-    from trainables.objectives import make_objective
+    from trainables.tasks.objectives import make_objective
     from trainables.trial_data import load_data
 
     cfg = tiny_config(course_demo)

@@ -21,7 +21,6 @@ PREPROCESSING = ("none", "circle", "ben")
 SCHEDULERS = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PREFETCH = ("auto", "on", "off")
-TASKS = ("grading", "classes", "multilabel")
 LOSSES = ("auto", "ce", "bce", "focal")
 AUGMENT_OPS = ("flip", "rotate", "tilt", "scale", "color")  # tilt: a small rotation, +-15 deg
 PHASE_FIELDS = ("epochs", "lr", "scheduler", "warmup_epochs", "unfreeze_depth")
@@ -115,14 +114,14 @@ class TrainConfig:
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("prefetch", self.prefetch, PREFETCH)
-        _check_choice("task", self.task, TASKS)
-        if self.metric:
-            from trainables.tasks import EPOCH_METRICS
+        from trainables.tasks import REGISTRY, task_class
 
-            _check_choice("metric", self.metric, tuple(f"val/{k}" for k, _ in
-                                                       EPOCH_METRICS[self.task]))
+        _check_choice("task", self.task, tuple(REGISTRY))
+        task = task_class(self.task)
+        if self.metric:
+            _check_choice("metric", self.metric, tuple(f"val/{k}" for k, _ in task.columns))
         _check_choice("loss", self.loss, LOSSES)
-        if self.loss != "auto" and (self.task == "multilabel") != (self.loss in ("bce", "focal")):
+        if self.loss != "auto" and self.loss not in task.losses:
             raise ConfigError(f"loss={self.loss!r} does not fit task={self.task!r}: use ce for "
                               "grading and classes, bce or focal for multilabel (or auto)")
         if not (0.0 < self.val_fraction < 1.0 and 0.0 <= self.test_fraction < 1.0

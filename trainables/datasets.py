@@ -20,6 +20,7 @@ import pandas as pd
 
 from trainables.errors import DatasetError, Problem
 from trainables.images import probe_image
+from trainables.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,7 @@ class ImageIndex:
 
     def targets(self, name: str) -> np.ndarray:
         """Labels of a split: int64 (N,) classes, or float32 (N, L) 0/1 for multi-label data."""
-        rows = self.split(name)
-        if self.task == "multilabel":
-            return np.array(rows["labels"].tolist(), dtype=np.float32).reshape(
-                len(rows), self.num_classes)
-        return rows["label"].to_numpy(np.int64)
+        return task_of(self.task).targets(self.split(name), self.num_classes)
 
     def labelled(self, name: str) -> bool:
         """Whether a split carries labels (a Kaggle-style test split does not)."""
@@ -295,18 +292,8 @@ def summarize(index: ImageIndex) -> str:
     f = index.frame
     lines = [f"{index.root} ({index.layout} layout, {index.task}, "
              f"{'grayscale' if index.channels == 1 else 'RGB'})", ""]
-    if index.task == "multilabel":
-        table = pd.DataFrame({s: index.targets(s).sum(axis=0).astype(int)
-                              for s in SPLITS if index.labelled(s)},
-                             index=index.class_names).T
-        table.insert(0, "images", [int((f["split"] == s).sum()) for s in table.index])
-        lines.append("images and positives per label, per split:")
-    else:
-        names = dict(enumerate(index.class_names)) if index.task == "classes" else {}
-        table = pd.crosstab(f["split"], f["label"].map(
-            lambda v: "unlabelled" if v < 0 else names.get(v, str(v))), margins=True,
-            margins_name="total")
-        lines.append(f"images per split and {'grade' if index.task == 'grading' else 'class'}:")
+    heading, table = task_of(index.task).label_table(index, SPLITS)
+    lines.append(heading)
     lines.append(table.to_string())
     lines.append("")
     lines.append("patients per split: " + ", ".join(

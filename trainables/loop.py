@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import queue
 import threading
@@ -17,8 +16,8 @@ from torch import nn
 from trainables.augment import BatchAugment
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError, NonFiniteLossError
-from trainables.objectives import Objective, eval_loss, probabilities
-from trainables.tasks import epoch_scores
+from trainables.tasks import task_of
+from trainables.tasks.objectives import Objective
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: 
     a multi-label task); `tta` averages in the mirror image. `limit` caps the batches
     (default: the config's max_eval_batches; 0 = every image)."""
     model.eval()
-    activate = functools.partial(probabilities, cfg.task)
+    activate = task_of(cfg.task, cfg.metric).probabilities
     out = []
     dummy = np.zeros(len(images), dtype=np.int64)
     cap = cfg.max_eval_batches if limit is None else limit
@@ -166,7 +165,8 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, cfg: T
     """The loss and the task's metrics on `images`; also returns the probabilities."""
     probs = predict(model, images, cfg=cfg, augment=augment, runtime=runtime)
     labels = labels[: len(probs)]
-    metrics = {"loss": eval_loss(cfg.task, labels, probs), **epoch_scores(cfg.task, labels, probs)}
+    task = task_of(cfg.task, cfg.metric)
+    metrics = {"loss": task.eval_loss(labels, probs), **task.scores(labels, probs)}
     return {f"{prefix}/{k}": v for k, v in metrics.items()}, probs
 
 

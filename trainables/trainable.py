@@ -30,10 +30,10 @@ from trainables.loop import (
     train_one_epoch,
 )
 from trainables.models import FundusClassifier, build_model, set_unfreeze_depth
-from trainables.objectives import Objective, make_objective
 from trainables.reporting import Reporter, current_reporter
 from trainables.stage1 import uses_stage1
 from trainables.tasks import better, task_of
+from trainables.tasks.objectives import Objective, make_objective
 from trainables.timm_import import timm
 from trainables.trial_data import TrialData, load_data
 

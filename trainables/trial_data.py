@@ -15,7 +15,8 @@ from trainables.config import TrainConfig
 from trainables.datasets import ImageIndex, ReadOptions
 from trainables.errors import ConfigError
 from trainables.formats import read_dataset
-from trainables.metrics import scorable_labels
+from trainables.tasks import task_of
+from trainables.tasks.metrics import scorable_labels
 
 
 @dataclass
@@ -45,8 +46,8 @@ def load_data(cfg: TrainConfig) -> TrialData:
 def check_task(cfg: TrainConfig, index: ImageIndex) -> None:
     """The data's labels fit the config's task and class count (the CLIs set num_classes from
     the data; a hand-written config may not)."""
-    multilabel = index.task == "multilabel"
-    if multilabel != (cfg.task == "multilabel"):
+    multilabel = task_of(index.task).per_label
+    if multilabel != task_of(cfg.task).per_label:
         what = f"multi-label data ({index.num_classes} labels)" if multilabel else \
             f"single-label data ({index.num_classes} classes)"
         hint = ("rfmid_multilabel, with --set dataset=medmnist_npz --set preprocess=none"

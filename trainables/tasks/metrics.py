@@ -1,8 +1,7 @@
-"""Task metrics through scikit-learn; keys are namespaced by the caller."""
+"""The tasks' metrics, through scikit-learn and on many bootstrap draws at once; keys are
+namespaced by the caller. The task classes (trainables/tasks/) choose among them."""
 
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 from sklearn.metrics import (
@@ -28,16 +27,9 @@ def quadratic_kappa(labels: np.ndarray, preds: np.ndarray) -> float:
     return float(cohen_kappa_score(labels, preds, weights="quadratic"))
 
 
-def metric_value(kind: str, key: str, labels: np.ndarray, probs: np.ndarray) -> float:
-    """One of the task's metrics (`kind`'s metrics dict, key `key`) alone: what a bootstrap
-    computes a thousand times (every metric of a grading task costs ten times QWK alone)."""
-    if kind == "multilabel":
-        if key != "auroc_macro":
-            return multilabel_metrics(labels, probs)[key]
-        keep = scorable_labels(labels)
-        if not len(keep):
-            raise ValueError("no label has both a positive and a negative image in this split")
-        return float(roc_auc_score(labels[:, keep], probs[:, keep], average="macro"))
+def single_label_value(key: str, labels: np.ndarray, probs: np.ndarray) -> float:
+    """One metric of argmax predictions alone (every metric of a grading task costs ten
+    times QWK alone)."""
     preds = probs.argmax(axis=1)
     if key == "kappa":
         return quadratic_kappa(labels, preds)
@@ -46,6 +38,14 @@ def metric_value(kind: str, key: str, labels: np.ndarray, probs: np.ndarray) -> 
     if key == "balanced_accuracy":
         return float(balanced_accuracy_score(labels, preds))
     return _single_label(labels, preds, probs.shape[1])[key]
+
+
+def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Macro AUROC over the scorable labels alone."""
+    keep = scorable_labels(labels)
+    if not len(keep):
+        raise ValueError("no label has both a positive and a negative image in this split")
+    return float(roc_auc_score(labels[:, keep], probs[:, keep], average="macro"))
 
 
 def class_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -114,14 +114,10 @@ def per_label_table(labels: np.ndarray, probs: np.ndarray, names: list[str],
 # scikit-learn gives the same values (tests/test_gain.py checks that, row by row); these do
 # it for every draw in a few array operations instead of a scikit-learn call per draw.
 
-def resampled_values(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
-                     weights: np.ndarray) -> np.ndarray:
-    """`metric_value(kind, key, ...)` on each draw: `weights` is (draws, rows) of counts;
-    NaN where the metric is undefined on a draw (no scorable label)."""
-    if kind == "multilabel":
-        if key == "auroc_macro":
-            return _weighted_macro_auroc(labels, probs, weights)
-        return per_draw_values(kind, key, labels, probs, weights)
+def single_label_resampled(key: str, labels: np.ndarray, probs: np.ndarray,
+                           weights: np.ndarray) -> np.ndarray | None:
+    """`single_label_value(key, ...)` on each draw (`weights`: draws x rows of counts), from
+    each draw's confusion matrix; None for a metric this cannot compute so."""
     confusion = _weighted_confusions(labels, probs.argmax(axis=1), probs.shape[1], weights)
     if key == "kappa":
         return _kappa(confusion)
@@ -136,18 +132,7 @@ def resampled_values(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
         scored = 2 * hits + (predicted - hits) + (truth - hits)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(scored > 0, 2 * hits / scored, 0.0).mean(axis=1)
-    return per_draw_values(kind, key, labels, probs, weights)
-
-
-def per_draw_values(kind: str, key: str, labels: np.ndarray, probs: np.ndarray,
-                    weights: np.ndarray) -> np.ndarray:
-    """The plain way: each draw's rows repeated, scored by scikit-learn."""
-    out = np.full(len(weights), np.nan)
-    for d, counts in enumerate(weights):
-        rows = np.repeat(np.arange(len(labels)), counts.astype(np.int64))
-        with contextlib.suppress(ValueError):  # undefined on this draw: NaN
-            out[d] = metric_value(kind, key, labels[rows], probs[rows])
-    return out
+    return None
 
 
 def _weighted_confusions(labels: np.ndarray, preds: np.ndarray, classes: int,
@@ -174,7 +159,7 @@ def _kappa(confusion: np.ndarray) -> np.ndarray:
     return np.where(present.sum(axis=1) < 2, 0.0, kappa)
 
 
-def _weighted_macro_auroc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_macro_auroc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Macro AUROC over the labels with a positive and a negative in the draw: per label, the
     chance that a drawn positive outscores a drawn negative, ties counting half."""
     per_label = np.full((len(weights), labels.shape[1]), np.nan)

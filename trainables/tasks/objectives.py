@@ -1,4 +1,5 @@
-"""The training loss and output activation of each task kind (torch side of trainables.tasks)."""
+"""The training loss of a trial: its task's loss option, weighted from the training labels
+(the torch side of trainables.tasks)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from trainables.config import TrainConfig
+from trainables.tasks import Task, task_of
 
 MAX_POS_WEIGHT = 100.0  # a label with one positive in 10k images would otherwise dominate
 
@@ -18,7 +20,7 @@ MAX_POS_WEIGHT = 100.0  # a label with one positive in 10k images would otherwis
 class Objective:
     """Loss on logits and the activation that turns logits into probabilities."""
 
-    kind: str
+    task: Task
     loss_name: str
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
@@ -35,19 +37,15 @@ class Objective:
                                   reduction="mean")
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return probabilities(self.kind, logits)
-
-
-def probabilities(kind: str, logits: torch.Tensor) -> torch.Tensor:
-    """A task's probabilities of its logits: a sigmoid per label, or softmax over classes."""
-    return logits.sigmoid() if kind == "multilabel" else logits.softmax(dim=1)
+        return self.task.probabilities(logits)
 
 
 def make_objective(cfg: TrainConfig, train_labels: np.ndarray,
                    device: torch.device) -> Objective:
     """The config's loss, its weights computed from the training labels."""
     weight = None
-    name = cfg.loss if cfg.loss != "auto" else "bce" if cfg.task == "multilabel" else "ce"
+    task = task_of(cfg.task, cfg.metric)
+    name = cfg.loss if cfg.loss != "auto" else task.losses[0]
     if name == "bce":
         positives = train_labels.sum(axis=0)
         ratio = (len(train_labels) - positives) / np.maximum(positives, 1)
@@ -60,14 +58,5 @@ def make_objective(cfg: TrainConfig, train_labels: np.ndarray,
         full = np.ones(cfg.num_classes)
         full[present] = balanced
         weight = torch.tensor(full, dtype=torch.float32)
-    return Objective(cfg.task, name, cfg.label_smoothing, cfg.focal_gamma,
+    return Objective(task, name, cfg.label_smoothing, cfg.focal_gamma,
                      None if weight is None else weight.to(device))
-
-
-def eval_loss(kind: str, labels: np.ndarray, probs: np.ndarray) -> float:
-    """The plain (unweighted, unsmoothed) loss of probabilities: NLL, or mean binary CE."""
-    if kind == "multilabel":
-        p = torch.from_numpy(np.clip(probs, 1e-7, 1 - 1e-7).astype(np.float64))
-        return F.binary_cross_entropy(p, torch.from_numpy(labels.astype(np.float64))).item()
-    return F.nll_loss(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))),
-                      torch.from_numpy(labels.astype(np.int64))).item()
