@@ -45,6 +45,7 @@ from search.gain import (
     searched_defaults,
 )
 from search.members import MemberFailure, TrainedMember, train_members
+from search.spec import RunSpec
 from search.storage import RunStore
 from spaces import get_experiment
 from trainables.config import TrainConfig
@@ -67,16 +68,16 @@ def write_member(folder: Path, member: TrainedMember) -> None:
     (folder / "metadata.json").write_text(json.dumps(member.metadata, indent=1))
 
 
-def join_cluster(settings: dict[str, Any]) -> None:
+def join_cluster(cache_dir: str) -> None:
     """The Ray the search used (still connected after search.run), else the cluster at
     RAY_ADDRESS or a local one, with the run's image cache folder for every worker."""
     import ray
 
     from search.driver import connect_ray
 
-    os.environ.setdefault("MEDTUNE_CACHE", settings["cache_dir"])
+    os.environ.setdefault("MEDTUNE_CACHE", cache_dir)
     if not ray.is_initialized():
-        connect_ray(env={"MEDTUNE_CACHE": settings["cache_dir"]})
+        connect_ray(env={"MEDTUNE_CACHE": cache_dir})
 
 
 SELECTIONS = ("top-k", "greedy")
@@ -158,7 +159,7 @@ class FinalPlan:
 
     run_dir: Path
     experiment: Any
-    settings: dict[str, Any]
+    spec: RunSpec
     method: str
     select: str
     pick: str | None
@@ -211,9 +212,9 @@ def choose_final(run_dir: Path, *, top_k: int | None, method: str, select: str |
     if method not in METHODS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     run_config = json.loads((run_dir / "config.json").read_text())
-    settings = run_config["settings"]
-    if settings.get("replay"):
-        raise ConfigError(f"{run_dir} is a replayed search (--replay {settings['replay']['table']})"
+    spec = RunSpec.from_dict(run_config["settings"], f"{run_dir}/config.json")
+    if spec.replay:
+        raise ConfigError(f"{run_dir} is a replayed search (--replay {spec.replay['table']})"
                           ": it trained no model, so there is nothing to retrain")
     experiment = get_experiment(run_config["experiment"])
     if method == "vote" and not experiment.task.votes:
@@ -222,14 +223,13 @@ def choose_final(run_dir: Path, *, top_k: int | None, method: str, select: str |
     select = select or experiment.final_select
     if select not in SELECTIONS:
         raise ConfigError(f"--select {select!r}: use one of {', '.join(SELECTIONS)}")
-    wanted = top_k or int(settings["top_k"])
-    records, configs = choose_members(run_dir, wanted, int(settings["max_epochs"]), echo,
-                                      select, pick)
+    wanted = top_k or spec.top_k
+    records, configs = choose_members(run_dir, wanted, spec.max_epochs, echo, select, pick)
     return FinalPlan(
-        run_dir=run_dir, experiment=experiment, settings=settings, method=method, select=select,
+        run_dir=run_dir, experiment=experiment, spec=spec, method=method, select=select,
         pick=pick, wanted=wanted, records=records, configs=configs,
         single=single_stage_baseline(configs[0]),
-        defaults=defaults_configs(experiment, settings, configs[:wanted]) if baseline else [])
+        defaults=defaults_configs(experiment, spec, configs[:wanted]) if baseline else [])
 
 
 def train_final(plan: FinalPlan, *, tta: bool, echo: Any) -> FinalTraining:
@@ -237,10 +237,10 @@ def train_final(plan: FinalPlan, *, tta: bool, echo: Any) -> FinalTraining:
     the members that trained are kept in the run folder (final/member_<n>/)."""
     from search.driver import check_resources
 
-    settings, configs, single, defaults = plan.settings, plan.configs, plan.single, plan.defaults
-    cpus, gpus = float(settings["cpus_per_trial"]), float(settings["gpus_per_trial"])
+    configs, single, defaults = plan.configs, plan.single, plan.defaults
+    cpus, gpus = float(plan.spec.cpus_per_trial), float(plan.spec.gpus_per_trial)
     started = time.monotonic()
-    join_cluster(settings)
+    join_cluster(plan.spec.cache_dir)
     check_resources(cpus, gpus)
     echo(f"training {len(plan.records)} members as Ray tasks, {cpus:g} CPU and {gpus:g} GPU "
          "each, as many at a time as the cluster holds")
@@ -341,7 +341,7 @@ def report_final(plan: FinalPlan, summary: dict[str, Any], data: Any, bag_val: n
              f"{localisation['energy_uniform']:.3f}), pointing game "
              f"{localisation['pointing_hit_rate']:.3f} (uniform {localisation['pointing_uniform']:.3f})")
     echo(f"report: {report}")
-    if plan.settings.get("wandb"):
+    if plan.spec.wandb:
         echo(log_to_wandb(run_dir, summary))
 
 

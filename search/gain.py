@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from search.spec import RunSpec
 from spaces.base import Experiment
 from trainables.config import TrainConfig, config_value
 from trainables.tasks import Task
@@ -27,13 +28,13 @@ DRAWS = 1000  # bootstrap draws of an interval
 CHUNK = 100  # draws scored at once (a draws x images array each)
 
 
-def defaults_configs(experiment: Experiment, settings: dict[str, Any],
+def defaults_configs(experiment: Experiment, spec: RunSpec,
                      members: list[TrainConfig]) -> list[TrainConfig]:
     """The experiment's default configuration with each member's seed, sample and epochs:
     the run's fixed values (data, --set, budget) over the experiment's defaults (and demo
     settings), and none of the searched values the search chose."""
-    base = experiment.config(demo=bool(settings["demo"])).to_dict()
-    default = TrainConfig.from_dict({**base, **settings["fixed"]})
+    base = experiment.config(demo=spec.demo).to_dict()
+    default = TrainConfig.from_dict({**base, **spec.fixed})
     return [default.replace(epochs=m.epochs, seed=m.seed, bootstrap=m.bootstrap,
                             max_eval_batches=m.max_eval_batches) for m in members]
 

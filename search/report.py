@@ -233,16 +233,17 @@ def table(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
 
 
 def run_summary(run_dir: Path) -> str:
+    from search.spec import RunSpec
+
     config = json.loads((run_dir / "config.json").read_text())
-    s = config["settings"]
+    s = RunSpec.from_dict(config["settings"], f"{run_dir}/config.json")
     return (f"<p>experiment <b>{html.escape(config['experiment'])}</b>, started "
             f"{html.escape(config['created'])}</p><p><code>{html.escape(' '.join(config['command']))}"
-            f"</code></p><p>budget: {s['num_samples']} trials of up to {s['max_epochs']} epochs; "
-            + (f"ASHA grace {s['grace_period']}, reduction {s['reduction_factor']}; "
-               if s.get("scheduler", "asha") == "asha" else "no early stopping (fifo); ")
-            + (f"TPE startup {s['startup_trials']}; " if s.get("sampler", "tpe") == "tpe"
-               else "random sampler; ")
-            + f"seed {s['seed']}</p>")
+            f"</code></p><p>budget: {s.num_samples} trials of up to {s.max_epochs} epochs; "
+            + (f"ASHA grace {s.grace_period}, reduction {s.reduction_factor}; "
+               if s.scheduler == "asha" else "no early stopping (fifo); ")
+            + (f"TPE startup {s.startup_trials}; " if s.sampler == "tpe" else "random sampler; ")
+            + f"seed {s.seed}</p>")
 
 
 def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,

@@ -21,7 +21,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from search.cli import (
     cpus,
@@ -34,6 +33,7 @@ from search.cli import (
     setup_logging,
 )
 from search.objectives import needs_cost, parse_objectives
+from search.spec import DEFAULT_PLACEMENT_TIMEOUT, RunSpec
 from search.storage import RunStore, is_uri, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
-DEFAULT_PLACEMENT_TIMEOUT = 15.0  # minutes; on a cloud cluster a new node takes a few
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -113,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or latest_run(args.results, experiment.name)
         store = RunStore.at(args.results, experiment.name, name)
         store.pull()  # an object store's run folder: into the local stage
-        settings = store.run_config("--resume")["settings"]
+        spec = RunSpec.from_dict(store.run_config("--resume")["settings"],
+                                 f"--resume: {store.location}/config.json")
         # how long to wait for a node is not part of what the search is: a resume may change it
-        settings["placement_timeout"] = (args.placement_timeout
-                                         or settings.get("placement_timeout")
-                                         or DEFAULT_PLACEMENT_TIMEOUT)
+        if args.placement_timeout:
+            spec = spec.replace(placement_timeout=args.placement_timeout)
     else:
         store = RunStore.at(args.results, experiment.name,
                             args.name or time.strftime("%Y%m%d-%H%M%S"))
@@ -126,15 +125,15 @@ def main(argv: list[str] | None = None) -> int:
                               "another --name")
         if store.uri:  # a stage left by an earlier run of that name that never reached the store
             shutil.rmtree(store.local, ignore_errors=True)
-        settings = resolve_settings(args, experiment)
+        spec = resolve(args, experiment)
         if args.replay:
-            settings = replay_settings(args, experiment, settings)
+            spec = replay_spec(args, experiment, spec)
     from search.search import run_search  # imports Ray: after the cheap checks
 
-    code = run_search(experiment, store, settings, resume=args.resume,
+    code = run_search(experiment, store, spec, resume=args.resume,
                       command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])],
                       verbose=args.verbose)
-    if code != 0 or args.no_final or settings.get("replay"):
+    if code != 0 or args.no_final or spec.replay:
         return code
     from search.final import outputs_line, run_final
 
@@ -147,8 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[str, Any]:
-    """Everything that fixes the search, from the experiment and the command line."""
+def resolve(args: argparse.Namespace, experiment: Experiment) -> RunSpec:
+    """Everything that fixes the search, from the experiment and the command line. A trial's
+    fixed config, each layer over the ones before it: TrainConfig's field defaults, the
+    experiment's config (with --demo its demo settings), --smoke-test's small sizes, --set,
+    --data, then --max-epochs (or the budget's epochs) and --seed; its phases must agree with
+    those epochs. The budget (trials, epochs, resources, TPE's start, ASHA's rungs, top-k): the
+    experiment's (with --demo its demo budget), each under its command-line flag. Later, and
+    not here: --replay takes the table's fixed config under --set (`replay_spec`), the search
+    fills in the demo set's path and the data's classes (`search.search.prepare_data`) and
+    stage 1's store, --resume reads this spec back from config.json (only
+    --placement-timeout may change), and the final step sets each member's seed, sample and
+    epochs."""
     budget = experiment.demo_budget if args.demo else experiment.budget
     overrides = parse_overrides(args.overrides)
     max_epochs = args.max_epochs or budget.max_epochs
@@ -176,29 +185,25 @@ def resolve_settings(args: argparse.Namespace, experiment: Experiment) -> dict[s
         cfg.require_epochs(max_epochs, "--max-epochs")
     fixed = {k: v for k, v in cfg.to_dict().items()
              if k not in experiment.searched or k in overrides}
-    return {
-        "demo": args.demo, "fixed": fixed, "pinned": {k: overrides[k] for k in pinned},
-        "num_samples": num_samples, "max_epochs": max_epochs,
-        "seed": args.seed,
-        "cpus_per_trial": args.cpus_per_trial or budget.cpus_per_trial,
-        "gpus_per_trial": budget.gpus_per_trial if args.gpus_per_trial is None
+    return RunSpec(
+        demo=args.demo, fixed=fixed, pinned={k: overrides[k] for k in pinned},
+        num_samples=num_samples, max_epochs=max_epochs, seed=args.seed,
+        cpus_per_trial=args.cpus_per_trial or budget.cpus_per_trial,
+        gpus_per_trial=budget.gpus_per_trial if args.gpus_per_trial is None
         else args.gpus_per_trial,
-        "max_concurrent": args.max_concurrent, "wandb": not args.no_wandb,
-        "placement_timeout": args.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT,
-        "startup_trials": budget.startup_trials, "grace_period": budget.grace_period,
-        "reduction_factor": budget.reduction_factor,
-        "sampler": args.sampler, "scheduler": args.scheduler, "batch": args.reproducible,
-        "objectives": [[o.key, o.mode] for o in objectives],
-        "warm_start": [run if is_uri(run) else str(Path(run).expanduser().resolve())
-                       for run in args.warm_start],
-        "top_k": args.top_k or budget.top_k,
-        "cache_dir": str(cache_root(cfg.cache_dir)),
-    }
+        max_concurrent=args.max_concurrent, wandb=not args.no_wandb,
+        placement_timeout=args.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT,
+        startup_trials=budget.startup_trials, grace_period=budget.grace_period,
+        reduction_factor=budget.reduction_factor,
+        sampler=args.sampler, scheduler=args.scheduler, batch=args.reproducible,
+        objectives=[[o.key, o.mode] for o in objectives],
+        warm_start=[run if is_uri(run) else str(Path(run).expanduser().resolve())
+                    for run in args.warm_start],
+        top_k=args.top_k or budget.top_k, cache_dir=str(cache_root(cfg.cache_dir)))
 
 
-def replay_settings(args: argparse.Namespace, experiment: Experiment,
-                    settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a search served from a learning-curve table: the table's fixed trial
+def replay_spec(args: argparse.Namespace, experiment: Experiment, spec: RunSpec) -> RunSpec:
+    """The spec of a search served from a learning-curve table: the table's fixed trial
     config (its data need not exist here) under this command's --set values, epochs at most
     the table's, the real trainable replaced by the replay one."""
     from search.curves import read_curves
@@ -209,11 +214,11 @@ def replay_settings(args: argparse.Namespace, experiment: Experiment,
     if curves.meta["experiment"] != experiment.name:
         raise ConfigError(f"--replay {args.replay}: a table of {curves.meta['experiment']}, not "
                           f"{experiment.name}")
-    missing = [k for k, _ in settings.get("objectives") or () if k not in curves.frame.columns]
+    missing = [k for k, _ in spec.objectives if k not in curves.frame.columns]
     if missing:
         raise ConfigError(f"--objectives with --replay {args.replay}: the table records no "
                           f"{', '.join(missing)}")
-    max_epochs = args.max_epochs or min(settings["max_epochs"], curves.epochs)
+    max_epochs = args.max_epochs or min(spec.max_epochs, curves.epochs)
     if max_epochs > curves.epochs:
         raise ConfigError(f"--max-epochs {max_epochs}: {args.replay} records {curves.epochs} "
                           "epochs a configuration")
@@ -223,10 +228,10 @@ def replay_settings(args: argparse.Namespace, experiment: Experiment,
     fixed = {k: v for k, v in cfg.to_dict().items()
              if k not in experiment.searched or k in overrides}
     surrogate = load_surrogate(args.replay)
-    return {**settings, "fixed": fixed, "max_epochs": max_epochs, "demo": False,
-            "grace_period": min(settings["grace_period"], max_epochs),
-            "replay": {"table": str(Path(args.replay).resolve()),
-                       "time_scale": REPLAY_EPOCH_SECONDS / surrogate.median_seconds}}
+    return spec.replace(fixed=fixed, max_epochs=max_epochs, demo=False,
+                        grace_period=min(spec.grace_period, max_epochs),
+                        replay={"table": str(Path(args.replay).resolve()),
+                                "time_scale": REPLAY_EPOCH_SECONDS / surrogate.median_seconds})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from search.environment import describe
 from search.progress import Progress
 from search.pruning import CheckpointPruner
 from search.run_folder import write_tables
+from search.spec import RunSpec
 from search.storage import CONFIG_FILE, RunStore
 from spaces.base import Experiment
 from trainables.config import TrainConfig
@@ -90,41 +91,38 @@ def _check_data(fixed: dict[str, Any]) -> Any:
     return index
 
 
-def prepare_data(experiment: Experiment, settings: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """The settings with the demo set's path and the data's class count filled in, once the
+def prepare_data(experiment: Experiment, spec: RunSpec) -> tuple[RunSpec, Any]:
+    """The spec with the demo set's path and the data's class count filled in, once the
     data is checked and cached, and the data's index."""
-    if settings.get("replay"):  # recorded curves: no data is read, no image cached
-        return settings, None
-    fixed = dict(settings["fixed"])
-    if settings["demo"]:
-        fixed.update(experiment.demo_paths(Path(settings["cache_dir"]), fixed))
-        settings = {**settings, "fixed": fixed}
+    if spec.replay:  # recorded curves: no data is read, no image cached
+        return spec, None
+    fixed = dict(spec.fixed)
+    if spec.demo:
+        fixed.update(experiment.demo_paths(Path(spec.cache_dir), fixed))
     if not fixed.get("data"):
         raise ConfigError("no dataset: pass --data DIR or --demo")
     experiment.check(TrainConfig.from_dict(fixed))
-    os.environ["MEDTUNE_CACHE"] = settings["cache_dir"]
+    os.environ["MEDTUNE_CACHE"] = spec.cache_dir
     index = _check_data(fixed)
     fixed = {**fixed, "num_classes": index.num_classes}
-    return {**settings, "fixed": fixed, "classes": list(index.class_names)}, index
+    return spec.replace(fixed=fixed, classes=list(index.class_names)), index
 
 
-def plan_search(experiment: Experiment, store: RunStore, settings: dict[str, Any],
+def plan_search(experiment: Experiment, store: RunStore, spec: RunSpec,
                 cluster: ClusterShape) -> SearchPlan:
-    """The search's plan from its settings; concurrency from the cluster when not given."""
-    cpus, gpus = settings["cpus_per_trial"], settings["gpus_per_trial"]
+    """The search's plan from its spec; concurrency from the cluster when not given."""
+    cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
     return SearchPlan(
-        experiment=experiment, store=store, fixed=settings["fixed"], pinned=settings["pinned"],
-        num_samples=settings["num_samples"], max_epochs=settings["max_epochs"],
-        seed=settings["seed"], cpus_per_trial=cpus, gpus_per_trial=gpus,
-        max_concurrent=settings["max_concurrent"] or default_concurrency(cpus, gpus, cluster),
-        wandb=settings["wandb"], top_k=settings["top_k"], demo=settings["demo"],
-        sampler=settings.get("sampler", "tpe"), scheduler=settings.get("scheduler", "asha"),
-        replay=settings.get("replay"), batch=settings.get("batch"),
-        warm_start=tuple(settings.get("warm_start") or ()),
-        objectives=tuple((k, m) for k, m in settings.get("objectives") or ()))
+        experiment=experiment, store=store, fixed=spec.fixed, pinned=spec.pinned,
+        num_samples=spec.num_samples, max_epochs=spec.max_epochs, seed=spec.seed,
+        cpus_per_trial=cpus, gpus_per_trial=gpus,
+        max_concurrent=spec.max_concurrent or default_concurrency(cpus, gpus, cluster),
+        wandb=spec.wandb, top_k=spec.top_k, demo=spec.demo, sampler=spec.sampler,
+        scheduler=spec.scheduler, replay=spec.replay, batch=spec.batch,
+        warm_start=tuple(spec.warm_start), objectives=tuple((k, m) for k, m in spec.objectives))
 
 
-def write_config_json(plan: SearchPlan, settings: dict[str, Any], command: list[str],
+def write_config_json(plan: SearchPlan, spec: RunSpec, command: list[str],
                      index: Any = None) -> None:
     """config.json (what fixes the run; the final step and --resume read it),
     environment.json and, where medtune drew the data's splits, split.csv; copied to an object
@@ -137,63 +135,61 @@ def write_config_json(plan: SearchPlan, settings: dict[str, Any], command: list[
     (plan.run_dir / CONFIG_FILE).write_text(json.dumps({
         "experiment": plan.experiment.name, "run_id": plan.run_id, "command": command,
         "results": plan.store.results, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "settings": settings,
+        "settings": spec.to_dict(),
     }, indent=1))
     (plan.run_dir / "environment.json").write_text(json.dumps(describe(), indent=1))
     plan.store.push()
 
 
-def run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], *, resume: bool,
+def run_search(experiment: Experiment, store: RunStore, spec: RunSpec, *, resume: bool,
                command: list[str], verbose: bool = False) -> int:
     """Run (or resume) the search into `store`'s run folder; 0 when every trial ran. Ray's own
     console output goes to the run's search.log (and to the console too with `verbose`)."""
-    settings, index = prepare_data(experiment, settings)
+    spec, index = prepare_data(experiment, spec)
     fresh = not store.local.exists()
     try:
         with ray_output_to(store.local / LOG_FILE, verbose=verbose):
-            return _run_search(experiment, store, settings, index, resume=resume, command=command)
+            return _run_search(experiment, store, spec, index, resume=resume, command=command)
     except ConfigError:
         if fresh and not (store.local / CONFIG_FILE).exists():  # refused: the name stays free
             shutil.rmtree(store.local, ignore_errors=True)
         raise
 
 
-def _run_search(experiment: Experiment, store: RunStore, settings: dict[str, Any], index: Any, *,
+def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: Any, *,
                 resume: bool, command: list[str]) -> int:
-    if settings["fixed"].get("stage1_data") and not settings["fixed"].get("stage1_store"):
+    if spec.fixed.get("stage1_data") and not spec.fixed.get("stage1_store"):
         # stage-1 models live in the run folder: every node reads it (shared disk or object store)
-        settings = {**settings, "fixed": {**settings["fixed"],
-                                          "stage1_store": f"{store.uri}/stage1" if store.uri
-                                          else str(store.local.resolve() / "stage1")}}
-    callbacks, env, wandb_line = wandb_setup(settings["wandb"], store.local, store.run_id)
-    env = {"MEDTUNE_CACHE": settings["cache_dir"], **env}
+        spec = spec.replace(fixed={**spec.fixed, "stage1_store": f"{store.uri}/stage1"
+                                   if store.uri else str(store.local.resolve() / "stage1")})
+    callbacks, env, wandb_line = wandb_setup(spec.wandb, store.local, store.run_id)
+    env = {"MEDTUNE_CACHE": spec.cache_dir, **env}
     os.environ.update(env)
     connect_ray(env=env)
-    cluster = check_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
+    cluster = check_resources(spec.cpus_per_trial, spec.gpus_per_trial)
     registry = None
-    if settings["fixed"].get("stage1_data"):  # leases on stage 1: alive while the search is
+    if spec.fixed.get("stage1_data"):  # leases on stage 1: alive while the search is
         from trainables.stage1 import start_registry
 
         registry = start_registry()
-    plan = plan_search(experiment, store, settings, cluster)
+    plan = plan_search(experiment, store, spec, cluster)
     if not resume:  # only now: a refused request leaves the run's name free
-        write_config_json(plan, settings, command, index)
+        write_config_json(plan, spec, command, index)
     _describe(plan, cluster, wandb_line)
     if plan.warm_start and not resume:
         warm(plan, wandb_on=bool(callbacks))
     progress = Progress(experiment.metric, experiment.mode, plan.num_samples,
                         cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial,
                         autoscaler=cluster.autoscaler is not None,
-                        placement_timeout=60 * settings["placement_timeout"])
+                        placement_timeout=60 * spec.placement_timeout)
     callbacks = [progress, CheckpointPruner(), *callbacks]
     started = time.monotonic()
     if resume:
         print(f"resuming {store.location}", flush=True)
         tuner = restored_tuner(plan)
     else:
-        tuner = new_tuner(plan, callbacks, startup_trials=settings["startup_trials"],
-                          grace_period=settings["grace_period"],
-                          reduction_factor=settings["reduction_factor"])
+        tuner = new_tuner(plan, callbacks, startup_trials=spec.startup_trials,
+                          grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
     with bound_to(plan.run_id, binding(plan, callbacks)):
         results = tuner.fit()
     del registry  # held until the trials ended

@@ -46,6 +46,7 @@ from optuna.distributions import (
 )
 
 from search.searcher import CURVE_ATTR, best_of, curve_of
+from search.spec import RunSpec
 from search.storage import CONFIG_FILE, STUDY_FILE, RunStore
 from search.study_asha import COMPARABLE_ATTR, PRIOR_ATTR
 from trainables.errors import ConfigError
@@ -135,14 +136,13 @@ def read_earlier(location: str) -> tuple[dict[str, Any], optuna.Study]:
     return config, study
 
 
-def comparable(earlier: dict[str, Any], experiment: str, fixed: dict[str, Any],
+def comparable(earlier: dict[str, Any], spec: RunSpec, experiment: str, fixed: dict[str, Any],
                max_epochs: int) -> bool:
-    """Whether an earlier run's learning curves can stand beside today's trials' epochs: the
-    same experiment on the same data, trained as long (a schedule's epochs shape its curve)."""
-    settings = earlier.get("settings") or {}
+    """Whether an earlier run's learning curves (its config.json and spec) can stand beside
+    today's trials' epochs: the same experiment on the same data, trained as long (a
+    schedule's epochs shape its curve)."""
     return (earlier.get("experiment") == experiment
-            and (settings.get("fixed") or {}).get("data") == fixed.get("data")
-            and settings.get("max_epochs") == max_epochs)
+            and spec.fixed.get("data") == fixed.get("data") and spec.max_epochs == max_epochs)
 
 
 def prior_trial(trial: optuna.trial.FrozenTrial, fitted: FittingTrial, where: str,
@@ -175,15 +175,17 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
     ranked: list[tuple[bool, float, dict[str, Any]]] = []
     for location in runs:
         earlier, old = read_earlier(location)
+        spec = RunSpec.from_dict(earlier["settings"], f"--warm-start {location}/{CONFIG_FILE}")
         name = f"{earlier.get('experiment')}/{earlier.get('run_id')}"
         their_metric = _metric_of(earlier)
         if their_metric != metric:
             out.lines.append(f"warm start: {name} left out: it optimised {their_metric}, this "
                              f"search {metric}")
             continue
-        same_curves = comparable(earlier, experiment, fixed, max_epochs)
+        same_curves = comparable(earlier, spec, experiment, fixed, max_epochs)
         # into a multi-objective study a full-length trial comes only with today's objectives
-        valued = not objectives or _objectives_of(earlier) == [list(o) for o in objectives]
+        valued = not objectives or [list(o) for o in spec.objectives] == [
+            list(o) for o in objectives]
         added, dropped, clipped, unvalued = 0, [], [], 0
         for trial in old.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)):
             if trial.user_attrs.get(PRIOR_ATTR):  # that run's own priors came from elsewhere
@@ -232,11 +234,6 @@ def warm_start(study: optuna.Study, runs: list[str], *, space: Any, pinned: dict
         out.lines.append(f"warm start: the best {len(out.first)} earlier configuration(s) are "
                          "tried first")
     return out
-
-
-def _objectives_of(earlier: dict[str, Any]) -> list[list[str]]:
-    """An earlier run's objectives, [metric, mode] each (none: a single-objective search)."""
-    return [list(o) for o in (earlier.get("settings") or {}).get("objectives") or ()]
 
 
 def _metric_of(earlier: dict[str, Any]) -> str | None:

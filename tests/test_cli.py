@@ -197,3 +197,38 @@ def test_a_searchs_driver_imports_neither_torch_nor_timm_and_a_trial_not_wandb(
 
     assert done.stdout.split() == ["trainables.tune_entry", "24", str(torch.version.cuda), "[]",
                                    "True", "False", "True"]
+
+
+def test_the_run_spec_reads_back_what_it_wrote_and_refuses_unknown_or_missing_settings(
+        tmp_path: Path) -> None:
+    import json
+
+    from search.spec import RunSpec
+    from spaces import get_experiment
+
+    spec = run_cli.resolve(run_cli.parse_args(
+        ["deepdrid_finetune", "--demo", "--num-samples", "3", "--seed", "5", "--top-k", "2",
+         "--set", "lr=0.01"]), get_experiment("deepdrid_finetune"))
+    assert (spec.num_samples, spec.seed, spec.top_k, spec.pinned) == (3, 5, 2, {"lr": 0.01})
+    written = json.loads(json.dumps(spec.to_dict()))  # as config.json holds it
+    back = RunSpec.from_dict(written)
+    assert back.to_dict() == written and back.replace(fixed=spec.fixed) == spec
+    # an older medtune's settings, before these keys existed: read with their defaults
+    newer = ("sampler", "scheduler", "batch", "objectives", "warm_start", "placement_timeout",
+             "classes", "replay")
+    older = RunSpec.from_dict({k: v for k, v in written.items() if k not in newer})
+    assert (older.sampler, older.scheduler, older.objectives, older.placement_timeout) == (
+        "tpe", "asha", [], 15.0)
+    with pytest.raises(ConfigError, match=r"^x: missing setting\(s\) max_epochs$"):
+        RunSpec.from_dict({k: v for k, v in written.items() if k != "max_epochs"}, "x")
+    # a typo in a hand-edited config.json: --resume names the file and the key, nothing runs
+    run = tmp_path / "deepdrid_finetune" / "typo"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"experiment": "deepdrid_finetune",
+                                                 "run_id": "typo",
+                                                 "settings": {**written, "sampeler": "tpe"}}))
+    with pytest.raises(ConfigError) as e:
+        run_cli.main(["deepdrid_finetune", "--results", str(tmp_path), "--name", "typo",
+                      "--resume"])
+    assert str(e.value).startswith(f"--resume: {run}/config.json: unknown setting(s) sampeler; "
+                                   "known: fixed, pinned, demo,")

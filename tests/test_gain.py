@@ -18,7 +18,7 @@ from search.gain import (
     split_gain,
     verdict,
 )
-from search.run import parse_args, resolve_settings
+from search.run import parse_args, resolve
 from spaces import get_experiment
 from trainables.tasks import GRADING, MULTILABEL, classes_task, task_of
 
@@ -155,14 +155,14 @@ def test_a_draw_takes_whole_patients() -> None:
 
 def test_the_defaults_are_the_experiments_own_configuration_with_each_members_seeds() -> None:
     experiment = get_experiment("deepdrid_finetune")
-    settings = resolve_settings(parse_args(["deepdrid_finetune", "--demo", "--set",
-                                            "batch_size=16", "--max-epochs", "4"]), experiment)
-    settings["fixed"]["data"] = "/data/somewhere"
+    spec = resolve(parse_args(["deepdrid_finetune", "--demo", "--set", "batch_size=16",
+                               "--max-epochs", "4"]), experiment)
+    spec = spec.replace(fixed={**spec.fixed, "data": "/data/somewhere"})
     members = [experiment.config(demo=True, overrides={"lr": 5e-5, "unfreeze_depth": 0,
                                                        "seed": 1 + i, "bootstrap": i,
                                                        "epochs": 4})
                for i in range(3)]
-    defaults = defaults_configs(experiment, settings, members)
+    defaults = defaults_configs(experiment, spec, members)
     assert [(d.seed, d.bootstrap, d.epochs) for d in defaults] == [(1, 0, 4), (2, 1, 4), (3, 2, 4)]
     for d in defaults:
         assert d.lr == 1e-3  # the demo's own lr (spaces/deepdrid_finetune.py DEMO), not 5e-5

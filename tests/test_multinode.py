@@ -19,7 +19,7 @@ from ray import tune
 from ray.cluster_utils import Cluster
 
 from search.driver import SearchPlan, check_resources, new_tuner
-from search.run import parse_args, resolve_settings
+from search.run import parse_args, resolve
 from search.run_folder import write_tables
 from search.search import plan_search, write_config_json
 from search.storage import RunStore
@@ -94,12 +94,12 @@ def searched(cluster: tuple[Cluster, list[Any]], course_demo: Path,
                        "--set", "weights=none", "--set", "image_size=64", "--set",
                        "max_train_batches=4", "--set", "max_eval_batches=2", "--set",
                        "device=cpu", "--set", "batch_size=8"])
-    settings = resolve_settings(args, experiment)
+    spec = resolve(args, experiment)
     store = RunStore(tmp_path_factory.mktemp("results") / "deepdrid_finetune" / "nodes")
     shape = check_resources(1, 1)  # one GPU per trial: the cluster has it, on two nodes
-    plan: SearchPlan = plan_search(experiment, store, settings, shape)
+    plan: SearchPlan = plan_search(experiment, store, spec, shape)
     assert plan.max_concurrent == 2  # what the two GPU nodes fit (the head holds none)
-    write_config_json(plan, settings, ["test"])
+    write_config_json(plan, spec, ["test"])
     heard = Heard()
     # ASHA's grace period at the full length: no trial is stopped early, all run to the end
     tuner = new_tuner(plan, [heard], startup_trials=3, grace_period=EPOCHS, reduction_factor=2)
