@@ -13,7 +13,7 @@ trial config, the epochs, the data's fingerprint, package versions, the machine,
 and the configurations that failed (with their error; they are not in the rows).
 
 The configurations are trained by `search.run` itself in resumable chunks
-(search/bench_replay.py: `collect`); `write_table` makes the table of the finished chunks'
+(search/bench/replay.py: `collect`); `write_table` makes the table of the finished chunks'
 run folders.
 """
 

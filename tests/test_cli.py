@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from search import bench, data, final, reproduce, train
+from search import data, final, reproduce, train
 from search import run as run_cli
+from search.bench import cli as bench
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 

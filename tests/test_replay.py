@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import ray
 
-from search.bench import main as bench_main
-from search.bench_replay import chunk_folder
+from search.bench.cli import main as bench_main
+from search.bench.replay import chunk_folder
 from search.curves import read_curves, write_curves
 from search.final import run_final
 from search.replay import fit_surrogate, held_out_error, landscape, simulated_times
@@ -340,7 +340,7 @@ def test_a_grown_tables_settings_match_but_for_the_seed_and_where_the_demo_set_l
 @pytest.mark.slow
 def test_collect_records_whole_curves_grows_a_table_and_trains_nothing_twice(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from search.bench import main as bench_main
+    from search.bench.cli import main as bench_main
 
     out = tmp_path / "curves.parquet"
     sets = [a for s in ("image_size=64", "max_train_batches=1", "max_eval_batches=1",

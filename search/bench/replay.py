@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from search.bench.efficiency import ARMS, arm_seed
 from search.curves import Recorded
-from search.efficiency import ARMS, arm_seed
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
@@ -59,7 +59,7 @@ def replayed_search(experiment: str, table: str, results: str, name: str, seed: 
     """One search replayed on `table` (quietly: a line per epoch and trial), with the
     experiment's budget (2 trials with `quick`: the plumbing), `REPLAY_WORKERS` trials at a time and seed
     REPLAY_SEED_BASE + `seed`; its run folder."""
-    from search.bench_tune import _search
+    from search.bench.tune import _search
 
     with contextlib.redirect_stdout(io.StringIO()):
         _search([experiment, "--replay", table, "--results", results, "--name", name,
@@ -82,7 +82,7 @@ def replay_run(run_dir: Path, metric: str) -> dict[str, Any]:
 
 def measure_replay(p: dict[str, Any]) -> dict[str, Any]:
     """Every arm and seed on one table, in this process (Ray started once)."""
-    from search.bench_process import quiet_search_env
+    from search.bench.process import quiet_search_env
     from search.curves import read_curves
 
     quiet_search_env(wandb=False)
@@ -112,9 +112,9 @@ def tables(params: dict[str, Any], section: str) -> list[Path]:
 
 
 def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench_process import measure
-    from search.bench_rows import value_row
-    from search.bench_tune import efficiency_record
+    from search.bench.process import measure
+    from search.bench.rows import value_row
+    from search.bench.tune import efficiency_record
     from search.curves import read_curves
     from search.replay import held_out_error
 
@@ -271,7 +271,7 @@ def _finished(run_dir: Path, n: int) -> bool:
 
 def collect_main(argv: list[str]) -> int:
     """`python -m search.bench collect EXPERIMENT --configs N`: a learning-curve table."""
-    from search.bench_process import quiet_search_env
+    from search.bench.process import quiet_search_env
     from search.cli import positive_int
     from search.curves import CURVES_DIR
 

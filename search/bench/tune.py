@@ -4,11 +4,11 @@
               checkpoints; W&B offline or off) against the same configs as plain calls of the
               trainable: the seconds a search adds per trial once it runs, and to start
   efficiency  random search with full-length trials against TPE alone, ASHA alone and
-              TPE + ASHA on the experiment's demo, over seeds (search/efficiency.py)
+              TPE + ASHA on the experiment's demo, over seeds (search/bench/efficiency.py)
   scale       one fixed random search on a `ray.cluster_utils` cluster with one, then two
               one-CPU worker nodes (the head has no CPU): trials per minute
 
-Each measurement runs in its own process (see search/bench.py).
+Each measurement runs in its own process (see search/bench/process.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.efficiency import (
+from search.bench.efficiency import (
     ARMS,
     BASELINE,
     COMPARISONS,
@@ -82,7 +82,7 @@ def measure_overhead_search(p: dict[str, Any]) -> dict[str, Any]:
     calls, with the one thread a one-CPU trial gets."""
     import torch
 
-    from search.bench_process import quiet_search_env
+    from search.bench.process import quiet_search_env
     from trainables.config import TrainConfig
     from trainables.reporting import LocalReporter
     from trainables.trainable import fit
@@ -108,14 +108,14 @@ def measure_overhead_search(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tiny_config(p: dict[str, Any]) -> dict[str, Any]:
-    from search.bench_process import data_keys
+    from search.bench.process import data_keys
 
     return {**data_keys(p), **TINY, "epochs": 2}
 
 
 def bench_overhead(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench_process import measure
-    from search.bench_rows import row, value_row
+    from search.bench.process import measure
+    from search.bench.rows import row, value_row
 
     rows: list[dict[str, Any]] = []
     for wandb in (True,) if params.get("quick") else (False, True):  # quick: the plumbing once
@@ -158,7 +158,7 @@ def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
     count from its own first trial's start, so Ray's start is in none of them); each arm's
     epochs in the order they finished, each with its value and minutes, and the search's wall
     seconds (the first arm's include Ray's start; no row reads them)."""
-    from search.bench_process import quiet_search_env
+    from search.bench.process import quiet_search_env
     from spaces import get_experiment
 
     quiet_search_env(wandb=False)
@@ -180,9 +180,9 @@ def measure_efficiency(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_efficiency(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    """Every arm (search.efficiency.ARMS) over `seeds` seeds of real demo searches, seeds
+    """Every arm (search.bench.efficiency.ARMS) over `seeds` seeds of real demo searches, seeds
     outermost so that drift on the machine hits every arm alike."""
-    from search.bench_process import measure
+    from search.bench.process import measure
     from spaces import get_experiment
 
     experiment = get_experiment(params["experiment"])
@@ -202,7 +202,7 @@ def efficiency_record(params: dict[str, Any], section: str,
                       clock: str, title: str, label: str = "",
                       best: float | None = None) -> list[dict[str, Any]]:
     """The comparisons' rows, and beside the record the anytime figure and the runs."""
-    from search.bench_rows import interval_row
+    from search.bench.rows import interval_row
 
     rows = comparison_rows(section, runs, mode, metric, clock=clock, label=label, best=best)
     prefix = f"{label}: " if label else ""
@@ -228,7 +228,7 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from search.bench_process import quiet_search_env
+    from search.bench.process import quiet_search_env
 
     quiet_search_env(wandb=False)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -258,8 +258,8 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_scale(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench_process import data_keys, measure
-    from search.bench_rows import row
+    from search.bench.process import data_keys, measure
+    from search.bench.rows import row
 
     # the cache at 96 px, built once before the clocks start
     from trainables.config import TrainConfig

@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from search.bench_replay import replay_run, replayed_search, tables
-from search.efficiency import epochs_to, final_best
+from search.bench.efficiency import epochs_to, final_best
+from search.bench.replay import replay_run, replayed_search, tables
 
 PRIOR_SEED_OFFSET = 5_000  # the earlier search's seed: apart from the compared ones
 SAME = "same"  # the source that is the compared table itself
@@ -41,7 +41,7 @@ def related_tables(table: Path, experiment: str) -> list[Path]:
 def measure_warmstart(p: dict[str, Any]) -> dict[str, Any]:
     """Every seed's earlier searches, cold search and warm searches on one table, in this
     process."""
-    from search.bench_process import quiet_search_env
+    from search.bench.process import quiet_search_env
     from search.curves import read_curves
 
     quiet_search_env(wandb=False)
@@ -66,8 +66,8 @@ def measure_warmstart(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_warmstart(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench_process import measure
-    from search.bench_rows import interval_row
+    from search.bench.process import measure
+    from search.bench.rows import interval_row
     from search.curves import read_curves
 
     table = tables(params, "warmstart")[0]

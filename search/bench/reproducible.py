@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.bench_replay import REPLAY_WORKERS, replayed_search, tables
+from search.bench.replay import REPLAY_WORKERS, replayed_search, tables
 from trainables.tasks import best, sign
 
 BATCH = 4
@@ -45,7 +45,7 @@ def run_cost(run_dir: Path, metric: str, mode: str, batched: bool) -> dict[str, 
 
 def measure_reproducible(p: dict[str, Any]) -> dict[str, Any]:
     """Both arms, every seed, on one table, in this process (Ray started once)."""
-    from search.bench_process import quiet_search_env
+    from search.bench.process import quiet_search_env
     from search.curves import read_curves
 
     quiet_search_env(wandb=False)
@@ -62,8 +62,8 @@ def measure_reproducible(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_reproducible(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    from search.bench_process import measure
-    from search.bench_rows import interval_row, row
+    from search.bench.process import measure
+    from search.bench.rows import interval_row, row
     from search.curves import read_curves
 
     table = tables(params, "reproducible")[0]

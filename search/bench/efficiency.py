@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from search.bench_rows import interval_row
+from search.bench.rows import interval_row
 from trainables.tasks import best as top
 from trainables.tasks import best_so_far, better, sign
 

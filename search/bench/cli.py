@@ -20,27 +20,27 @@ Sections:
               with one inter-op thread (--quick: 1 and 2 threads); and the share of system
               time in its CPU time
   overhead    tiny trials through medtune's search against the same configs as plain calls
-              (search/bench_tune.py). Target: at most 1.5 s added per trial.
+              (search/bench/tune.py). Target: at most 1.5 s added per trial.
   efficiency  random search with full-length trials against TPE alone, ASHA alone and TPE + ASHA
               on the experiment's demo, --seeds each (default 5; a seed's arms in one process,
               on one local Ray), each arm's samplers seeded apart: epochs and minutes to random
               search's median final best and the regret at equal epochs, with bootstrap
-              intervals over seeds; an anytime figure beside the record (search/efficiency.py).
+              intervals over seeds; an anytime figure beside the record (search/bench/efficiency.py).
               Target: TPE + ASHA in a third of the epochs.
   scale       a fixed random search on 1 and then 2 one-CPU worker nodes. Target: 1.8x.
   gain        the final step's bootstrap intervals of what the search bought: every draw of
               every model scored at once against scikit-learn on each draw's rows
-              (search/bench_gain.py)
+              (search/bench/gain.py)
   replay      the efficiency comparisons on every learning-curve table in results/bench/curves/
               (recorded by `collect`), replayed through the real search in simulated time,
-              --seeds each (default 20; search/bench_replay.py)
+              --seeds each (default 20; search/bench/replay.py)
   reproducible  what --reproducible costs: TPE + ASHA replayed on the first table, free-running
               and in batches of 4, --seeds each (default 20): simulated minutes of a search and
-              the best value reached (search/bench_reproducible.py)
+              the best value reached (search/bench/reproducible.py)
   warmstart   what --warm-start buys: on the first table, per seed an earlier search on the
               same table and on each related table (curves/related/: the experiment on other
               data), then a cold search and one warm-started from each: epochs to the cold
-              one's final best, --seeds each (default 20; search/bench_warmstart.py). Target: 2x.
+              one's final best, --seeds each (default 20; search/bench/warmstart.py). Target: 2x.
 
   python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]   # a curve table
   python -m search.bench curves [TABLE ...]     # a table's size, spread, early ranks, surrogate error
@@ -68,10 +68,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search import bench_gain, bench_replay, bench_reproducible, bench_tune, bench_warmstart
-from search.bench_process import data_keys, measure
-from search.bench_rows import row, value_row
-from search.cli import positive_int, run
+from search.bench import gain as bench_gain
+from search.bench import replay as bench_replay
+from search.bench import reproducible as bench_reproducible
+from search.bench import tune as bench_tune
+from search.bench import warmstart as bench_warmstart
+from search.bench.process import data_keys, measure
+from search.bench.rows import row, value_row
+from search.cli import positive_int
 from trainables.cache import cache_root
 from trainables.errors import ConfigError
 
@@ -584,6 +588,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written to {out}")
     return 0
 
-
-if __name__ == "__main__":
-    run(main)

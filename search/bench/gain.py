@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from search.bench_process import measure
-from search.bench_rows import row
+from search.bench.process import measure
+from search.bench.rows import row
 
 MODELS = 7  # 3 defaults, 3 members, the bag
 
@@ -41,6 +41,7 @@ CASES: dict[str, tuple[str, int, int, str, int, int, Any]] = {
 
 
 def _measure(p: dict[str, Any], *, at_once: bool) -> dict[str, Any]:
+    import trainables.tasks.metrics  # noqa: F401  (scikit-learn imported before the clock starts)
     from search.gain import draw_weights, resampling_units
     from trainables.tasks import task_of
 
