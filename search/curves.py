@@ -252,10 +252,10 @@ def chunk_rows(run_dir: Path, metric: str) -> tuple[pd.DataFrame, dict[str, str]
 
 def data_fingerprint(fixed: dict[str, Any]) -> str | None:
     """The data the curves were recorded on (None where it is no longer on this machine)."""
-    from trainables.cache import fingerprint
-    from trainables.config import TrainConfig
+    from trainables.data.cache import fingerprint
+    from trainables.data.trial_data import resolve_data
     from trainables.errors import MedtuneError
-    from trainables.trial_data import resolve_data
+    from trainables.train.config import TrainConfig
 
     try:
         return fingerprint(resolve_data(TrainConfig.from_dict(fixed))[1])

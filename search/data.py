@@ -30,11 +30,11 @@ from search.cli import (
     setup_logging,
 )
 from spaces import get_experiment
-from trainables.datasets import ReadOptions, summarize, validate
-from trainables.demo import DemoSpec
-from trainables.demo_sets import demo_writers
+from trainables.data.datasets import ReadOptions, summarize, validate
+from trainables.data.demo import DemoSpec
+from trainables.data.demo_sets import demo_writers
+from trainables.data.formats import read_dataset
 from trainables.errors import ConfigError
-from trainables.formats import read_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def dataset_kind(name: str) -> str:
     """The dataset kind of an experiment name, or `name` itself when it is a dataset kind."""
-    from trainables.formats import readers
+    from trainables.data.formats import readers
 
     if name in readers():
         return name

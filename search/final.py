@@ -48,9 +48,9 @@ from search.members import MemberFailure, TrainedMember, train_members
 from search.spec import RunSpec
 from search.storage import RunStore
 from spaces import get_experiment
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError, MedtuneError
 from trainables.tasks import Task
+from trainables.train.config import TrainConfig
 
 
 def member_config(record: dict[str, Any], index: int, epochs: int) -> TrainConfig:
@@ -192,7 +192,7 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
     `baseline`, the experiment's defaults are trained beside the members (search.gain). Five
     steps: choose, train, score and bag, write, report."""
     from search.run_folder import check_split
-    from trainables.trial_data import load_data
+    from trainables.data.trial_data import load_data
 
     plan = choose_final(run_dir, top_k=top_k, method=method, select=select, baseline=baseline,
                         pick=pick, echo=echo)
@@ -391,7 +391,7 @@ def _write_defaults(folder: Path, task: Task, data: Any,
 def single_stage_baseline(cfg: TrainConfig) -> TrainConfig | None:
     """For a run that starts from stage 1: the same configuration from ImageNet (or whatever
     `weights` says) alone, the single-stage baseline on the same budget; else None."""
-    from trainables.stage1 import uses_stage1
+    from trainables.train.stage1 import uses_stage1
 
     return cfg.replace(stage1_data="", stage1_weights="") if uses_stage1(cfg) else None
 
@@ -401,7 +401,7 @@ def two_stage_summary(cfg: TrainConfig, baseline: TrainedMember | MemberFailure,
                       data: Any) -> dict[str, Any]:
     """Stage 1's own record, and the stage-2 result (the first member, trained like the
     baseline but from stage 1, and the bag) beside the single-stage baseline."""
-    from trainables.stage1 import stage1_record
+    from trainables.train.stage1 import stage1_record
 
     def scored(member: TrainedMember) -> dict[str, Any]:
         return {**_split_scores(task, data, member.probs),

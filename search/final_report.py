@@ -17,8 +17,8 @@ from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from search.report import confusion_figure, img, per_class_table, roc_figure, table
-from trainables.datasets import ImageIndex
-from trainables.explain import normalise
+from trainables.data.datasets import ImageIndex
+from trainables.model.explain import normalise
 from trainables.tasks import Task
 
 PER_CELL = 2  # images per class (or label) and outcome in the gallery
@@ -26,7 +26,7 @@ PER_CELL = 2  # images per class (or label) and outcome in the gallery
 
 def load_member(folder: Path) -> tuple[Any, dict[str, Any]]:
     """A member rebuilt from its model file (no hub access), and its metadata.json."""
-    from trainables.models import load_model
+    from trainables.model.models import load_model
 
     model, _ = load_model(folder / "model.safetensors")
     return model, json.loads((folder / "metadata.json").read_text())
@@ -39,7 +39,7 @@ def _normalise(images: np.ndarray, meta: dict[str, Any]) -> torch.Tensor:
 def _gallery_images(out: Path, val: Any, val_images: np.ndarray, model: Any,
                     meta: dict[str, Any], picks: list[tuple[int, int, str]]) -> list[str]:
     """Grad-CAM overlays of (row, class, caption) picks, saved; a <figure> each."""
-    from trainables.explain import grad_cam
+    from trainables.model.explain import grad_cam
 
     if not picks:
         return []
@@ -62,7 +62,7 @@ def gallery_and_localisation(run_dir: Path, member: int, index: ImageIndex,
                              bag_probs: np.ndarray) -> tuple[str, dict[str, Any] | None]:
     """Grad-CAM of one member for right and wrong bag predictions per class; localisation
     scores over every validation image with a lesion mask (the DeepDRiD demo writes them)."""
-    from trainables.explain import localise_split
+    from trainables.model.explain import localise_split
 
     model, meta = load_member(run_dir / "final" / f"member_{member}")
     out = run_dir / "report" / "gradcam"

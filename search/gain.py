@@ -20,8 +20,8 @@ import numpy as np
 
 from search.spec import RunSpec
 from spaces.base import Experiment
-from trainables.config import TrainConfig, config_value
 from trainables.tasks import Task
+from trainables.train.config import TrainConfig, config_value
 
 LEVEL = 0.95  # of the intervals
 DRAWS = 1000  # bootstrap draws of an interval

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trainables.config import TrainConfig
+from trainables.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,15 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     import torch
 
     from search.environment import package_versions
-    from trainables.augment import BatchAugment
-    from trainables.cache import fingerprint
-    from trainables.loop import plan_runtime, predict
-    from trainables.model_file import model_bytes
-    from trainables.reporting import LocalReporter
+    from trainables.data.cache import fingerprint
+    from trainables.data.trial_data import load_data
+    from trainables.model.model_file import model_bytes
+    from trainables.model.timm_import import timm
     from trainables.tasks import task_of
-    from trainables.timm_import import timm
-    from trainables.trainable import fit
-    from trainables.trial_data import load_data
+    from trainables.train.augment import BatchAugment
+    from trainables.train.loop import plan_runtime, predict
+    from trainables.train.reporting import LocalReporter
+    from trainables.train.trainable import fit
 
     cfg = TrainConfig.from_dict(config)
     runtime = plan_runtime(cfg)

@@ -21,9 +21,9 @@ from pathlib import Path
 from search.cli import nonnegative_float, positive_int, run, setup_logging
 from search.storage import RunStore, is_uri, read_json
 from spaces import get_experiment
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError
-from trainables.reporting import LocalReporter
+from trainables.train.config import TrainConfig
+from trainables.train.reporting import LocalReporter
 
 
 def load_record(path: Path, rank: int) -> dict:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from search.run_folder import check_split
-    from trainables.trial_data import resolve_data
+    from trainables.data.trial_data import resolve_data
 
     check_split(path.parent.parent, resolve_data(cfg)[1])  # the search's split, if it drew one
     # Ray gives a trial as many threads as CPUs; the same count gives the same float sums

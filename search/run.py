@@ -37,9 +37,9 @@ from search.spec import DEFAULT_PLACEMENT_TIMEOUT, RunSpec
 from search.storage import RunStore, is_uri, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
-from trainables.cache import cache_root
-from trainables.config import parse_overrides
+from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
+from trainables.train.config import parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def replay_spec(args: argparse.Namespace, experiment: Experiment, spec: RunSpec)
     the table's, the real trainable replaced by the replay one."""
     from search.curves import read_curves
     from search.replay import REPLAY_EPOCH_SECONDS, load_surrogate
-    from trainables.config import TrainConfig
+    from trainables.train.config import TrainConfig
 
     curves = read_curves(args.replay)
     if curves.meta["experiment"] != experiment.name:

@@ -18,8 +18,8 @@ from ray import tune
 
 from search.driver import SearchPlan
 from search.searcher import trial_length
-from trainables.config import TrainConfig, config_value
 from trainables.tasks import sign
+from trainables.train.config import TrainConfig, config_value
 
 METRIC_PREFIXES = ("train/", "val/", "sim/", "model/")  # sim/: a replayed search's simulated
 # clock; model/: what the model costs (--objectives latency, params)

@@ -30,8 +30,8 @@ from search.run_folder import write_tables
 from search.spec import RunSpec
 from search.storage import CONFIG_FILE, RunStore
 from spaces.base import Experiment
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError
+from trainables.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
 def _check_data(fixed: dict[str, Any]) -> Any:
     """Read, validate and cache the data once, before any trial: a bad dataset costs no trial.
     Returns the data's index (its class count goes into every trial's config)."""
-    from trainables.stage1 import stage1_config
-    from trainables.trial_data import load_data, resolve_data
+    from trainables.data.trial_data import load_data, resolve_data
+    from trainables.train.stage1 import stage1_config
 
     cfg, _ = resolve_data(TrainConfig.from_dict(fixed))
     index = load_data(cfg).index  # raises DatasetError listing every problem
@@ -169,7 +169,7 @@ def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: A
     cluster = check_resources(spec.cpus_per_trial, spec.gpus_per_trial)
     registry = None
     if spec.fixed.get("stage1_data"):  # leases on stage 1: alive while the search is
-        from trainables.stage1 import start_registry
+        from trainables.train.stage1 import start_registry
 
         registry = start_registry()
     plan = plan_search(experiment, store, spec, cluster)

@@ -67,8 +67,8 @@ def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
 def trial_length(config: dict[str, Any], max_epochs: int) -> int:
     """A trial's own length: its phases' epochs can be searched, and sum to less than the
     budget's."""
-    from trainables.config import TrainConfig
     from trainables.errors import ConfigError
+    from trainables.train.config import TrainConfig
 
     try:
         return min(max_epochs, TrainConfig.from_dict(config).epochs)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.cache import cache_root
+from trainables.data.cache import cache_root
 from trainables.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)

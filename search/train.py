@@ -17,11 +17,11 @@ from pathlib import Path
 
 from search.cli import experiment_parser, positive_int, run, setup_logging
 from spaces import get_experiment
-from trainables.cache import cache_root
-from trainables.config import parse_overrides
+from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
-from trainables.reporting import LocalReporter, local_run
 from trainables.tasks import best_by
+from trainables.train.config import parse_overrides
+from trainables.train.reporting import LocalReporter, local_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.data:
         raise ConfigError("no dataset: pass --data DIR or --demo")
     experiment.check(cfg)
-    from trainables.trial_data import resolve_data
+    from trainables.data.trial_data import resolve_data
 
     cfg, _ = resolve_data(cfg)  # the class count comes from the data
     out = args.out or Path("results") / experiment.name / time.strftime("train-%Y%m%d-%H%M%S")

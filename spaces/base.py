@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.config import TrainConfig, is_config_key
 from trainables.errors import ConfigError
 from trainables.tasks import Task
+from trainables.train.config import TrainConfig, is_config_key
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Budget:
 class Experiment:
     name: str
     summary: str  # one line for `search.list`
-    dataset: str  # reader kind, see trainables.formats.readers()
+    dataset: str  # reader kind, see trainables.data.formats.readers()
     data_format: str  # what --data must point at
     task: Task  # the kind of labels, the metric the search optimises, and the trainable
     defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
@@ -42,7 +42,7 @@ class Experiment:
     space: Callable[[Any], Any] | None = None
     budget: Budget = field(default_factory=lambda: Budget())
     demo_budget: Budget = field(default_factory=lambda: Budget(num_samples=12, max_epochs=4))
-    demo_set: str = ""  # the generated set `--demo` uses (trainables.demo_sets); "" = dataset
+    demo_set: str = ""  # the generated set `--demo` uses (trainables.data.demo_sets); "" = dataset
     demo_space: Callable[[Any], Any] | None = None  # the space under --demo; None = `space`
     demo_data: dict[str, str] = field(default_factory=dict)  # further data keys -> demo sets
     final_select: str = "top-k"  # the final step's members: top-k | greedy (search.final)
@@ -58,7 +58,7 @@ class Experiment:
     def demo_paths(self, root: Path, given: dict[str, Any]) -> dict[str, str]:
         """The generated sets `--demo` fills in (generated once per machine under `root`):
         `data`, and the experiment's further data keys (stage 1's), where `given` lacks them."""
-        from trainables.demo_sets import ensure_demo
+        from trainables.data.demo_sets import ensure_demo
 
         wanted = {"data": self.demo_kind, **self.demo_data}
         return {key: str(ensure_demo(kind, root)) for key, kind in wanted.items()

@@ -3,7 +3,7 @@
 The course's task b. Stage 1 fine-tunes the ImageNet model on APTOS 2019 or Kaggle DR Resized
 (`--set stage1_data=DIR`; its reader is found from its CSV), once per stage-1 data and
 configuration: every trial, member and reproduction of the run starts from that one model,
-kept in the run folder's `stage1/` (trainables.stage1). Or start from a file:
+kept in the run folder's `stage1/` (trainables.train.stage1). Or start from a file:
 `--set stage1_weights=PATH` (another run's member). Stage 2 fine-tunes it on DeepDRiD and is
 what the search explores: lr, unfreeze depth, augmentation. The final step trains one more
 model beside its members, the best configuration without stage 1 (the single-stage baseline on

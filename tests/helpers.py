@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from trainables.config import TrainConfig
-from trainables.demo import DemoSpec, write_deepdrid_demo
+from trainables.data.demo import DemoSpec, write_deepdrid_demo
+from trainables.train.config import TrainConfig
 
 TINY_SPEC = DemoSpec(train_patients=6, val_patients=3, test_patients=2, width=170, height=160,
                      seed=0)

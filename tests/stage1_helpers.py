@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from trainables.config import TrainConfig
+from trainables.train.config import TrainConfig
 
 
 def write_small_aptos(root: Path, n: int = 40) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.augment import BatchAugment
 from trainables.errors import ConfigError
+from trainables.train.augment import BatchAugment
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

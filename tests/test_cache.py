@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from trainables.cache import build_cache
-from trainables.datasets import read_deepdrid
+from trainables.data.cache import build_cache
+from trainables.data.datasets import read_deepdrid
+from trainables.data.images import circle_mask, load_fundus
 from trainables.errors import DatasetError
-from trainables.images import circle_mask, load_fundus
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ import pytest
 from search import data, final, reproduce, train
 from search import run as run_cli
 from search.bench import cli as bench
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError
+from trainables.train.config import TrainConfig
 
 CASES = [
     (run_cli.main, ["deepdrid_finetune", "--demo", "--num-samples", "0"], "--num-samples", "0 must be > 0"),
@@ -178,7 +178,7 @@ def test_a_searchs_driver_imports_neither_torch_nor_timm_and_a_trial_not_wandb(
         "import sys\n"
         "from search.environment import describe\n"
         "from spaces import get_experiment\n"
-        "from trainables.trial_data import load_data, resolve_data\n"
+        "from trainables.data.trial_data import load_data, resolve_data\n"
         "experiment = get_experiment('deepdrid_finetune')\n"
         f"cfg = experiment.config(demo=True, overrides={{'data': {str(course_demo)!r}, "
         f"'cache_dir': {str(tmp_path)!r}, 'image_size': 64}})\n"
@@ -188,7 +188,7 @@ def test_a_searchs_driver_imports_neither_torch_nor_timm_and_a_trial_not_wandb(
         "print(trainable.__module__, len(data.images['train']), env['cuda'],"
         " sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n"
         # a trial's process: timm without the wandb import of timm's own training logger
-        "import trainables.trainable\n"
+        "import trainables.train.trainable\n"
         "print('timm' in sys.modules, 'wandb' in sys.modules)\n"
         "import wandb\n"  # and wandb as usual where it is wanted
         "print(callable(wandb.init))\n")
@@ -196,7 +196,7 @@ def test_a_searchs_driver_imports_neither_torch_nor_timm_and_a_trial_not_wandb(
     assert done.returncode == 0, done.stderr
     import torch
 
-    assert done.stdout.split() == ["trainables.tune_entry", "24", str(torch.version.cuda), "[]",
+    assert done.stdout.split() == ["trainables.train.tune_entry", "24", str(torch.version.cuda), "[]",
                                    "True", "False", "True"]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TINY_SPEC, read_rows, write_rows
-from trainables.datasets import read_deepdrid, summarize, validate
+from trainables.data.datasets import read_deepdrid, summarize, validate
 from trainables.errors import DatasetError
 
 IMAGES_PER_PATIENT = 4

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from tests.helpers import TINY_SPEC, make_demo
-from trainables.datasets import read_deepdrid
-from trainables.demo import LESIONS_BY_GRADE, make_eye
+from trainables.data.datasets import read_deepdrid
+from trainables.data.demo import LESIONS_BY_GRADE, make_eye
 
 
 def digest(root: Path) -> str:
@@ -73,7 +73,7 @@ def _grade_probe_accuracy(with_lesions: bool, n: int = 300) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from trainables.demo import make_view, render
+    from trainables.data.demo import make_view, render
 
     rng = np.random.default_rng(1)
     features, grades = [], []

@@ -30,10 +30,10 @@ def test_demo_training_beats_chance_and_its_grad_cam_finds_lesions(tmp_path: Pat
     import torch
     from safetensors.torch import load_file
 
-    from trainables.config import TrainConfig
-    from trainables.explain import localise_split, normalise
-    from trainables.models import build_model
-    from trainables.trial_data import load_data
+    from trainables.data.trial_data import load_data
+    from trainables.model.explain import localise_split, normalise
+    from trainables.model.models import build_model
+    from trainables.train.config import TrainConfig
 
     cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     model = build_model(cfg.replace(weights="none"))

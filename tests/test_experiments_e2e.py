@@ -21,7 +21,7 @@ import ray
 from sklearn.metrics import roc_auc_score
 
 from tests.helpers import ONE_AT_A_TIME
-from trainables.demo_sets import FINDINGS
+from trainables.data.demo_sets import FINDINGS
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,11 +17,11 @@ from search.cli import EXIT_PROBLEMS
 from search.cli import run as cli_run
 from search.data import main as data_main
 from tests.helpers import read_rows, write_rows
-from trainables.cache import cache_root
-from trainables.datasets import ReadOptions
-from trainables.demo_sets import FINDINGS, SHAPE_CLASSES, SHAPES_PER_CLASS, ensure_demo
+from trainables.data.cache import cache_root
+from trainables.data.datasets import ReadOptions
+from trainables.data.demo_sets import FINDINGS, SHAPE_CLASSES, SHAPES_PER_CLASS, ensure_demo
+from trainables.data.formats import read_dataset
 from trainables.errors import DatasetError
-from trainables.formats import read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +250,7 @@ def test_search_data_demo_writes_a_format_and_refuses_a_wrong_layout(tmp_path: P
 
 def test_the_chest_radiographs_are_a_raw_grayscale_class_tree_split_70_15_15(
         demos: dict[str, Path]) -> None:
-    from trainables.demo_sets import CHEST_CLASSES
+    from trainables.data.demo_sets import CHEST_CLASSES
 
     index = read_dataset("imagefolder", demos["chestxray"])
     assert index.problems == [] and index.channels == 1 and index.drawn_split

@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data as skdata
 
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError, WeightsError
-from trainables.models import build_model, create_backbone
+from trainables.model.models import build_model, create_backbone
+from trainables.train.config import TrainConfig
 
 
 def config(**changes: object) -> TrainConfig:
@@ -46,7 +46,7 @@ def test_bundled_model_classifies_chelsea_as_a_cat() -> None:
     backbone = create_backbone("efficientnet_lite0", "bundled")
     classifier = timm.create_model("efficientnet_lite0", pretrained=False)
     # the ImageNet classifier is dropped from the backbone; read it back to test the weights
-    from trainables.weights import bundled_weights_path, read_state_dict
+    from trainables.model.weights import bundled_weights_path, read_state_dict
     state = read_state_dict(bundled_weights_path())
     classifier.load_state_dict({**backbone.state_dict(), "classifier.weight": state["_fc.weight"],
                                 "classifier.bias": state["_fc.bias"]}, strict=False)
@@ -195,8 +195,8 @@ def test_medtunes_own_model_file_is_read_by_name_head_and_all(
 
     from safetensors import safe_open
 
-    from trainables.model_file import FORMAT, save_model
-    from trainables.models import load_model
+    from trainables.model.model_file import FORMAT, save_model
+    from trainables.model.models import load_model
 
     head = {"attention": True, "heads": 4, "layer_norm": True, "residual": True}
     source = build_model(config(num_classes=5, **head))

@@ -25,7 +25,7 @@ from search.search import plan_search, write_config_json
 from search.storage import RunStore
 from spaces import get_experiment
 from trainables.errors import ConfigError
-from trainables.trainable import fit
+from trainables.train.trainable import fit
 
 EPOCHS = 6
 GPU_NODE = {"num_cpus": 1, "num_gpus": 1}
@@ -125,8 +125,8 @@ def build_stage1(config: dict[str, Any]) -> None:
     """A trial that only gets its stage-1 model: which node, whether it built it, its digest."""
     import hashlib
 
-    from trainables.config import TrainConfig
-    from trainables.stage1 import stage1_weights
+    from trainables.train.config import TrainConfig
+    from trainables.train.stage1 import stage1_weights
 
     weights, _, built = stage1_weights(TrainConfig.from_dict(config), fit)
     tune.report({"built": int(built), "digest": hashlib.sha256(weights).hexdigest(),

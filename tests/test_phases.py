@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainables.config import TrainConfig, parse_overrides
 from trainables.errors import ConfigError
-from trainables.reporting import LocalReporter
-from trainables.trainable import fit
+from trainables.train.config import TrainConfig, parse_overrides
+from trainables.train.reporting import LocalReporter
+from trainables.train.trainable import fit
 
 TWO_PHASES = [{"name": "a", "epochs": 2, "lr": 1e-3, "unfreeze_depth": 0, "scheduler": "step"},
               {"name": "b", "lr": 1e-4, "unfreeze_depth": 1}]
@@ -101,7 +101,7 @@ def test_each_phase_trains_its_own_stages_from_the_previous_phases_best_epoch(
 
     # depth 0 then 1: only the last stage (and the head) ever changes
     torch.manual_seed(0)
-    from trainables.models import build_model
+    from trainables.model.models import build_model
 
     start = build_model(cfg).state_dict()
     model = fit(tiny(npz, tmp_path, phases=TWO_PHASES, epochs=3), LocalReporter(None))
@@ -141,7 +141,7 @@ def killed_in_phase_b(config: dict) -> None:
 
     from ray import tune
 
-    from trainables.reporting import TuneReporter
+    from trainables.train.reporting import TuneReporter
 
     cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "kill"})
     kill = config["kill"]

@@ -23,7 +23,7 @@ from search.replay import fit_surrogate, held_out_error, landscape, simulated_ti
 from search.run import main as run_main
 from spaces import get_experiment
 from tests.helpers import study_agrees_with_run_folder
-from trainables.cache import cache_root
+from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
 
 AUGMENTS = ["none", "flip", "flip+rotate", "flip+rotate+scale", "flip+rotate+scale+color"]

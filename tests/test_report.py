@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.config import TrainConfig
-from trainables.explain import grad_cam, localisation, target_layer
-from trainables.models import build_model
+from trainables.model.explain import grad_cam, localisation, target_layer
+from trainables.model.models import build_model
+from trainables.train.config import TrainConfig
 
 # the layer the README names: a ResNet's layer4 (its last block), an EfficientNet's bn2
 NAMED_LAYER = {"resnet18": lambda b: b.layer4[-1], "resnet34": lambda b: b.layer4[-1],

@@ -480,7 +480,7 @@ def test_without_a_test_split_the_final_step_bags_on_validation_and_writes_no_su
     assert summary["submission"] is None and len(summary["members"]) == 2
     # the bag's validation accuracy is that of the bag's saved probabilities on the split's
     # labels, one row per validation image of the set's own CSV
-    from trainables.formats import read_dataset
+    from trainables.data.formats import read_dataset
 
     probs = np.load(run / "final" / "val_bag_probs.npy")
     val = read_dataset("deepdrid", data).split("val")

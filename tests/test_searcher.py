@@ -18,6 +18,7 @@ import pytest
 from ray import tune
 
 from search.binding import Binding, DriverCallbacks, bound_to
+from search.spec import RunSpec
 from search.storage import RunStore
 from tests.helpers import plan_at, searcher_of
 from trainables.errors import ConfigError
@@ -256,8 +257,9 @@ def earlier_run(results: Path, name: str, objectives: tuple[tuple[str, str], ...
         run_trial(searcher, "stopped", [0.4], epochs=3)
     (plan.run_dir / "config.json").write_text(json.dumps({
         "experiment": "deepdrid_finetune", "run_id": name,
-        "settings": {"fixed": plan.fixed, "max_epochs": 3,
-                     "objectives": [list(o) for o in objectives]}}))
+        "settings": RunSpec(fixed=plan.fixed, num_samples=2, max_epochs=3, cpus_per_trial=1,
+                            startup_trials=1, grace_period=1, reduction_factor=2, cache_dir="",
+                            objectives=[list(o) for o in objectives]).to_dict()}))
     return plan.run_dir
 
 

@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from tests.stage1_helpers import stage1_cfg, write_small_aptos
-from trainables.cache import fingerprint
+from trainables.data.cache import fingerprint
+from trainables.data.trial_data import resolve_data
 from trainables.errors import ConfigError
-from trainables.stage1 import (
+from trainables.train.stage1 import (
     detect_dataset,
     stage1_config,
     stage1_key,
     stage1_weights,
     start_registry,
 )
-from trainables.trainable import fit
-from trainables.trial_data import resolve_data
+from trainables.train.trainable import fit
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_outside_ray_stage_1_is_built_once_then_read_and_a_file_can_stand_in(
 def test_stage_2_starts_from_the_stage_1_weights(aptos: Path, tmp_path: Path) -> None:
     from safetensors.torch import load
 
-    from trainables.models import build_model
-    from trainables.trainable import start_from_stage1
+    from trainables.model.models import build_model
+    from trainables.train.trainable import start_from_stage1
 
     cfg = stage1_cfg(aptos, tmp_path, num_classes=5)
     weights, _, _ = stage1_weights(cfg, fit)

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from search.bagging import bag_csvs
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 from trainables.tasks import GRADING, MULTILABEL, classes_task
 from trainables.tasks.metrics import f1_thresholds, multilabel_metrics, per_label_table
 from trainables.tasks.objectives import make_objective
+from trainables.train.config import TrainConfig
 
 
 def test_macro_auroc_counts_ordered_pairs_and_leaves_out_a_label_without_positives() -> None:
@@ -102,10 +102,10 @@ def test_eval_loss_of_each_kind() -> None:
 
 
 def test_grayscale_images_are_cached_with_one_channel_and_fed_as_three(tmp_path: Path) -> None:
-    from trainables.augment import BatchAugment
-    from trainables.cache import build_cache
-    from trainables.demo_sets import write_shapes_demo
-    from trainables.formats import read_dataset
+    from trainables.data.cache import build_cache
+    from trainables.data.demo_sets import write_shapes_demo
+    from trainables.data.formats import read_dataset
+    from trainables.train.augment import BatchAugment
 
     root = write_shapes_demo(tmp_path / "shapes")
     index = read_dataset("medmnist", root)
@@ -153,8 +153,8 @@ def test_search_bag_averages_multi_label_files_and_refuses_a_vote(tmp_path: Path
 
 
 def test_a_grayscale_multi_label_npz_trains_under_the_multi_label_task(tmp_path: Path) -> None:
-    from trainables.reporting import LocalReporter
-    from trainables.trainable import fit
+    from trainables.train.reporting import LocalReporter
+    from trainables.train.trainable import fit
 
     rng = np.random.default_rng(0)
     arrays = {}
@@ -177,9 +177,12 @@ def test_the_final_step_refuses_a_vote_over_labels(tmp_path: Path) -> None:
     import json
 
     from search.final import run_final
+    from search.run import parse_args, resolve
+    from spaces import get_experiment
 
+    spec = resolve(parse_args(["rfmid_multilabel", "--demo"]), get_experiment("rfmid_multilabel"))
     (tmp_path / "config.json").write_text(json.dumps({"experiment": "rfmid_multilabel",
-                                                      "settings": {}}))
+                                                      "settings": spec.to_dict()}))
     with pytest.raises(ConfigError, match="--method vote is for single-label tasks"):
         run_final(tmp_path, method="vote")
 
@@ -226,10 +229,10 @@ def test_a_trial_ranks_its_epochs_by_its_experiments_metric() -> None:
     """medmnist optimises val/accuracy: its trial config says so, and the trial's reporter (its
     best checkpoint, its kept weights) goes by it, not by the classes task's usual macro F1."""
     from spaces import get_experiment
-    from trainables.config import TrainConfig
     from trainables.errors import ConfigError
-    from trainables.reporting import LocalReporter
     from trainables.tasks import task_of
+    from trainables.train.config import TrainConfig
+    from trainables.train.reporting import LocalReporter
 
     cfg = get_experiment("medmnist").config(demo=True)
     assert (cfg.task, cfg.metric) == ("classes", "val/accuracy")

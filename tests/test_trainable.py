@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from tests.helpers import tiny_config
-from trainables.checkpoint import is_checkpoint
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError, DatasetError, NonFiniteLossError
-from trainables.loop import lr_factor, plan_runtime
-from trainables.reporting import LocalReporter, local_run
-from trainables.trainable import fit, train
+from trainables.train.checkpoint import is_checkpoint
+from trainables.train.config import TrainConfig
+from trainables.train.loop import lr_factor, plan_runtime
+from trainables.train.reporting import LocalReporter, local_run
+from trainables.train.trainable import fit, train
 
 METRIC_KEYS = {"epoch", "lr", "train/loss", "train/images_per_s", "train/seconds", "val/loss",
                "val/kappa", "val/accuracy", "val/f1_macro"}
@@ -189,11 +189,11 @@ def test_cli_bad_dataset_exits_before_training(course_copy: Path, tmp_path: Path
 
 def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
     """The CUDA path (float16 autocast, GradScaler, channels_last), run on the CPU for its logic."""
-    from trainables.augment import BatchAugment
-    from trainables.loop import Runtime, evaluate, train_one_epoch
-    from trainables.models import build_model
+    from trainables.data.trial_data import load_data
+    from trainables.model.models import build_model
     from trainables.tasks.objectives import make_objective
-    from trainables.trial_data import load_data
+    from trainables.train.augment import BatchAugment
+    from trainables.train.loop import Runtime, evaluate, train_one_epoch
 
     cfg = tiny_config(course_demo)
     runtime = Runtime(torch.device("cpu"), amp=True, channels_last=True)
@@ -220,7 +220,7 @@ def test_the_amp_and_channels_last_path_trains(course_demo: Path) -> None:
 def test_cli_resume_continues_a_stopped_run_as_if_it_never_stopped(course_demo: Path,
                                                                    tmp_path: Path) -> None:
     from spaces import get_experiment
-    from trainables.config import parse_overrides
+    from trainables.train.config import parse_overrides
 
     sets = ["model=resnet18", "weights=none", "image_size=64", "max_train_batches=2",
             "batch_size=8", "augment=flip+rotate"]

@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from tests.helpers import tiny_config  # noqa: E402
-from trainables.trainable import train  # noqa: E402
+from trainables.train.trainable import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,8 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_on_a_gpu_slot(
 
 def test_a_trial_computes_with_as_many_threads_as_ray_gave_it_cpus(local_ray: None) -> None:
     """torch's threads follow the trial's CPUs (a reused process too), `threads` overrides."""
-    from trainables.config import TrainConfig
-    from trainables.trainable import plan_threads, trial_cpus
+    from trainables.train.config import TrainConfig
+    from trainables.train.trainable import plan_threads, trial_cpus
 
     @ray.remote
     def threads(settings: dict[str, Any]) -> tuple[int, int]:

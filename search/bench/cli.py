@@ -11,7 +11,7 @@ Sections:
               (PIL decodes the full-size JPEG, torchvision transforms each image, a DataLoader
               with a persistent worker per CPU); same images, output size, augmentation ops,
               batch. Target: 20x.
-  train       training images/s of the trainable (`trainables.trainable.fit`) against a plain
+  train       training images/s of the trainable (`trainables.train.trainable.fit`) against a plain
               timm + PyTorch loop over the usual input pipeline; same model, data, batch, threads
   limit       the trainable's training images/s as a fraction of the model alone (forward,
               loss, backward, AdamW step on tensors already on the device; same model, batch,
@@ -76,7 +76,7 @@ from search.bench import warmstart as bench_warmstart
 from search.bench.process import data_keys, measure
 from search.bench.rows import row, value_row
 from search.cli import positive_int
-from trainables.cache import cache_root
+from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
 
 SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "gain",
@@ -96,7 +96,7 @@ def bench_sizes(quick: bool) -> dict[str, Any]:
 
 def bench_data(sizes: dict[str, Any]) -> Path:
     """The generated full-size fundus set of these sizes (written once per machine)."""
-    from trainables.demo import DemoSpec, write_deepdrid_demo
+    from trainables.data.demo import DemoSpec, write_deepdrid_demo
 
     spec = DemoSpec(train_patients=sizes["train_patients"], val_patients=2, test_patients=1,
                     width=sizes["width"], height=sizes["height"], seed=0)
@@ -127,7 +127,7 @@ def _usage(children: list[Any] | None = None) -> dict[str, float]:
 
 
 def _train_frame(p: dict[str, Any]) -> Any:
-    from trainables.formats import read_dataset
+    from trainables.data.formats import read_dataset
 
     index = read_dataset(p["dataset"], p["data"])
     index.raise_if_problems()
@@ -139,7 +139,7 @@ def experiment_params(name: str, sizes: dict[str, Any], *,
     """The data, dataset kind, task and preprocessing the sections run on (without `images`,
     none are generated: the replay section reads recorded curves only)."""
     from spaces import get_experiment
-    from trainables.demo_sets import ensure_demo
+    from trainables.data.demo_sets import ensure_demo
 
     experiment = get_experiment(name)
     if not images:
@@ -190,9 +190,9 @@ def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from trainables.augment import BatchAugment
-    from trainables.cache import build_cache
-    from trainables.loop import batches
+    from trainables.data.cache import build_cache
+    from trainables.train.augment import BatchAugment
+    from trainables.train.loop import batches
 
     index, _ = _train_frame(p)
     started = time.perf_counter()
@@ -208,7 +208,7 @@ def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
             usage, started, n = _usage(), time.perf_counter(), 0
         order = np.random.default_rng(epoch).permutation(len(labels))
         generator = torch.Generator().manual_seed(epoch)
-        # as a trial on a CPU reads: no reader thread (`trainables.loop.Runtime.prefetch`)
+        # as a trial on a CPU reads: no reader thread (`trainables.train.loop.Runtime.prefetch`)
         for x, y in batches(images, labels, p["batch"], order, drop_last=True, prefetch=False):
             augment(x, generator)
             n += len(y)
@@ -241,7 +241,7 @@ def measure_input_baseline(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_config(p: dict[str, Any]) -> Any:
-    from trainables.config import TrainConfig
+    from trainables.train.config import TrainConfig
 
     return TrainConfig.from_dict({
         **data_keys(p), "model": p["model"], "weights": "none", "image_size": p["image_size"],
@@ -251,8 +251,8 @@ def _train_config(p: dict[str, Any]) -> Any:
 
 
 def measure_train_ours(p: dict[str, Any]) -> dict[str, Any]:
-    from trainables.reporting import LocalReporter
-    from trainables.trainable import fit
+    from trainables.train.reporting import LocalReporter
+    from trainables.train.trainable import fit
 
     if p.get("interop"):
         import torch
@@ -276,9 +276,9 @@ def measure_limit_model(p: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from trainables.loop import plan_runtime
-    from trainables.models import build_model
-    from trainables.trainable import plan_threads
+    from trainables.model.models import build_model
+    from trainables.train.loop import plan_runtime
+    from trainables.train.trainable import plan_threads
 
     cfg = _train_config(p)
     plan_threads(cfg)
@@ -308,8 +308,8 @@ def measure_limit_model(p: dict[str, Any]) -> dict[str, Any]:
 def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
     import torch
 
+    from trainables.model.timm_import import timm
     from trainables.tasks import task_of
-    from trainables.timm_import import timm
 
     torch.manual_seed(0)
     index, frame = _train_frame(p)

@@ -31,7 +31,7 @@ def quiet_search_env(*, wandb: bool) -> None:
 
 def data_keys(p: dict[str, Any]) -> dict[str, Any]:
     """The trial config's data keys, the class count taken from the data."""
-    from trainables.formats import read_dataset
+    from trainables.data.formats import read_dataset
 
     index = read_dataset(p["dataset"], p["data"])
     return {"data": p["data"], "dataset": p["dataset"], "task": p["task"],

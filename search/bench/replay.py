@@ -26,7 +26,7 @@ import pandas as pd
 
 from search.bench.efficiency import ARMS, arm_seed
 from search.curves import Recorded
-from trainables.cache import cache_root
+from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
 
 COLLECT_DOC = """python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]: a

@@ -83,9 +83,9 @@ def measure_overhead_search(p: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from search.bench.process import quiet_search_env
-    from trainables.config import TrainConfig
-    from trainables.reporting import LocalReporter
-    from trainables.trainable import fit
+    from trainables.train.config import TrainConfig
+    from trainables.train.reporting import LocalReporter
+    from trainables.train.trainable import fit
 
     quiet_search_env(wandb=bool(p.get("wandb")))
     torch.set_num_threads(1)
@@ -260,10 +260,10 @@ def measure_scale(p: dict[str, Any]) -> dict[str, Any]:
 def bench_scale(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     from search.bench.process import data_keys, measure
     from search.bench.rows import row
+    from trainables.data.trial_data import load_data, resolve_data
 
     # the cache at 96 px, built once before the clocks start
-    from trainables.config import TrainConfig
-    from trainables.trial_data import load_data, resolve_data
+    from trainables.train.config import TrainConfig
 
     load_data(resolve_data(TrainConfig.from_dict({**data_keys(params), **TINY,
                                                   "image_size": 96}))[0])

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-TRAINABLE = "trainables.tune_entry:train"  # light: the driver imports no torch
-FIT = "trainables.trainable:fit"
+TRAINABLE = "trainables.train.tune_entry:train"  # light: the driver imports no torch
+FIT = "trainables.train.trainable:fit"
 
 REGISTRY: dict[str, type[Task]] = {}  # kind -> its class, in the order registered
 TaskClass = TypeVar("TaskClass", bound="type[Task]")

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from trainables.config import TrainConfig
 from trainables.tasks import Task, task_of
+from trainables.train.config import TrainConfig
 
 MAX_POS_WEIGHT = 100.0  # a label with one positive in 10k images would otherwise dominate
 

@@ -14,7 +14,7 @@ that dies half-way stops beating, its lease lapses and the next waiter builds. T
 passes the finished weights to trials on nodes that cannot read the store. Outside Ray a file
 lock does the same between processes on one machine.
 
-Stage 1 is trained by the `train` its caller passes (`trainables.trainable.fit`, whose trials
+Stage 1 is trained by the `train` its caller passes (`trainables.train.trainable.fit`, whose trials
 start from stage 1: passed in, so that neither module imports the other's back).
 """
 
@@ -30,10 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError
+from trainables.train.config import TrainConfig
 
-Train = Callable[..., Any]  # trainables.trainable.fit: (cfg, reporter, keep=...) -> the model
+Train = Callable[..., Any]  # trainables.train.trainable.fit: (cfg, reporter, keep=...) -> the model
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def stage1_key(cfg1: TrainConfig, data_fingerprint: str) -> str:
 
 
 def default_store(cfg: TrainConfig) -> str:
-    from trainables.cache import cache_root
+    from trainables.data.cache import cache_root
 
     return str(cache_root(cfg.cache_dir) / "stage1")
 
@@ -157,8 +157,8 @@ def stage1_weights(cfg: TrainConfig, train: Train) -> tuple[bytes, dict[str, Any
 
 def _locate(cfg: TrainConfig) -> tuple[TrainConfig, str, Store]:
     """The stage-1 run of `cfg` (its class count from its data), its key and its store."""
-    from trainables.cache import fingerprint
-    from trainables.trial_data import resolve_data
+    from trainables.data.cache import fingerprint
+    from trainables.data.trial_data import resolve_data
 
     cfg1, index = resolve_data(stage1_config(cfg))
     return cfg1, stage1_key(cfg1, fingerprint(index)), Store(cfg.stage1_store or default_store(cfg))
@@ -181,9 +181,9 @@ def stage1_record(cfg: TrainConfig) -> dict[str, Any]:
 def _build(store: Store, key: str, cfg1: TrainConfig,
            train: Train) -> tuple[bytes, dict[str, Any]]:
     """Train stage 1 (its best epoch by QWK is kept), write it into the store."""
-    from trainables.model_file import model_bytes
-    from trainables.reporting import LocalReporter
+    from trainables.model.model_file import model_bytes
     from trainables.tasks import best_by, task_of
+    from trainables.train.reporting import LocalReporter
 
     task = task_of(cfg1.task, cfg1.metric)
     log.info("stage 1: fine-tuning %s on %s for %d epochs (key %s)", cfg1.model, cfg1.data,

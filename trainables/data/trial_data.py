@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainables.cache import build_cache, cache_root
-from trainables.config import TrainConfig
-from trainables.datasets import ImageIndex, ReadOptions
+from trainables.data.cache import build_cache, cache_root
+from trainables.data.datasets import ImageIndex, ReadOptions
+from trainables.data.formats import read_dataset
 from trainables.errors import ConfigError
-from trainables.formats import read_dataset
 from trainables.tasks import task_of
 from trainables.tasks.metrics import scorable_labels
+from trainables.train.config import TrainConfig
 
 
 @dataclass

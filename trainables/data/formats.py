@@ -1,4 +1,4 @@
-"""Readers of the field's dataset formats besides DeepDRiD (trainables.datasets).
+"""Readers of the field's dataset formats besides DeepDRiD (trainables.data.datasets).
 
 - class folders: `root/<class>/*`, `root/{train,val}/<class>/*` or `root/{train,val,test}/<class>/*`
 - MedMNIST `.npz` (`{train,val,test}_{images,labels}`), by path or by name in ~/.medmnist
@@ -8,7 +8,7 @@
 - Kaggle DR Resized: `trainLabels.csv` (`image,level`), `<image>.jpeg`
 
 Each returns an `ImageIndex` with every problem listed (file and row), never the first alone.
-Splits a format lacks are drawn by `trainables.splits` from `ReadOptions`. `read_dataset` reads
+Splits a format lacks are drawn by `trainables.data.splits` from `ReadOptions`. `read_dataset` reads
 any kind, DeepDRiD's too (`readers()`: every kind).
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from trainables.datasets import (
+from trainables.data.datasets import (
     COLUMNS,
     CSV_ERRORS,
     DR_GRADES,
@@ -42,8 +42,8 @@ from trainables.datasets import (
     read_deepdrid,
     unreadable_csv,
 )
+from trainables.data.splits import draw_splits
 from trainables.errors import DatasetError, Problem
-from trainables.splits import draw_splits
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -435,7 +435,7 @@ READERS: dict[str, Callable[[str | Path, ReadOptions], ImageIndex]] = {
 
 
 def readers() -> dict[str, Callable[[str | Path, ReadOptions], ImageIndex]]:
-    """Every dataset kind: DeepDRiD's reader (trainables.datasets) and the others'."""
+    """Every dataset kind: DeepDRiD's reader (trainables.data.datasets) and the others'."""
     return {"deepdrid": lambda root, options: read_deepdrid(root), **READERS}
 
 

@@ -11,9 +11,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy.ndimage import binary_dilation
 from torch import nn
 
-from trainables.datasets import ImageIndex
-from trainables.images import load_mask
-from trainables.models import FundusClassifier
+from trainables.data.datasets import ImageIndex
+from trainables.data.images import load_mask
+from trainables.model.models import FundusClassifier
 
 
 def target_layer(model: FundusClassifier) -> nn.Module:

@@ -1,7 +1,7 @@
 """medtune's one model file: a safetensors file of the whole model (`backbone.*` and the head)
 whose metadata says what it is, written alike by checkpoints, the final step's members and
 stage 1, and read alike by `weights=PATH`, `stage1_weights=PATH` and the report
-(`trainables.models.load_model`).
+(`trainables.model.models.load_model`).
 
 Metadata (safetensors keeps strings): `format` ("medtune-model/1"), `config` (the trial config
 as JSON: everything that rebuilds the model), and for a reader that does not parse it:
@@ -32,7 +32,7 @@ HEAD_KEYS = ("attention", "heads", "layer_norm", "residual", "dropout")
 def metadata(model: nn.Module, config: dict[str, Any],
              classes: list[str] | None = None) -> dict[str, str]:
     """The file's metadata for `model` trained with `config` (module docstring)."""
-    from trainables.timm_import import timm
+    from trainables.model.timm_import import timm
 
     backbone = getattr(model, "backbone", model)
     data = timm.data.resolve_model_data_config(backbone)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from trainables.datasets import ImageIndex
+from trainables.data.datasets import ImageIndex
+from trainables.data.images import load_fundus, load_gray, resize_square
 from trainables.errors import DatasetError, Problem
-from trainables.images import load_fundus, load_gray, resize_square
 
 log = logging.getLogger(__name__)
 

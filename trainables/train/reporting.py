@@ -84,8 +84,8 @@ class LocalReporter:
     def restore(self, load: Callable[[Path], T]) -> T | None:
         if self.resume is None:
             return None
-        from trainables.checkpoint import is_checkpoint
         from trainables.errors import ConfigError
+        from trainables.train.checkpoint import is_checkpoint
 
         folder = self.resume
         if not is_checkpoint(folder) and is_checkpoint(folder / "checkpoints" / "last"):

@@ -52,7 +52,7 @@ class TrainConfig:
 
     # data
     data: str = ""  # dataset root; `--demo` fills it with generated data
-    dataset: str = "deepdrid"  # reader for `data` (trainables.formats.readers())
+    dataset: str = "deepdrid"  # reader for `data` (trainables.data.formats.readers())
     task: str = "grading"  # grading | classes | multilabel (see trainables.tasks)
     metric: str = ""  # the validation metric its experiment optimises ("": the task's usual)
     num_classes: int = 5  # classes or labels; set from the data by the CLIs (DR grades: 5)
@@ -72,7 +72,7 @@ class TrainConfig:
     residual: bool = True  # attention output added to its input
     dropout: float = 0.2  # before the classifier
     # two-stage transfer: start from a model fine-tuned first on a larger DR set (stage 1),
-    # trained once per stage-1 data and config and shared (trainables.stage1), or from a file
+    # trained once per stage-1 data and config and shared (trainables.train.stage1), or from a file
     stage1_data: str = ""  # APTOS 2019 or Kaggle DR Resized root; "" = no stage 1
     stage1_dataset: str = "auto"  # its reader: auto (by its CSV) | aptos | kaggle_dr | ...
     stage1_epochs: int = 5  # stage 1's own epochs (all stages train, cosine)

@@ -1,5 +1,5 @@
 """Checkpoints as a folder: `model.safetensors` (medtune's model file: weights, with the
-resolved config and what the model is in its metadata, trainables.model_file),
+resolved config and what the model is in its metadata, trainables.model.model_file),
 `optimizer.safetensors` (optimizer tensors) and `state.json` (epoch, history, optimizer
 hyperparameters, scheduler and AMP scaler state, config). No pickles."""
 
@@ -38,8 +38,8 @@ def save_checkpoint(folder: Path, *, model: nn.Module, optimizer: torch.optim.Op
 
 
 def save_model_weights(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
-    """The checkpoint's model: medtune's model file (trainables.model_file)."""
-    from trainables.model_file import save_model
+    """The checkpoint's model: medtune's model file (trainables.model.model_file)."""
+    from trainables.model.model_file import save_model
 
     save_model(path, model, config)
 

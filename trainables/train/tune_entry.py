@@ -11,7 +11,7 @@ from typing import Any
 
 
 def train(config: dict[str, Any]) -> None:
-    """Build data and model from `config`, train, report (trainables.trainable.train)."""
-    from trainables.trainable import train as train_trial
+    """Build data and model from `config`, train, report (trainables.train.trainable.train)."""
+    from trainables.train.trainable import train as train_trial
 
     train_trial(config)

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError, WeightsError
-from trainables.timm_import import timm
-from trainables.weights import bundled_weights_path, load_backbone_file
+from trainables.model.timm_import import timm
+from trainables.model.weights import bundled_weights_path, load_backbone_file
+from trainables.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,9 @@ def create_backbone(name: str, weights: str) -> Any:
 
 def build_model(cfg: TrainConfig) -> FundusClassifier:
     """The model of a trial config, with its unfreeze depth applied. `weights=PATH` of one of
-    medtune's model files (a checkpoint's, a member's, stage 1's: trainables.model_file) is
+    medtune's model files (a checkpoint's, a member's, stage 1's: trainables.model.model_file) is
     read by name: the whole backbone, the head too where the classes and head agree."""
-    from trainables.model_file import read_metadata
+    from trainables.model.model_file import read_metadata
 
     path = Path(cfg.weights).expanduser()
     own = read_metadata(path) if cfg.weights not in ("imagenet", "bundled", "none") else None
@@ -148,7 +148,7 @@ def build_model(cfg: TrainConfig) -> FundusClassifier:
     if own is not None:
         from safetensors.torch import load_file
 
-        from trainables.model_file import load_fitting
+        from trainables.model.model_file import load_fitting
 
         load_fitting(model, load_file(str(path)), f"the weights in {cfg.weights}", cfg.model)
     groups = timm.models.group_parameters(backbone, backbone.group_matcher(coarse=True))
@@ -176,7 +176,7 @@ def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
     eval mode; and the metadata."""
     from safetensors.torch import load_file
 
-    from trainables.model_file import read_metadata
+    from trainables.model.model_file import read_metadata
 
     meta = read_metadata(path)
     if meta is None:

@@ -17,11 +17,16 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from trainables.augment import BatchAugment
-from trainables.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
-from trainables.config import Phase, TrainConfig
+from trainables.data.trial_data import TrialData, load_data
 from trainables.errors import ConfigError
-from trainables.loop import (
+from trainables.model.models import FundusClassifier, build_model, set_unfreeze_depth
+from trainables.model.timm_import import timm
+from trainables.tasks import better, task_of
+from trainables.tasks.objectives import Objective, make_objective
+from trainables.train.augment import BatchAugment
+from trainables.train.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
+from trainables.train.config import Phase, TrainConfig
+from trainables.train.loop import (
     Runtime,
     evaluate,
     lr_factor,
@@ -29,13 +34,8 @@ from trainables.loop import (
     plan_runtime,
     train_one_epoch,
 )
-from trainables.models import FundusClassifier, build_model, set_unfreeze_depth
-from trainables.reporting import Reporter, current_reporter
-from trainables.stage1 import uses_stage1
-from trainables.tasks import better, task_of
-from trainables.tasks.objectives import Objective, make_objective
-from trainables.timm_import import timm
-from trainables.trial_data import TrialData, load_data
+from trainables.train.reporting import Reporter, current_reporter
+from trainables.train.stage1 import uses_stage1
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ def start_from_stage1(model: FundusClassifier, cfg: TrainConfig) -> dict[str, An
     the head too when the classes match). Returns the stage-1 metadata."""
     from safetensors.torch import load
 
-    from trainables.model_file import load_fitting
-    from trainables.stage1 import stage1_weights
+    from trainables.model.model_file import load_fitting
+    from trainables.train.stage1 import stage1_weights
 
     weights, meta, _ = stage1_weights(cfg, fit)
     source = meta.get("source") or meta.get("data")

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.augment import BatchAugment
-from trainables.config import TrainConfig
 from trainables.errors import ConfigError, NonFiniteLossError
 from trainables.tasks import task_of
 from trainables.tasks.objectives import Objective
+from trainables.train.augment import BatchAugment
+from trainables.train.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainables.data.images import probe_image
 from trainables.errors import DatasetError, Problem
-from trainables.images import probe_image
 from trainables.tasks import task_of
 
 log = logging.getLogger(__name__)

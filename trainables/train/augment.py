@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainables.config import augment_ops
+from trainables.train.config import augment_ops
 
 
 class BatchAugment:

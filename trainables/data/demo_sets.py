@@ -15,7 +15,7 @@
   tuberculosis as upper-zone nodules and cavities; size, position, tilt, exposure, ribs and
   noise are nuisance. Class folders NORMAL / PNEUMONIA / TUBERCULOSIS.
 
-And every dataset kind's demo writer (DeepDRiD's from trainables.demo): `demo_writers`, and
+And every dataset kind's demo writer (DeepDRiD's from trainables.data.demo): `demo_writers`, and
 `ensure_demo`, which generates a kind's set once per machine.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from trainables.demo import (
+from trainables.data.demo import (
     DEMO_VERSION,
     LESION_SIZE,
     LESIONS_BY_GRADE,
