@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.bench import main, readme_table, records_in, row, table, write_readme
-from search.bench_rows import ratio_interval
-from search.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
+from search.bench.cli import main, readme_table, records_in, row, table, write_readme
+from search.bench.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
+from search.bench.rows import ratio_interval
 from search.searcher import make_sampler
 from trainables.errors import ConfigError
 
