@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from search.bagging import METHODS, bag_csvs
 from search.cli import run
+from search.engine.bagging import METHODS, bag_csvs
 from trainables.errors import ConfigError
 
 

@@ -34,19 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from search.bagging import METHODS, bag, greedy_selection
 from search.cli import positive_int, run, setup_logging
-from search.gain import (
+from search.engine.bagging import METHODS, bag, greedy_selection
+from search.engine.gain import (
     SplitPredictions,
     defaults_configs,
     gain_lines,
-    gain_section,
     gain_summary,
     searched_defaults,
 )
-from search.members import MemberFailure, TrainedMember, train_members
-from search.spec import RunSpec
-from search.storage import RunStore
+from search.engine.members import MemberFailure, TrainedMember, train_members
+from search.engine.spec import RunSpec
+from search.engine.storage import RunStore
 from spaces import get_experiment
 from trainables.errors import ConfigError, MedtuneError
 from trainables.tasks import Task
@@ -73,7 +72,7 @@ def join_cluster(cache_dir: str) -> None:
     RAY_ADDRESS or a local one, with the run's image cache folder for every worker."""
     import ray
 
-    from search.driver import connect_ray
+    from search.engine.driver import connect_ray
 
     os.environ.setdefault("MEDTUNE_CACHE", cache_dir)
     if not ray.is_initialized():
@@ -113,8 +112,8 @@ def choose_members(run_dir: Path, wanted: int, epochs: int, echo: Any, select: s
 
 
 def picked(run_dir: Path, pick: str, echo: Any) -> list[dict[str, Any]]:
-    """The trials of best/pareto.json that meet `pick`'s constraints (search.objectives)."""
-    from search.objectives import meets, parse_pick
+    """The trials of best/pareto.json that meet `pick`'s constraints (search.engine.objectives)."""
+    from search.engine.objectives import meets, parse_pick
 
     front_file = run_dir / "best" / "pareto.json"
     if not front_file.is_file():
@@ -189,9 +188,9 @@ def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
               tta: bool = True, select: str | None = None, baseline: bool = True,
               pick: str | None = None, echo: Any = print) -> dict[str, Any]:
     """Retrain, bag and predict for the run in `run_dir`; returns the final metrics. With
-    `baseline`, the experiment's defaults are trained beside the members (search.gain). Five
+    `baseline`, the experiment's defaults are trained beside the members (search.engine.gain). Five
     steps: choose, train, score and bag, write, report."""
-    from search.run_folder import check_split
+    from search.engine.run_folder import check_split
     from trainables.data.trial_data import load_data
 
     plan = choose_final(run_dir, top_k=top_k, method=method, select=select, baseline=baseline,
@@ -235,7 +234,7 @@ def choose_final(run_dir: Path, *, top_k: int | None, method: str, select: str |
 def train_final(plan: FinalPlan, *, tta: bool, echo: Any) -> FinalTraining:
     """Every member, the single-stage baseline and the defaults, as Ray tasks on the cluster;
     the members that trained are kept in the run folder (final/member_<n>/)."""
-    from search.driver import check_resources
+    from search.engine.driver import check_resources
 
     configs, single, defaults = plan.configs, plan.single, plan.defaults
     cpus, gpus = float(plan.spec.cpus_per_trial), float(plan.spec.gpus_per_trial)
@@ -349,7 +348,7 @@ def _gain(experiment: Any, configs: list[TrainConfig],
           outcomes: list[TrainedMember | MemberFailure],
           kept: list[tuple[int, Any, TrainedMember]], method: str, weights: list[float],
           data: Any) -> dict[str, Any]:
-    """The defaults against the members and the bag (search.gain), on validation and on a
+    """The defaults against the members and the bag (search.engine.gain), on validation and on a
     labelled test split (no split when every default failed)."""
     task = experiment.task
     trained = [m for m in outcomes if isinstance(m, TrainedMember)]
@@ -443,7 +442,7 @@ def log_to_wandb(run_dir: Path, summary: dict[str, Any]) -> str:
         return "W&B: off (wandb is not installed)"
     import pandas as pd
 
-    from search.search import wandb_online
+    from search.engine.search import wandb_online
 
     online = wandb_online()
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "medtune"), group=run_dir.name,
@@ -513,16 +512,16 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
             val_labels: np.ndarray) -> tuple[Path, dict[str, Any] | None]:
     import optuna
 
-    from search.driver import study_url
-    from search.final_report import final_sections
-    from search.report import write_report
+    from search.engine.driver import study_url
+    from search.report.final import final_sections, gain_section
+    from search.report.search import write_report
 
     sections, localisation = final_sections(run_dir, summary, experiment.task, index,
                                             val_images, bag_val, val_labels)
     sections.append(("Disk", disk_section(run_dir)))
     study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
     if (run_dir / "best" / "pareto.json").is_file():  # --objectives
-        from search.report import pareto_section
+        from search.report.search import pareto_section
 
         sections.insert(1, ("Pareto front", pareto_section(run_dir, study, summary)))
     first = ([("What the search bought over the experiment's defaults",
@@ -535,7 +534,7 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
 def run_sizes(run_dir: Path) -> dict[str, int]:
     """Bytes per part of the run folder: this folder's files, and tune/ where Ray Tune keeps it
     (the object store, for a run folder staged from a URI)."""
-    from search.storage import is_uri
+    from search.engine.storage import is_uri
 
     sizes = RunStore(run_dir).sizes()
     results = json.loads((run_dir / "config.json").read_text()).get("results", "")
@@ -550,7 +549,7 @@ def disk_section(run_dir: Path) -> str:
 
     import pandas as pd
 
-    from search.report import table
+    from search.report.search import table
 
     sizes = run_sizes(run_dir)
     frame = pd.DataFrame({"MB": {k: v / 1e6 for k, v in sorted(sizes.items(),
@@ -658,7 +657,7 @@ def outputs_line(store: RunStore, summary: dict[str, Any]) -> str:
 
 
 def disk_line(store: RunStore) -> str:
-    from search.storage import describe_sizes
+    from search.engine.storage import describe_sizes
 
     return f"run folder on disk: {describe_sizes(run_sizes(store.local))}"
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from search.cli import nonnegative_float, positive_int, run, setup_logging
-from search.storage import RunStore, is_uri, read_json
+from search.engine.storage import RunStore, is_uri, read_json
 from spaces import get_experiment
 from trainables.errors import ConfigError
 from trainables.train.config import TrainConfig
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from search.run_folder import check_split
+    from search.engine.run_folder import check_split
     from trainables.data.trial_data import resolve_data
 
     check_split(path.parent.parent, resolve_data(cfg)[1])  # the search's split, if it drew one

@@ -9,7 +9,7 @@
 A run folder RESULTS/<experiment>/<run-id>/ gets config.json, environment.json, tune/,
 study.db, trials.parquet, epochs.parquet and best/{config,top_k}.json (results/README.md).
 On a cluster (`ray up cluster/gpu.yaml`), set RAY_ADDRESS and put --results on shared storage:
-a folder every node mounts, or an object-store URI (s3://, gs://; see search/storage.py).
+a folder every node mounts, or an object-store URI (s3://, gs://; see search/engine/storage.py).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from search.cli import (
     run,
     setup_logging,
 )
-from search.objectives import needs_cost, parse_objectives
-from search.spec import DEFAULT_PLACEMENT_TIMEOUT, RunSpec
-from search.storage import RunStore, is_uri, latest_run
+from search.engine.objectives import needs_cost, parse_objectives
+from search.engine.spec import DEFAULT_PLACEMENT_TIMEOUT, RunSpec
+from search.engine.storage import RunStore, is_uri, latest_run
 from spaces import get_experiment
 from spaces.base import Experiment
 from trainables.data.cache import cache_root
@@ -77,24 +77,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="several objectives: the experiment's metric first (ASHA stops on it), "
                         "then latency (ms per image), params, or reported metrics (val/loss; "
                         ":min or :max to say which way); writes best/pareto.json "
-                        "(search/objectives.py)")
+                        "(search/engine/objectives.py)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha (default: stops weak trials early) or fifo (every trial runs "
                         "all its epochs; a baseline)")
     p.add_argument("--reproducible", type=positive_int, nargs="?", const=4, metavar="BATCH",
                    help="the same search from the same seed whatever the concurrency: "
                         "configurations asked BATCH at a time (default 4), ASHA's cutoffs from "
-                        "earlier batches (search/reproducible.py); costs idle slots at batch ends")
+                        "earlier batches (search/engine/reproducible.py); costs idle slots at batch ends")
     p.add_argument("--warm-start", nargs="+", metavar="RUN", default=[],
                    help="earlier run folders (or URIs) whose finished trials join the study as "
-                        "priors, their best configurations tried first (search/warmstart.py)")
+                        "priors, their best configurations tried first (search/engine/warmstart.py)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 1 epoch, 2 batches")
     p.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
     p.add_argument("--no-final", action="store_true",
                    help="stop after the search (python -m search.final RUN does the rest)")
     p.add_argument("--replay", metavar="TABLE",
                    help="no training: serve a learning-curve table (python -m search.bench "
-                        "collect) through the search, in simulated time (search/replay.py); "
+                        "collect) through the search, in simulated time (search/engine/replay.py); "
                         "budget: the experiment's, or its demo's with --demo")
     p.add_argument("--no-baseline", action="store_true",
                    help="the final step does not train the experiment's defaults beside the "
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = resolve(args, experiment)
         if args.replay:
             spec = replay_spec(args, experiment, spec)
-    from search.search import run_search  # imports Ray: after the cheap checks
+    from search.engine.search import run_search  # imports Ray: after the cheap checks
 
     code = run_search(experiment, store, spec, resume=args.resume,
                       command=[sys.executable, "-m", "search.run", *(argv or sys.argv[1:])],
@@ -154,7 +154,7 @@ def resolve(args: argparse.Namespace, experiment: Experiment) -> RunSpec:
     those epochs. The budget (trials, epochs, resources, TPE's start, ASHA's rungs, top-k): the
     experiment's (with --demo its demo budget), each under its command-line flag. Later, and
     not here: --replay takes the table's fixed config under --set (`replay_spec`), the search
-    fills in the demo set's path and the data's classes (`search.search.prepare_data`) and
+    fills in the demo set's path and the data's classes (`search.engine.search.prepare_data`) and
     stage 1's store, --resume reads this spec back from config.json (only
     --placement-timeout may change), and the final step sets each member's seed, sample and
     epochs."""
@@ -206,8 +206,8 @@ def replay_spec(args: argparse.Namespace, experiment: Experiment, spec: RunSpec)
     """The spec of a search served from a learning-curve table: the table's fixed trial
     config (its data need not exist here) under this command's --set values, epochs at most
     the table's, the real trainable replaced by the replay one."""
-    from search.curves import read_curves
-    from search.replay import REPLAY_EPOCH_SECONDS, load_surrogate
+    from search.engine.curves import read_curves
+    from search.engine.replay import REPLAY_EPOCH_SECONDS, load_surrogate
     from trainables.train.config import TrainConfig
 
     curves = read_curves(args.replay)

@@ -47,7 +47,7 @@ def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 def plan_at(store: Any, *, max_epochs: int = 2) -> Any:
     """A deepdrid_finetune search plan (demo space) writing into `store`'s run folder."""
-    from search.driver import SearchPlan
+    from search.engine.driver import SearchPlan
     from spaces import get_experiment
 
     experiment = get_experiment("deepdrid_finetune")
@@ -60,8 +60,8 @@ def plan_at(store: Any, *, max_epochs: int = 2) -> Any:
 
 def searcher_of(plan: Any) -> Any:
     """The searcher `search.run` would give Ray Tune for `plan` (inside its concurrency limit)."""
-    from search.driver import make_searcher
-    from search.searcher import StudySearcher
+    from search.engine.driver import make_searcher
+    from search.engine.searcher import StudySearcher
 
     searcher = make_searcher(plan, startup_trials=2).searcher
     assert isinstance(searcher, StudySearcher)

@@ -25,7 +25,7 @@ import pytest
 import ray
 from ray.cluster_utils import AutoscalingCluster
 
-from search.driver import autoscaler_running, recorded_head
+from search.engine.driver import autoscaler_running, recorded_head
 from tests.helpers import free_port
 
 # The fake_multinode provider's base config. Ray's AutoscalingCluster reads it from

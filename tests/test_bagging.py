@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.bagging import bag, bag_csvs, vote_labels, write_predictions
+from search.engine.bagging import bag, bag_csvs, vote_labels, write_predictions
 from trainables.errors import ConfigError
 
 A = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
@@ -131,7 +131,7 @@ def test_bag_command_breaks_vote_ties(tmp_path: Path) -> None:
 def test_weighted_bags_and_greedy_selection_with_replacement() -> None:
     import numpy as np
 
-    from search.bagging import bag, greedy_selection
+    from search.engine.bagging import bag, greedy_selection
 
     a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     b = np.array([[0.6, 0.4], [0.6, 0.4], [0.1, 0.9]])
@@ -156,7 +156,7 @@ def test_a_greedy_bag_scores_at_least_its_best_member_on_the_data_it_was_chosen_
     of noisy members of differing quality."""
     from sklearn.metrics import cohen_kappa_score
 
-    from search.bagging import bag, greedy_selection
+    from search.engine.bagging import bag, greedy_selection
 
     rng = np.random.default_rng(0)
     for _ in range(40):

@@ -94,7 +94,7 @@ def test_every_command_that_reads_a_run_folder_names_a_missing_empty_or_foreign_
         tmp_path: Path) -> None:
     """search.final, --resume and --warm-start: one line naming the folder and what is wrong,
     no traceback, nothing written."""
-    from search.warmstart import read_earlier
+    from search.engine.warmstart import read_earlier
 
     results = tmp_path / "results" / "deepdrid_finetune"
     empty, foreign, broken = (results / n for n in ("empty", "foreign", "broken"))
@@ -176,7 +176,7 @@ def test_a_searchs_driver_imports_neither_torch_nor_timm_and_a_trial_not_wandb(
     trainable; only a worker that trains imports torch and timm (seconds on a CPU)."""
     code = (
         "import sys\n"
-        "from search.environment import describe\n"
+        "from search.engine.environment import describe\n"
         "from spaces import get_experiment\n"
         "from trainables.data.trial_data import load_data, resolve_data\n"
         "experiment = get_experiment('deepdrid_finetune')\n"
@@ -204,7 +204,7 @@ def test_the_run_spec_reads_back_what_it_wrote_and_refuses_unknown_or_missing_se
         tmp_path: Path) -> None:
     import json
 
-    from search.spec import RunSpec
+    from search.engine.spec import RunSpec
     from spaces import get_experiment
 
     spec = run_cli.resolve(run_cli.parse_args(

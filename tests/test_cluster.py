@@ -18,7 +18,7 @@ import yaml
 from ray.autoscaler._private.commands import prepare_config
 from ray.autoscaler._private.util import validate_config
 
-from search.driver import _check_reachable, answers
+from search.engine.driver import _check_reachable, answers
 from tests.helpers import free_port
 from trainables.errors import ConfigError
 
@@ -62,7 +62,7 @@ def test_a_head_that_no_longer_answers_is_passed_over_or_named(tmp_path: Path) -
         gone = f"127.0.0.1:{free_port()}"
         (short / "ray" / "ray_current_cluster").write_text(gone)
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        code = ("import ray; from search.cli import setup_logging; from search.driver import "
+        code = ("import ray; from search.cli import setup_logging; from search.engine.driver import "
                 "connect_ray; setup_logging(); connect_ray(env={}); "
                 "print('joined', ray.get_runtime_context().gcs_address)")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

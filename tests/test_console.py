@@ -15,13 +15,13 @@ SCRIPT = textwrap.dedent("""
     import logging, os, sys
     from pathlib import Path
     from search.cli import setup_logging
-    from search.console import ray_output_to
+    from search.engine.console import ray_output_to
     setup_logging()
     with ray_output_to(Path(sys.argv[1]), verbose=sys.argv[2] == "1"):
         import ray.tune  # Ray's loggers and their console handlers, as in a search
         logging.getLogger("ray.tune.execution").warning("callbacks.on_trial_result took 1.4 s")
         os.write(2, b"[core_worker.cc:123] an actor ended\\n")  # below Python, as C++ writes
-        logging.getLogger("search.progress").warning("medtune: a trial waits")
+        logging.getLogger("search.engine.progress").warning("medtune: a trial waits")
         print("trial 1 epoch 1", flush=True)
     print("error: after the search", file=sys.stderr)
 """)

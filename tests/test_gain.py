@@ -1,4 +1,4 @@
-"""What the search bought (search.gain): the defaults' configuration, the gains and their
+"""What the search bought (search.engine.gain): the defaults' configuration, the gains and their
 bootstrap intervals, checked against numbers worked out by hand."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from search.gain import (
+from search.engine.gain import (
     SplitPredictions,
     defaults_configs,
     describe_gain,

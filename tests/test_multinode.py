@@ -18,11 +18,11 @@ import ray
 from ray import tune
 from ray.cluster_utils import Cluster
 
-from search.driver import SearchPlan, check_resources, new_tuner
+from search.engine.driver import SearchPlan, check_resources, new_tuner
+from search.engine.run_folder import write_tables
+from search.engine.search import plan_search, write_config_json
+from search.engine.storage import RunStore
 from search.run import parse_args, resolve
-from search.run_folder import write_tables
-from search.search import plan_search, write_config_json
-from search.storage import RunStore
 from spaces import get_experiment
 from trainables.errors import ConfigError
 from trainables.train.trainable import fit

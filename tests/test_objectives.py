@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from search.objectives import (
+from search.engine.objectives import (
     Objective,
     dominates,
     front,

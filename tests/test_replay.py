@@ -17,9 +17,9 @@ import ray
 
 from search.bench.cli import main as bench_main
 from search.bench.replay import chunk_folder
-from search.curves import read_curves, write_curves
+from search.engine.curves import read_curves, write_curves
+from search.engine.replay import fit_surrogate, held_out_error, landscape, simulated_times
 from search.final import run_final
-from search.replay import fit_surrogate, held_out_error, landscape, simulated_times
 from search.run import main as run_main
 from spaces import get_experiment
 from tests.helpers import study_agrees_with_run_folder
@@ -325,7 +325,7 @@ def test_a_table_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_grown_tables_settings_match_but_for_the_seed_and_where_the_demo_set_lies() -> None:
-    from search.curves import check_same_settings
+    from search.engine.curves import check_same_settings
 
     there = {"data": "/home/a/.cache/medtune/demo/medmnist-seed0-v1", "lr": 0.1, "seed": 4}
     # another machine's copy of the same generated set, the next chunk's seed: the same

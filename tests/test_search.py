@@ -15,15 +15,15 @@ import pytest
 import ray
 import torch
 
-from search.driver import (
+from search.engine.driver import (
     ClusterShape,
     NodeShape,
     autoscaler_node_types,
     check_resources,
     default_concurrency,
 )
+from search.engine.searcher import FixedSpace, make_sampler
 from search.run import main as run_main
-from search.searcher import FixedSpace, make_sampler
 from spaces import EXPERIMENTS
 from spaces.deepdrid_attention import space as attention_space
 from tests.helpers import ONE_AT_A_TIME, logged_results, study_agrees_with_run_folder
@@ -267,7 +267,7 @@ def test_wandb_offline_without_a_key_and_off_when_asked(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from search.search import wandb_setup
+    from search.engine.search import wandb_setup
 
     monkeypatch.delenv("WANDB_MODE")
     callbacks, env, line = wandb_setup(True, tmp_path, "g1")
@@ -441,14 +441,14 @@ def test_trials_that_cannot_be_placed_stop_the_search_which_resumes_later(
     resume = ["deepdrid_finetune", "--results", str(tmp_path), "--name", "wait", "--resume",
               "--placement-timeout", "5", "--no-final"]
     pickled = (run / "tune" / "tuner.pkl").read_bytes()
-    assert b"search.searcher" in pickled
-    (run / "tune" / "tuner.pkl").write_bytes(pickled.replace(b"search.searcher",
-                                                             b"search.searchex"))
+    assert b"search.engine.searcher" in pickled
+    (run / "tune" / "tuner.pkl").write_bytes(pickled.replace(b"search.engine.searcher",
+                                                             b"search.engine.searchex"))
     with pytest.raises(ConfigError) as e:
         run_main(resume)
     assert str(e.value) == (
         f"--resume: {run / 'tune'} was started by an older medtune whose searcher or callbacks "
-        "this one no longer has (No module named 'search.searchex'); start a new run with "
+        "this one no longer has (No module named 'search.engine.searchex'); start a new run with "
         f"--warm-start {run} to carry its finished trials over")
     (run / "tune" / "tuner.pkl").write_bytes(pickled)
     ray.kill(holder)
@@ -496,8 +496,8 @@ def test_a_search_on_two_objectives_writes_its_front_and_the_final_step_picks_fr
     """QWK and latency: Optuna's multi-objective study holds both at each full-length trial's
     best epoch, ASHA's stops PRUNED without values; best/pareto.json is the front worked out
     from the run folder's tables; --pick takes the members from the front under a constraint."""
+    from search.engine.objectives import front
     from search.final import run_final
-    from search.objectives import front
 
     code = run_main(["deepdrid_finetune", "--data", str(course_demo), "--results", str(tmp_path),
                      "--name", "mo", "--num-samples", "5", "--max-epochs", "2",

@@ -17,9 +17,9 @@ import optuna
 import pytest
 from ray import tune
 
-from search.binding import Binding, DriverCallbacks, bound_to
-from search.spec import RunSpec
-from search.storage import RunStore
+from search.engine.binding import Binding, DriverCallbacks, bound_to
+from search.engine.spec import RunSpec
+from search.engine.storage import RunStore
 from tests.helpers import plan_at, searcher_of
 from trainables.errors import ConfigError
 
@@ -133,7 +133,7 @@ def test_restored_callbacks_relay_to_the_drivers_own() -> None:
 
 
 def test_an_earlier_trial_is_fitted_to_todays_space_or_left_out() -> None:
-    from search.warmstart import FittingTrial, _Drop
+    from search.engine.warmstart import FittingTrial, _Drop
 
     def space(trial: Any) -> None:  # deepdrid_attention's shape: a condition on a choice
         trial.suggest_float("lr", 1e-4, 3e-3, log=True)
@@ -157,7 +157,7 @@ def test_an_earlier_trial_is_fitted_to_todays_space_or_left_out() -> None:
 
 
 def test_asha_on_the_study_counts_comparable_priors_and_earlier_batches(tmp_path: Path) -> None:
-    from search.study_asha import StudyASHA
+    from search.engine.study_asha import StudyASHA
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="r1", storage=url, direction="maximize")
@@ -210,7 +210,7 @@ def test_a_multi_objective_study_holds_each_epoch_as_it_comes_and_asha_reads_it(
     """A study on several objectives holds no intermediate values: each epoch goes to the
     trial's user attribute `curve` as it comes, and ASHA on the study (--reproducible,
     --warm-start) reads a finished or running trial's rung values from there."""
-    from search.study_asha import StudyASHA
+    from search.engine.study_asha import StudyASHA
 
     plan = dataclasses.replace(plan_at(RunStore(tmp_path / "deepdrid_finetune" / "r1"),
                                        max_epochs=3), objectives=TWO, batch=2)
@@ -265,8 +265,8 @@ def earlier_run(results: Path, name: str, objectives: tuple[tuple[str, str], ...
 
 def test_a_warm_start_into_several_objectives_takes_values_only_from_the_same_objectives(
         tmp_path: Path) -> None:
-    from search.searcher import make_sampler
-    from search.warmstart import prior_rows, warm_start
+    from search.engine.searcher import make_sampler
+    from search.engine.warmstart import prior_rows, warm_start
 
     two = earlier_run(tmp_path / "old", "two", TWO)
     one = earlier_run(tmp_path / "old", "one", ())
@@ -320,7 +320,7 @@ def test_a_warm_starts_priors_go_to_wandb_as_one_table_run(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from search.warmstart import Warmed, log_priors
+    from search.engine.warmstart import Warmed, log_priors
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

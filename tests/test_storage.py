@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.storage import RunStore, latest_run, snapshot_sqlite, stage_root
+from search.engine.storage import RunStore, latest_run, snapshot_sqlite, stage_root
 from tests.helpers import plan_at, searcher_of
 from trainables.errors import ConfigError, StorageError
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search.bagging import bag_csvs
+from search.engine.bagging import bag_csvs
 from trainables.errors import ConfigError
 from trainables.tasks import GRADING, MULTILABEL, classes_task
 from trainables.tasks.metrics import f1_thresholds, multilabel_metrics, per_label_table
@@ -210,7 +210,7 @@ def test_trials_rank_full_length_first_then_stopped_each_best_first_by_hand() ->
     """The run folder's ranking (best/top_k.json, the final step's members) on distinct values:
     full-length trials before those ASHA stopped, each group by its value in the mode's
     direction; failed trials and trials without a value are not ranked."""
-    from search.run_folder import rank_trials
+    from search.engine.run_folder import rank_trials
 
     trials = pd.DataFrame({
         "trial_id": ["a", "b", "c", "d", "e", "f", "g"],

@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += BENCHES[section](params, repeats, echo)
     print(table(rows))
     out.parent.mkdir(parents=True, exist_ok=True)
-    from search.environment import describe, git_changed
+    from search.engine.environment import describe, git_changed
 
     out.write_text(json.dumps({"params": params, "repeats": repeats, "rows": rows,
                                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

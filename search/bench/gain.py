@@ -1,5 +1,5 @@
 """`python -m search.bench gain`: the final step's bootstrap intervals of what the search bought
-(search/gain.py), every draw of every model scored at once against scikit-learn called on each
+(search/engine/gain.py), every draw of every model scored at once against scikit-learn called on each
 draw's rows, on the same draws of the same predictions.
 
 The predictions are random, sized like a real final step: the defaults and three members and
@@ -42,7 +42,7 @@ CASES: dict[str, tuple[str, int, int, str, int, int, Any]] = {
 
 def _measure(p: dict[str, Any], *, at_once: bool) -> dict[str, Any]:
     import trainables.tasks.metrics  # noqa: F401  (scikit-learn imported before the clock starts)
-    from search.gain import draw_weights, resampling_units
+    from search.engine.gain import draw_weights, resampling_units
     from trainables.tasks import task_of
 
     metric, rows, width, _, per_patient, _, predictions = CASES[p["kind"]]

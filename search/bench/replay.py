@@ -1,11 +1,11 @@
 """`python -m search.bench replay`: the efficiency comparisons on every committed learning-curve
-table (results/bench/curves/*.parquet), through the replay backend (search/replay.py).
+table (results/bench/curves/*.parquet), through the replay backend (search/engine/replay.py).
 
 Each arm (random search with full-length trials, TPE alone, ASHA alone, TPE + ASHA) searches
 each table `--seeds` times with the experiment's own budget (trials, ASHA's grace period and
 reduction factor, TPE's start-up trials; epochs: the table's), `REPLAY_WORKERS` trials at a
 time, through `search.run --replay` in one process per table (one Ray). A run's epochs are
-ordered by the simulated clock (search.replay.simulated_times). The rows name the table's
+ordered by the simulated clock (search.engine.replay.simulated_times). The rows name the table's
 experiment; the surrogate's held-out error comes first.
 
 `python -m search.bench collect` records the tables (`collect`, below; COLLECT_DOC).
@@ -25,12 +25,12 @@ from typing import Any
 import pandas as pd
 
 from search.bench.efficiency import ARMS, arm_seed
-from search.curves import Recorded
+from search.engine.curves import Recorded
 from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
 
 COLLECT_DOC = """python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]: a
-learning-curve table (search/curves.py). N configurations drawn at random from the experiment's
+learning-curve table (search/engine/curves.py). N configurations drawn at random from the experiment's
 space, each trained to full length on its demo data with every epoch recorded, by `search.run`
 itself (Optuna's random sampler, no early stopping, the demo's budget) in chunks of 25, each a
 run folder of its own under the cache (MEDTUNE_CACHE/curves/<table>-<hash of its path>/
@@ -71,7 +71,7 @@ def replayed_search(experiment: str, table: str, results: str, name: str, seed: 
 
 def replay_run(run_dir: Path, metric: str) -> dict[str, Any]:
     """A replayed search's epochs in the order of the simulated clock."""
-    from search.replay import simulated_times
+    from search.engine.replay import simulated_times
 
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
     epochs = epochs.assign(sim=simulated_times(epochs, REPLAY_WORKERS)).sort_values("sim")
@@ -83,7 +83,7 @@ def replay_run(run_dir: Path, metric: str) -> dict[str, Any]:
 def measure_replay(p: dict[str, Any]) -> dict[str, Any]:
     """Every arm and seed on one table, in this process (Ray started once)."""
     from search.bench.process import quiet_search_env
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     quiet_search_env(wandb=False)
     curves = read_curves(p["table"])
@@ -102,7 +102,7 @@ def measure_replay(p: dict[str, Any]) -> dict[str, Any]:
 def tables(params: dict[str, Any], section: str) -> list[Path]:
     """The learning-curve tables a section replays (--tables, else the committed ones; the
     first only with --quick); none is one clear error."""
-    from search.curves import CURVES_DIR
+    from search.engine.curves import CURVES_DIR
 
     found = sorted(Path(t) for t in params.get("tables") or CURVES_DIR.glob("*.parquet"))
     if not found:
@@ -115,8 +115,8 @@ def bench_replay(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[s
     from search.bench.process import measure
     from search.bench.rows import value_row
     from search.bench.tune import efficiency_record
-    from search.curves import read_curves
-    from search.replay import held_out_error
+    from search.engine.curves import read_curves
+    from search.engine.replay import held_out_error
 
     found = tables(params, "replay")
     rows: list[dict[str, Any]] = []
@@ -162,7 +162,7 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
     kept, an unfinished one resumes, and chunks that the table at `out` already holds are
     taken from it, so that a table grows without its run folders) and write their curves to
     `out`."""
-    from search.curves import write_table
+    from search.engine.curves import write_table
     from search.run import main as search_run
     from spaces import get_experiment
 
@@ -213,7 +213,7 @@ def held_chunks(out: Path, experiment: str, *, sets: list[str], seed: int,
     """The table at `out`, whose chunks a collection with its settings, on its data, takes
     from it instead of training them again. A table recorded otherwise is left as it is (one
     clear error naming the difference): nothing already trained is overwritten."""
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     if not out.is_file():
         return Recorded(None)
@@ -232,8 +232,8 @@ def held_chunks(out: Path, experiment: str, *, sets: list[str], seed: int,
 
 def _same_data(meta: dict[str, Any]) -> bool:
     """The table's configurations were trained on the data this collection trains on: the
-    same fingerprint, or the same generated demo set (search.curves.demo_set)."""
-    from search.curves import data_fingerprint, demo_set
+    same fingerprint, or the same generated demo set (search.engine.curves.demo_set)."""
+    from search.engine.curves import data_fingerprint, demo_set
 
     recorded = meta.get("data_fingerprint")
     if recorded is not None and data_fingerprint(meta["fixed"]) == recorded:
@@ -273,7 +273,7 @@ def collect_main(argv: list[str]) -> int:
     """`python -m search.bench collect EXPERIMENT --configs N`: a learning-curve table."""
     from search.bench.process import quiet_search_env
     from search.cli import positive_int
-    from search.curves import CURVES_DIR
+    from search.engine.curves import CURVES_DIR
 
     p = argparse.ArgumentParser(prog="python -m search.bench collect", description=COLLECT_DOC,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,9 +299,9 @@ def collect_main(argv: list[str]) -> int:
 
 def describe(table: Path) -> list[str]:
     """What `python -m search.bench curves` prints of one table: its size, the surrogate's
-    held-out error, and how much the choice matters (search.replay.landscape)."""
-    from search.curves import read_curves
-    from search.replay import held_out_error, landscape
+    held-out error, and how much the choice matters (search.engine.replay.landscape)."""
+    from search.engine.curves import read_curves
+    from search.engine.replay import held_out_error, landscape
 
     curves = read_curves(table)
     error, land = held_out_error(curves), landscape(curves)
@@ -319,7 +319,7 @@ def describe(table: Path) -> list[str]:
 
 def curves_main(argv: list[str]) -> int:
     """`python -m search.bench curves [TABLE ...]`: describe learning-curve tables."""
-    from search.curves import CURVES_DIR
+    from search.engine.curves import CURVES_DIR
 
     p = argparse.ArgumentParser(prog="python -m search.bench curves",
                                 description="describe learning-curve tables: their size, how "

@@ -1,4 +1,4 @@
-"""`python -m search.bench reproducible`: what `--reproducible` costs (search/reproducible.py).
+"""`python -m search.bench reproducible`: what `--reproducible` costs (search/engine/reproducible.py).
 
 On the first committed learning-curve table (results/bench/curves/), TPE + ASHA searches as
 `search.run` runs them, `REPLAY_WORKERS` trials at a time, through the replay backend, each
@@ -29,7 +29,7 @@ def run_cost(run_dir: Path, metric: str, mode: str, batched: bool) -> dict[str, 
     """A replayed search's simulated minutes (with its batches' waits) and its best value."""
     import optuna
 
-    from search.replay import simulated_times
+    from search.engine.replay import simulated_times
 
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
     batch_of = None
@@ -46,7 +46,7 @@ def run_cost(run_dir: Path, metric: str, mode: str, batched: bool) -> dict[str, 
 def measure_reproducible(p: dict[str, Any]) -> dict[str, Any]:
     """Both arms, every seed, on one table, in this process (Ray started once)."""
     from search.bench.process import quiet_search_env
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     quiet_search_env(wandb=False)
     curves = read_curves(p["table"])
@@ -64,7 +64,7 @@ def measure_reproducible(p: dict[str, Any]) -> dict[str, Any]:
 def bench_reproducible(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     from search.bench.process import measure
     from search.bench.rows import interval_row, row
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     table = tables(params, "reproducible")[0]
     curves = read_curves(table)

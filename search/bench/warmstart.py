@@ -1,4 +1,4 @@
-"""`python -m search.bench warmstart`: what `--warm-start` buys (search/warmstart.py).
+"""`python -m search.bench warmstart`: what `--warm-start` buys (search/engine/warmstart.py).
 
 On the first committed learning-curve table (results/bench/curves/), through the replay
 backend, each seed: an earlier search (TPE + ASHA, the experiment's budget, another seed) on
@@ -32,7 +32,7 @@ SAME = "same"  # the source that is the compared table itself
 def related_tables(table: Path, experiment: str) -> list[Path]:
     """The tables of `experiment` recorded on other data (`related/` beside `table`): the
     sources of a warm start from a related set."""
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     return [t for t in sorted((table.parent / "related").glob("*.parquet"))
             if read_curves(t).meta["experiment"] == experiment]
@@ -42,7 +42,7 @@ def measure_warmstart(p: dict[str, Any]) -> dict[str, Any]:
     """Every seed's earlier searches, cold search and warm searches on one table, in this
     process."""
     from search.bench.process import quiet_search_env
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     quiet_search_env(wandb=False)
     curves = read_curves(p["table"])
@@ -68,7 +68,7 @@ def measure_warmstart(p: dict[str, Any]) -> dict[str, Any]:
 def bench_warmstart(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     from search.bench.process import measure
     from search.bench.rows import interval_row
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     table = tables(params, "warmstart")[0]
     related = related_tables(table, read_curves(table).meta["experiment"])
@@ -97,7 +97,7 @@ def bench_warmstart(params: dict[str, Any], repeats: int, echo: Any) -> list[dic
 
 def _data_of(table: Path) -> str:
     """What a related table was recorded on, in a few words: its data set's folder and kind."""
-    from search.curves import read_curves
+    from search.engine.curves import read_curves
 
     fixed = read_curves(table).meta["fixed"]
     return f"{Path(str(fixed.get('data', ''))).name} ({fixed.get('dataset')})"

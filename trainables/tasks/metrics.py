@@ -109,7 +109,7 @@ def per_label_table(labels: np.ndarray, probs: np.ndarray, names: list[str],
     return rows
 
 
-# ---- a metric on many bootstrap resamples at once (search.gain: a thousand draws, each
+# ---- a metric on many bootstrap resamples at once (search.engine.gain: a thousand draws, each
 # model). A draw is given as weights: how often it took each row. Scored with repeated rows,
 # scikit-learn gives the same values (tests/test_gain.py checks that, row by row); these do
 # it for every draw in a few array operations instead of a scikit-learn call per draw.

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from search.report import confusion_figure, img, per_class_table, roc_figure, table
+from search.engine.gain import describe_gain, verdict
+from search.report.search import confusion_figure, img, per_class_table, roc_figure, table
 from trainables.data.datasets import ImageIndex
 from trainables.model.explain import normalise
 from trainables.tasks import Task
@@ -225,3 +226,37 @@ def final_sections(run_dir: Path, summary: dict[str, Any], task: Task, index: Im
             f"<td>{scores['pointing_uniform']:.3f}</td></tr></table>"
             f"<p>{scores['images']} validation images with lesions</p>")))
     return sections, scores
+
+
+def gain_section(gain: dict[str, Any]) -> str:
+    """The report's first section: one line, then the table."""
+    if "val" not in gain:
+        return ("<p class='flag'>every training of the experiment's defaults failed: "
+                + html.escape("; ".join(f["error"] for f in gain["defaults"]["failed"]))
+                + "</p>")
+    rows = {}
+    for split in ("val", "test"):
+        if split not in gain:
+            continue
+        s = gain[split]
+        rows[f"{split}: defaults (mean ± std over seeds)"] = {
+            "value": s["defaults"]["mean"], "± / gain": s["defaults"]["std"]}
+        for key, label in (("members", "members' mean"),
+                           ("best_member", f"best member ({s['best_member']['member']})"),
+                           ("bag", "bag")):
+            rows[f"{split}: {label}"] = {"value": s[key]["value"], "± / gain": s[key]["gain"],
+                                         "low": s[key]["low"], "high": s[key]["high"]}
+        if "bag_over_best_member" in s:
+            r = s["bag_over_best_member"]
+            rows[f"{split}: bag over its best member (paired)"] = {
+                "± / gain": r["gain"], "low": r["low"], "high": r["high"]}
+    defaults = ", ".join(f"{k}={v}" for k, v in gain["defaults"]["config"].items())
+    return (f"<p><b>{html.escape(verdict(gain))}</b></p>"
+            f"<p>{html.escape(describe_gain(gain, 'test' if 'test' in gain else 'val'))}</p>"
+            + table(pd.DataFrame(rows).T)
+            + f"<p>defaults: the experiment's own configuration ({html.escape(defaults)}), "
+              f"trained with each member's seed, bootstrap sample and epochs. Intervals: "
+              f"{int(100 * gain['level'])}% bootstrap over {gain['unit']}, every model scored "
+              "on the same draw. The best member is the best on validation, and validation "
+              "chose the configurations: the test split, where labelled, is the fair "
+              "comparison.</p>")

@@ -24,9 +24,9 @@ import optuna
 import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix
 
-from search.run_folder import rank_trials
-from search.searcher import best_of, curve_of
-from search.study_asha import PRIOR_ATTR
+from search.engine.run_folder import rank_trials
+from search.engine.searcher import best_of, curve_of
+from search.engine.study_asha import PRIOR_ATTR
 from trainables.tasks import best_so_far
 
 EDGE = 0.1  # a best value in the outer 10% of a numeric range is flagged
@@ -233,7 +233,7 @@ def table(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
 
 
 def run_summary(run_dir: Path) -> str:
-    from search.spec import RunSpec
+    from search.engine.spec import RunSpec
 
     config = json.loads((run_dir / "config.json").read_text())
     s = RunSpec.from_dict(config["settings"], f"{run_dir}/config.json")

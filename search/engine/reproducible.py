@@ -5,10 +5,10 @@ A seeded sampler alone does not give that (ray-project/ray#13616): what it propo
 depends on which trials have finished when it is asked, and ASHA's stops depend on which
 trials reached a rung first. So:
 - the searcher asks configurations in fixed batches (`--reproducible N`, default 4), the next
-  batch once every trial of the ones before it has ended (`search.searcher`); the trials of a
+  batch once every trial of the ones before it has ended (`search.engine.searcher`); the trials of a
   batch run side by side, up to the concurrency;
 - ASHA's cutoff at a rung comes from the trials of earlier batches only (read from the study:
-  `search.study_asha.StudyASHA`), never from trials of the same batch, so a trial's stop does
+  `search.engine.study_asha.StudyASHA`), never from trials of the same batch, so a trial's stop does
   not depend on what ran beside it. The first batch has no earlier trials: none of it is
   stopped.
 With deterministic training (the CPU, one thread per trial) the numbers repeat too. The cost:

@@ -5,23 +5,23 @@ What the study holds (what optuna-dashboard shows, and what TPE models):
   its user attribute `ray_trial`;
 - every reported epoch as an intermediate value (step: the epoch);
 - a trial that ran its full length: COMPLETE, valued by its best epoch (the value medtune ranks
-  trials by, `search.run_folder.rank_trials`);
+  trials by, `search.engine.run_folder.rank_trials`);
 - a trial that ASHA stopped before its length: PRUNED, with its epochs as intermediate values
   (Optuna gives it its last epoch's value; TPE ranks pruned trials after complete ones, by
   their last step and value);
 - a trial that errored, or reported no value: FAIL (Ray's own OptunaSearch records an errored
   trial COMPLETE with its last value: a NaN would look like a score).
 So the study's best trial is `best/config.json`'s, in optuna-dashboard as in the report.
-With `--objectives` (search.objectives) the study has several directions and no intermediate
+With `--objectives` (search.engine.objectives) the study has several directions and no intermediate
 values (a trial's user attribute `curve` holds its epochs, written as they come); with
-`--reproducible` (search.reproducible) configurations are asked in batches.
+`--reproducible` (search.engine.reproducible) configurations are asked in batches.
 
 Only public APIs: Ray Tune's `Searcher` methods, Optuna's `create_study`/`load_study`,
 `Study.ask`/`Study.tell` (by trial number) and its storage's documented `BaseStorage` methods
 for an intermediate value of a trial asked before a restore. The searcher's saved state is the
 study's name and URL, the trial numbers and the sampler (its random state goes on), never a
 database connection: a restored searcher reopens the study where the restoring driver keeps it
-(`search.binding`), else at the URL it saved.
+(`search.engine.binding`), else at the URL it saved.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any, Literal
 import optuna
 from ray.tune.search import Searcher
 
-from search.binding import bound
-from search.storage import STUDY_FILE, snapshot_sqlite
+from search.engine.binding import bound
+from search.engine.storage import STUDY_FILE, snapshot_sqlite
 from trainables.tasks import best, direction
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,12 @@ class StudySearcher(Searcher):
         # searcher checkpoint (Ray uploads both together)
         self.snapshot = snapshot
         # --reproducible: configurations asked `batch` at a time, each batch once every trial
-        # of the ones before it has ended (search.reproducible)
+        # of the ones before it has ended (search.engine.reproducible)
         self.batch, self.num_samples = batch, num_samples
         self.numbers: dict[str, int] = {}  # Ray trial id -> study trial number
         self.pending: dict[int, dict[str, Any]] = {}  # asked, not yet handed to Ray (batches)
         self.ended: set[int] = set()  # trial numbers told how they ended
-        # --objectives: (metric, mode) each, the first `metric`'s (search.objectives); a trial's
+        # --objectives: (metric, mode) each, the first `metric`'s (search.engine.objectives); a trial's
         # epochs are kept here (a multi-objective study holds no intermediate values)
         self.objectives = objectives
         self.curves: dict[int, dict[int, dict[str, float]]] = {}

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search.curves import Curves, read_curves
+from search.engine.curves import Curves, read_curves
 
 REPLAY_EPOCH_SECONDS = 0.05  # real seconds a median recorded epoch sleeps
 FOLDS = 5

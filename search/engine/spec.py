@@ -38,7 +38,7 @@ class RunSpec:
     top_k: int = 3  # members of the final step
     cache_dir: str  # the image cache folder of every node (MEDTUNE_CACHE)
     classes: list[str] | None = None  # the data's class or label names, once it is read
-    replay: dict[str, Any] | None = None  # --replay: {table, time_scale} (search.replay)
+    replay: dict[str, Any] | None = None  # --replay: {table, time_scale} (search.engine.replay)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "settings") -> RunSpec:

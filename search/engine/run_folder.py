@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from search.driver import SearchPlan
-from search.searcher import trial_length
+from search.engine.driver import SearchPlan
+from search.engine.searcher import trial_length
 from trainables.tasks import sign
 from trainables.train.config import TrainConfig, config_value
 
@@ -122,7 +122,7 @@ def write_tables(plan: SearchPlan, results: tune.ResultGrid) -> pd.DataFrame:
     trials, epochs = collect(plan, results)
     listed = trials
     if plan.warm_start:
-        from search.warmstart import prior_rows
+        from search.engine.warmstart import prior_rows
 
         priors = prior_rows(plan.storage_url, plan.run_id, list(plan.experiment.searched),
                             plan.experiment.metric, plan.experiment.mode,
@@ -187,7 +187,7 @@ def pareto(plan: SearchPlan, ranked: list[dict[str, Any]],
     """best/pareto.json: the full-length trials that no other full-length trial beats on
     every objective, each with its objectives' values at its best epoch, best first by the
     first objective (the records of ranked.json, with `objectives`)."""
-    from search.objectives import front, name_of
+    from search.engine.objectives import front, name_of
 
     keys, modes = [k for k, _ in plan.objectives], [m for _, m in plan.objectives]
     points = []

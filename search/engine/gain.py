@@ -12,13 +12,12 @@ replacement, and every model is scored on the same draw, so the interval is of t
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from search.spec import RunSpec
+from search.engine.spec import RunSpec
 from spaces.base import Experiment
 from trainables.tasks import Task
 from trainables.train.config import TrainConfig, config_value
@@ -189,41 +188,3 @@ def verdict(gain: dict[str, Any]) -> str:
         return f"the defaults beat the bag on {where}: the interval excludes zero"
     return (f"the bag and the defaults are not told apart on {where}: the interval holds "
             "zero (more data, or a longer search, would have to show a difference)")
-
-
-def gain_section(gain: dict[str, Any]) -> str:
-    """The report's first section: one line, then the table."""
-    import pandas as pd
-
-    from search.report import table
-
-    if "val" not in gain:
-        return ("<p class='flag'>every training of the experiment's defaults failed: "
-                + html.escape("; ".join(f["error"] for f in gain["defaults"]["failed"]))
-                + "</p>")
-    rows = {}
-    for split in ("val", "test"):
-        if split not in gain:
-            continue
-        s = gain[split]
-        rows[f"{split}: defaults (mean ± std over seeds)"] = {
-            "value": s["defaults"]["mean"], "± / gain": s["defaults"]["std"]}
-        for key, label in (("members", "members' mean"),
-                           ("best_member", f"best member ({s['best_member']['member']})"),
-                           ("bag", "bag")):
-            rows[f"{split}: {label}"] = {"value": s[key]["value"], "± / gain": s[key]["gain"],
-                                         "low": s[key]["low"], "high": s[key]["high"]}
-        if "bag_over_best_member" in s:
-            r = s["bag_over_best_member"]
-            rows[f"{split}: bag over its best member (paired)"] = {
-                "± / gain": r["gain"], "low": r["low"], "high": r["high"]}
-    defaults = ", ".join(f"{k}={v}" for k, v in gain["defaults"]["config"].items())
-    return (f"<p><b>{html.escape(verdict(gain))}</b></p>"
-            f"<p>{html.escape(describe_gain(gain, 'test' if 'test' in gain else 'val'))}</p>"
-            + table(pd.DataFrame(rows).T)
-            + f"<p>defaults: the experiment's own configuration ({html.escape(defaults)}), "
-              f"trained with each member's seed, bootstrap sample and epochs. Intervals: "
-              f"{int(100 * gain['level'])}% bootstrap over {gain['unit']}, every model scored "
-              "on the same draw. The best member is the best on validation, and validation "
-              "chose the configurations: the test split, where labelled, is the fair "
-              "comparison.</p>")

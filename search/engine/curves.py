@@ -158,7 +158,7 @@ def write_table(experiment: str, chunks: list[Path | str], out: Path, *, command
     """The table of the finished chunks' trials (failed ones listed in the metadata). A chunk
     is its run folder, or its name where `recorded` (the table that was at `out`) holds its
     rows."""
-    from search.environment import describe
+    from search.engine.environment import describe
     from spaces import get_experiment
 
     exp = get_experiment(experiment)

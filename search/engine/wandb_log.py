@@ -72,7 +72,7 @@ class WandbCallback(tune.Callback):
 
     def _runs(self) -> Any:
         if self._actor is None:  # on the driver's node: the run folder's machine
-            from search.driver import on_driver_node
+            from search.engine.driver import on_driver_node
 
             self._actor = ray.remote(TrialRuns).options(
                 max_restarts=-1, max_task_retries=-1, **on_driver_node()).remote(self.settings)

@@ -84,7 +84,7 @@ class Progress(tune.Callback):
                                f"{self.placement_timeout / 60:g} min)")
 
     def _a_live_node_fits(self) -> bool:
-        from search.driver import live_node_shapes
+        from search.engine.driver import live_node_shapes
 
         return any(s.trials(self.cpus, self.gpus) for s in live_node_shapes())
 

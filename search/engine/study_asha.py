@@ -3,8 +3,8 @@ intermediate values (medtune's searcher writes every epoch there; in a multi-obj
 the trial's `curve`), so that it can count what
 Ray's ASHAScheduler cannot be given by public means:
 - a warm-started search's prior trials, where their curves are comparable
-  (`search.warmstart`): their rung values join the cutoffs, so poor trials stop sooner;
-- a reproducible search's batches (`search.reproducible`): a trial's cutoffs come from the
+  (`search.engine.warmstart`): their rung values join the cutoffs, so poor trials stop sooner;
+- a reproducible search's batches (`search.engine.reproducible`): a trial's cutoffs come from the
   trials of earlier batches only.
 Otherwise it decides as Ray's ASHAScheduler does: rungs at grace_period * rf ** k up to
 max_t, and at a rung a trial stops when its value is worse than the 1 - 1/rf quantile of the
@@ -20,8 +20,8 @@ import numpy as np
 import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.binding import bound
-from search.searcher import RAY_TRIAL_ATTR, curve_of
+from search.engine.binding import bound
+from search.engine.searcher import RAY_TRIAL_ATTR, curve_of
 from trainables.tasks import better, sign
 
 PRIOR_ATTR = "prior"  # user attribute of a warm start's prior trial: RUN/TRIAL it came from

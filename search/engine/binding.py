@@ -9,7 +9,7 @@ spec). What belongs to the driver is bound to the run id in this process while i
   its run, or to its own copies where none are bound (a Tuner that Ray Client runs on the
   cluster: the client's objects are out of its reach there);
 - where the study is (the run folder may have moved, or be staged from an object store on
-  another machine): the restored searcher reopens it there (`search.searcher`).
+  another machine): the restored searcher reopens it there (`search.engine.searcher`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Build, run and restore one Ray Tune search: Optuna TPE (in an RDB study, through medtune's
-own searcher, `search.searcher`) + ASHA.
+own searcher, `search.engine.searcher`) + ASHA.
 
 Traps of Ray Tune 2.60 + Optuna 5 this module avoids (DESIGN.md):
 - only `ray.tune` names (`tune.RunConfig`, `tune.FailureConfig`, ...);
@@ -7,7 +7,7 @@ Traps of Ray Tune 2.60 + Optuna 5 this module avoids (DESIGN.md):
 - `metric` and `mode` go to both the searcher and ASHA;
 - the sampler gets `seed`, `multivariate`, `group`, `constant_liar` explicitly;
 - a restored Tuner keeps the searcher and callbacks it was started with: this driver's are
-  bound to the run while it fits (`search.binding`), not swapped into Ray's internals;
+  bound to the run while it fits (`search.engine.binding`), not swapped into Ray's internals;
 - a GPU request the cluster cannot meet fails at once instead of leaving trials PENDING;
 - trials a killed driver left RUNNING in `study.db` are marked failed on resume;
 - W&B's logging actors get `WANDB_MODE` through the runtime_env.
@@ -31,9 +31,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from search.binding import Binding, DriverCallbacks
-from search.searcher import FixedSpace, StudySearcher, make_sampler
-from search.storage import STUDY_FILE, TUNE_FOLDER, RunStore
+from search.engine.binding import Binding, DriverCallbacks
+from search.engine.searcher import FixedSpace, StudySearcher, make_sampler
+from search.engine.storage import STUDY_FILE, TUNE_FOLDER, RunStore
 from spaces.base import Experiment
 from trainables.errors import ConfigError
 
@@ -64,7 +64,7 @@ class SearchPlan:
     demo: bool = False  # the experiment's demo space (shorter phases), where it has one
     sampler: str = "tpe"  # or "random" (a baseline)
     scheduler: str = "asha"  # or "fifo": no early stopping (a baseline)
-    replay: dict[str, Any] | None = None  # table, time_scale: served curves (search.replay)
+    replay: dict[str, Any] | None = None  # table, time_scale: served curves (search.engine.replay)
     batch: int | None = None  # --reproducible: configurations asked in batches this big
     warm_start: tuple[str, ...] = ()  # --warm-start: earlier runs whose trials are priors
     objectives: tuple[tuple[str, str], ...] = ()  # --objectives: (metric, mode), the first ASHA's
@@ -354,7 +354,7 @@ def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
 
 
 def binding(plan: SearchPlan, callbacks: list[tune.Callback]) -> Binding:
-    """What this driver binds to the run while it fits (search.binding)."""
+    """What this driver binds to the run while it fits (search.engine.binding)."""
     return Binding(plan.storage_url, plan.staged_study, callbacks)
 
 
@@ -363,7 +363,7 @@ def make_scheduler(plan: SearchPlan, grace_period: int,
     if plan.scheduler == "fifo":  # every trial runs its full length
         return FIFOScheduler()
     if plan.batch or plan.warm_start:  # cutoffs from earlier batches, or with prior curves
-        from search.study_asha import StudyASHA
+        from search.engine.study_asha import StudyASHA
 
         return StudyASHA(metric=plan.experiment.metric, mode=plan.experiment.mode,
                          max_t=plan.max_epochs, grace_period=grace_period,
@@ -378,7 +378,7 @@ def make_scheduler(plan: SearchPlan, grace_period: int,
 def trainable_with_resources(plan: SearchPlan) -> Any:
     trainable = plan.experiment.trainable()
     if plan.replay:  # recorded curves instead of training; the surrogate travels once
-        from search.replay import load_surrogate, replay_trainable
+        from search.engine.replay import load_surrogate, replay_trainable
 
         trainable = tune.with_parameters(
             replay_trainable, surrogate=load_surrogate(plan.replay["table"]),

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.binding import bound_to
-from search.console import LOG_FILE, ray_output_to
-from search.driver import (
+from search.engine.binding import bound_to
+from search.engine.console import LOG_FILE, ray_output_to
+from search.engine.driver import (
     ClusterShape,
     SearchPlan,
     binding,
@@ -23,12 +23,12 @@ from search.driver import (
     new_tuner,
     restored_tuner,
 )
-from search.environment import describe
-from search.progress import Progress
-from search.pruning import CheckpointPruner
-from search.run_folder import write_tables
-from search.spec import RunSpec
-from search.storage import CONFIG_FILE, RunStore
+from search.engine.environment import describe
+from search.engine.progress import Progress
+from search.engine.pruning import CheckpointPruner
+from search.engine.run_folder import write_tables
+from search.engine.spec import RunSpec
+from search.engine.storage import CONFIG_FILE, RunStore
 from spaces.base import Experiment
 from trainables.errors import ConfigError
 from trainables.train.config import TrainConfig
@@ -55,7 +55,7 @@ def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], di
     try:
         import wandb
 
-        from search.wandb_log import WandbCallback
+        from search.engine.wandb_log import WandbCallback
     except ImportError:
         return [], {}, "W&B: off (wandb is not installed: pip install wandb)"
     online = wandb_online()
@@ -127,7 +127,7 @@ def write_config_json(plan: SearchPlan, spec: RunSpec, command: list[str],
     """config.json (what fixes the run; the final step and --resume read it),
     environment.json and, where medtune drew the data's splits, split.csv; copied to an object
     store before any trial starts."""
-    from search.run_folder import write_split
+    from search.engine.run_folder import write_split
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     if index is not None and index.drawn_split:
@@ -207,8 +207,8 @@ def warm(plan: SearchPlan, *, wandb_on: bool) -> None:
     """--warm-start: the earlier runs' trials into this run's study, before any trial."""
     import optuna
 
-    from search.searcher import study_directions
-    from search.warmstart import log_priors, warm_start
+    from search.engine.searcher import study_directions
+    from search.engine.warmstart import log_priors, warm_start
 
     study = optuna.create_study(
         study_name=plan.run_id, storage=plan.storage_url, load_if_exists=True,
@@ -250,7 +250,7 @@ def _summary(plan: SearchPlan, trials: Any, minutes: float, *, stalled: str | No
           + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
     finished = len(trials[trials["status"] != "not run"]) if len(trials) else 0
     if plan.batch and len(trials):
-        from search.reproducible import idle_share
+        from search.engine.reproducible import idle_share
 
         idle = idle_share(trials, plan.max_concurrent)
         if idle is not None:

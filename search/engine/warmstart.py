@@ -21,7 +21,7 @@ gets them as one table.
 
 Where the earlier run searched the same experiment on the same data with the same number of
 epochs, its learning curves are comparable: ASHA's cutoffs then count their rung values too
-(`search.study_asha.StudyASHA`), so poor trials stop sooner.
+(`search.engine.study_asha.StudyASHA`), so poor trials stop sooner.
 
 Into a search on several objectives (`--objectives`), a full-length trial comes as a prior only
 from a run on the same objectives (its values are today's); one of another run never measured
@@ -45,10 +45,10 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from search.searcher import CURVE_ATTR, best_of, curve_of
-from search.spec import RunSpec
-from search.storage import CONFIG_FILE, STUDY_FILE, RunStore
-from search.study_asha import COMPARABLE_ATTR, PRIOR_ATTR
+from search.engine.searcher import CURVE_ATTR, best_of, curve_of
+from search.engine.spec import RunSpec
+from search.engine.storage import CONFIG_FILE, STUDY_FILE, RunStore
+from search.engine.study_asha import COMPARABLE_ATTR, PRIOR_ATTR
 from trainables.errors import ConfigError
 from trainables.tasks import sign
 

@@ -42,7 +42,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     import ray
     import torch
 
-    from search.environment import package_versions
+    from search.engine.environment import package_versions
     from trainables.data.cache import fingerprint
     from trainables.data.trial_data import load_data
     from trainables.model.model_file import model_bytes
@@ -117,7 +117,7 @@ def train_members(configs: list[TrainConfig], *, metric: str, mode: str, cpus: f
     import ray
     from ray.util.queue import Queue
 
-    from search.driver import on_driver_node
+    from search.engine.driver import on_driver_node
 
     progress = Queue(actor_options=on_driver_node())  # it lives as long as the driver
     make_remote: Any = ray.remote  # Ray's stubs type only functions without arguments
