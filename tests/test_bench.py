@@ -13,7 +13,7 @@ import pytest
 from search.bench.cli import main, readme_table, records_in, row, table, write_readme
 from search.bench.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
 from search.bench.rows import ratio_interval
-from search.searcher import make_sampler
+from search.engine.searcher import make_sampler
 from trainables.errors import ConfigError
 
 
@@ -73,8 +73,13 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
         assert (tmp_path / total[0]["figure"]).is_file()
     cost = next(r for (s, m), r in rows.items() if s == "reproducible" and "minutes" in m)
     assert cost["ours"] > 0 and cost["baseline"] > 0  # a seed, free-running and in batches
-    warm = next(r for (s, _), r in rows.items() if s == "warmstart")
-    assert warm["baseline"] >= 1 and warm["target"] == 2.0  # a seed: cold and warm epochs
+    # a seed: cold and warm epochs, warm-started from the same table and from the related set
+    # (the experiment on the APTOS-format demo), both against the same cold search
+    warm = [r for (s, _), r in rows.items() if s == "warmstart"]
+    assert [r["source"] for r in warm] == ["same", "deepdrid_finetune-aptos"]
+    assert "aptos-seed0-v1 (aptos)" in warm[1]["measure"]
+    assert all(r["baseline"] >= 1 and r["target"] == 2.0 for r in warm)
+    assert warm[0]["spread"][1] == warm[1]["spread"][1]
     error = next(r for (s, m), r in rows.items() if s == "replay" and "held-out error" in m)
     assert 0 <= error["ours"] < 0.2  # the surrogate of a committed table
     assert "met" in rows[("limit", "trainable / model alone, training images/s")]
