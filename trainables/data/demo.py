@@ -83,19 +83,26 @@ def make_eye(rng: np.random.Generator, eye: str, grade: int) -> EyeScene:
     """Draw the anatomy and the lesions of one eye."""
     side = 1.0 if eye == "r" else -1.0
     vessels = _vessel_tree(rng, side)
+    return EyeScene(eye, grade, vessels, draw_lesions(rng, side, LESIONS_BY_GRADE[grade]))
+
+
+def draw_lesions(rng: np.random.Generator, side: float,
+                 counts: dict[str, tuple[int, int]]) -> list[Lesion]:
+    """Lesions of each kind in `counts`, as many as drawn from its (min, max), each at a site
+    of its kind; hard exudates come in small clusters."""
     lesions: list[Lesion] = []
-    for kind, (lo, hi) in LESIONS_BY_GRADE[grade].items():
+    for kind, (lo, hi) in counts.items():
         for _ in range(int(rng.integers(lo, hi + 1))):
             x, y = _lesion_site(rng, side, kind)
             size = float(rng.uniform(*LESION_SIZE[kind]))
-            if kind == "exudate":  # hard exudates come in small clusters
+            if kind == "exudate":
                 for _ in range(int(rng.integers(2, 6))):
                     lesions.append(Lesion(kind, x + rng.normal(0, 0.03), y + rng.normal(0, 0.03),
                                           size * float(rng.uniform(0.6, 1.1))))
                 continue
             lesions.append(Lesion(kind, x, y, size, float(rng.uniform(0, math.pi)),
                                   int(rng.integers(1 << 30))))
-    return EyeScene(eye, grade, vessels, lesions)
+    return lesions
 
 
 def _lesion_site(rng: np.random.Generator, side: float, kind: str) -> tuple[float, float]:

@@ -34,15 +34,13 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from trainables.data.demo import (
     DEMO_VERSION,
-    LESION_SIZE,
     LESIONS_BY_GRADE,
     DemoSpec,
     EyeScene,
-    Lesion,
     View,
-    _lesion_site,
     _patient_grades,
     _vessel_tree,
+    draw_lesions,
     make_eye,
     make_view,
     render,
@@ -165,19 +163,7 @@ RFMID_DIRS = {"train": ("Training_Set", "Training", "RFMiD_Training_Labels.csv")
 def findings_eye(rng: np.random.Generator, eye: str, present: list[str]) -> EyeScene:
     """An eye with exactly the lesion kinds in `present`, each at its grade-4 count."""
     side = 1.0 if eye == "r" else -1.0
-    lesions: list[Lesion] = []
-    for kind in present:
-        lo, hi = LESIONS_BY_GRADE[4][kind]
-        for _ in range(int(rng.integers(lo, hi + 1))):
-            x, y = _lesion_site(rng, side, kind)
-            size = float(rng.uniform(*LESION_SIZE[kind]))
-            if kind == "exudate":
-                for _ in range(int(rng.integers(2, 6))):
-                    lesions.append(Lesion(kind, x + rng.normal(0, 0.03), y + rng.normal(0, 0.03),
-                                          size * float(rng.uniform(0.6, 1.1))))
-                continue
-            lesions.append(Lesion(kind, x, y, size, float(rng.uniform(0, math.pi)),
-                                  int(rng.integers(1 << 30))))
+    lesions = draw_lesions(rng, side, {kind: LESIONS_BY_GRADE[4][kind] for kind in present})
     return EyeScene(eye, 0, _vessel_tree(rng, side), lesions)
 
 
