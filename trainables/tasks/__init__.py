@@ -25,7 +25,6 @@ from trainables.tasks.grading import Grading  # isort: skip
 from trainables.tasks.classes import Classes  # isort: skip
 from trainables.tasks.multilabel import Multilabel  # isort: skip
 
-KINDS = tuple(REGISTRY)
 GRADING = Grading()
 MULTILABEL = Multilabel()
 
@@ -35,7 +34,7 @@ def classes_task(metric: str = "") -> Classes:
     return Classes(metric)
 
 
-__all__ = ["FIT", "GRADING", "KINDS", "MULTILABEL", "REGISTRY", "TRAINABLE", "Classes",
+__all__ = ["FIT", "GRADING", "MULTILABEL", "REGISTRY", "TRAINABLE", "Classes",
            "Grading", "Multilabel", "Task", "best", "best_by", "best_of_rows", "best_so_far",
            "better", "classes_task", "describe_metrics", "direction", "prob_columns",
            "register_task", "sign", "task_class", "task_of"]

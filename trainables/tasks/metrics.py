@@ -42,10 +42,7 @@ def single_label_value(key: str, labels: np.ndarray, probs: np.ndarray) -> float
 
 def macro_auroc(labels: np.ndarray, probs: np.ndarray) -> float:
     """Macro AUROC over the scorable labels alone."""
-    keep = scorable_labels(labels)
-    if not len(keep):
-        raise ValueError("no label has both a positive and a negative image in this split")
-    return float(roc_auc_score(labels[:, keep], probs[:, keep], average="macro"))
+    return float(roc_auc_score(*_scorable(labels, probs), average="macro"))
 
 
 def class_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -67,12 +64,17 @@ def scorable_labels(labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero((positives > 0) & (positives < len(labels)))
 
 
-def multilabel_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Macro AUROC and mAP over the scorable labels, macro F1 at 0.5 over every label."""
+def _scorable(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of the scorable labels; none is an error (AUROC is defined for none)."""
     keep = scorable_labels(labels)
     if not len(keep):
         raise ValueError("no label has both a positive and a negative image in this split")
-    y, p = labels[:, keep], probs[:, keep]
+    return labels[:, keep], probs[:, keep]
+
+
+def multilabel_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Macro AUROC and mAP over the scorable labels, macro F1 at 0.5 over every label."""
+    y, p = _scorable(labels, probs)
     return {"auroc_macro": float(roc_auc_score(y, p, average="macro")),
             "map": float(average_precision_score(y, p, average="macro")),
             "f1_macro": float(f1_score(labels, (probs >= 0.5).astype(int), average="macro",
