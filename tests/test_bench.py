@@ -28,7 +28,7 @@ def test_a_ratio_reads_times_better_for_medtune_whichever_way_is_better() -> Non
 def test_an_unknown_section_is_named() -> None:
     with pytest.raises(ConfigError, match="unknown section speed; known: input, train, limit, "
                        "threads, overhead, efficiency, scale, gain, replay, reproducible, "
-                       "warmstart"):
+                       "warmstart, demos"):
         main(["speed"])
 
 

@@ -10,10 +10,13 @@ import pytest
 
 from search.engine.gain import (
     SplitPredictions,
+    cross_fitted,
     defaults_configs,
+    describe_cross_fitted,
     describe_gain,
     draw_weights,
     gain_summary,
+    halves,
     resampling_units,
     split_gain,
     verdict,
@@ -151,6 +154,35 @@ def test_a_draw_takes_whole_patients() -> None:
     # three patients drawn per draw: their rows' counts add up to 3 patients' worth
     patients = weights[:, 0] + weights[:, 1] + weights[:, 3]
     assert (patients == 3).all() and 0.2 < (weights[:, 1] == 0).mean() < 0.4  # (2/3)^3 = 0.30
+
+
+def test_the_greedy_bag_cross_fitted_is_scored_where_it_was_not_chosen() -> None:
+    """Member 1 is right (0.9 sure) on half A and wrong on half B, member 2 the other way
+    round, member 3 right everywhere but only 0.6 sure. Greedy selection on A picks member 1
+    (the first of two perfect ones there) and predicts B all wrong; on B it picks member 2 and
+    predicts A all wrong: cross-fitted accuracy 0. The top-k bag (the three averaged) puts
+    (0.9 + 0.1 + 0.6) / 3 on the right class everywhere: 1. Every bootstrap draw says the same,
+    so the interval of the difference is [-1, -1]. (Chosen on all of validation, greedy would
+    take member 3 alone and score 1: the in-sample number hides the choice.)"""
+    labels = np.arange(40) % 2
+    groups, _ = resampling_units(np.arange(40))
+    a, b = halves(groups)
+    assert len(a) == len(b) == 20 and sorted([*a, *b]) == list(range(40))
+    first, second = onehot(labels, 0.9), onehot(labels, 0.9)
+    first[b], second[a] = first[b][:, ::-1], second[a][:, ::-1]
+    members = [first, second, onehot(labels, 0.6)]
+    c = cross_fitted(ACCURACY, labels, members, method="mean", top_k=[1.0, 1.0, 1.0],
+                     rounds=6, groups=groups)
+    assert c["weights"] == [[1, 0, 0], [0, 1, 0]] and c["halves"] == [20, 20]
+    assert (c["greedy"]["value"], c["top_k"]["value"]) == (0.0, 1.0)
+    assert c["greedy_over_top_k"] == {"gain": -1.0, "low": -1.0, "high": -1.0}
+    assert c["draws"] == 1000 and c["units"] == 40
+    assert "greedy bag 0.0000 (95% [0.0000, 0.0000])" in describe_cross_fitted(c)
+    # a patient's images stay in one half
+    patients = np.repeat(np.arange(10), 4)
+    cut = halves(resampling_units(patients)[0], seed=3)
+    assert set(patients[cut[0]]).isdisjoint(set(patients[cut[1]]))
+    assert sorted(len(rows) for rows in cut) == [20, 20]
 
 
 def test_the_defaults_are_the_experiments_own_configuration_with_each_members_seeds() -> None:

@@ -240,6 +240,10 @@ def test_a_nan_trial_is_recorded_failed_and_the_search_goes_on(local_ray: None,
     assert len(trials) == 2  # both were run: one failure does not stop the search
     assert set(trials["status"]) == {"failed"}
     assert all("train loss is" in e and "epoch 2" in e for e in trials["error"])
+    for trial in (run / "tune").glob("trial_*"):  # Ray's own record of each try: 1 + 2 retries
+        tries = [line for line in (trial / "error.txt").read_text().splitlines()
+                 if line.startswith("Failure # ")]
+        assert [t.split()[2] for t in tries] == ["1", "2", "3"], tries
     assert (trials["lr"] == 1e30).all()  # --set fixed a searched key for every trial
     study = optuna.load_study(study_name="nan", storage=f"sqlite:///{run / 'study.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
@@ -354,6 +358,69 @@ def test_final_step_writes_members_bag_and_submission(small_run: Path, final_run
     cols = [f"p{c}" for c in range(5)]
     expected = ((m1[cols].to_numpy() + m2[cols].to_numpy()) / 2).argmax(1)
     assert submission["TARGET"].tolist() == expected.tolist()
+
+
+def test_a_member_that_fails_on_its_own_leaves_the_bag_to_the_others(
+        small_run: Path, final_run: dict, tmp_path: Path) -> None:
+    """Member 2's configuration diverges (a NaN loss in its second epoch, a real failure in
+    its Ray task, not retried): the step goes on, says so, and bags member 1 alone."""
+    import shutil
+
+    from search.final import run_final
+
+    run = tmp_path / small_run.name  # the study in study.db is named after the folder
+    shutil.copytree(small_run, run)
+    top_file = run / "best" / "top_k.json"
+    top = json.loads(top_file.read_text())
+    top[1]["config"].update(lr=1e30, warmup_epochs=0)
+    top_file.write_text(json.dumps(top))
+    lines: list[str] = []
+    summary = run_final(run, top_k=2, baseline=False, echo=lines.append)
+    assert [m["member"] for m in summary["members"]] == [1]
+    [failed] = summary["failed"]
+    assert failed["member"] == 2 and failed["trial_id"] == top[1]["trial_id"]
+    assert "train loss is" in failed["error"] and "epoch 2" in failed["error"]
+    assert any(line.startswith("member 2 FAILED: ") for line in lines)
+    assert any(f"member 2 (trial {top[1]['trial_id']}) failed" in line for line in lines)
+    assert summary["bag"]["val"] == summary["members"][0]["val"]  # the bag is member 1
+    assert sorted(p.name for p in (run / "final").glob("member_*")) == ["member_1"]
+    submission = pd.read_csv(run / "submission" / "test_predictions.csv")
+    member = pd.read_csv(run / "submission" / "member_1.csv")
+    assert submission["TARGET"].tolist() == member["TARGET"].tolist()
+    assert not (run / "submission" / "member_2.csv").exists()
+    written = json.loads((run / "final" / "metrics.json").read_text())
+    assert written["failed"] == summary["failed"]
+
+
+def test_the_demos_bench_reads_its_rows_from_the_run_folder(small_run: Path, final_run: dict,
+                                                             course_demo: Path) -> None:
+    """search.bench demos on a finished run folder (the quick start's experiment): the bag
+    against the defaults' mean, checked against scikit-learn's QWK of each default's
+    predictions (final/defaults/*.csv) and of the bag's submission-free validation bag, and
+    the run folder's size against the files on disk."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from search.bench.demos import demo_rows
+    from trainables.data.formats import read_dataset
+
+    rows = {r["measure"].split(";")[0]: r for r in demo_rows("deepdrid_attention", small_run, 2.5)}
+    index = read_dataset("deepdrid", course_demo)
+    truth = dict(zip(index.submission_ids("val"), index.targets("val"), strict=True))
+
+    def qwk(csv: Path) -> float:
+        predicted = pd.read_csv(csv)
+        return cohen_kappa_score([truth[i] for i in predicted["ID"]], predicted["TARGET"],
+                                 weights="quadratic")
+
+    gain = rows["deepdrid_attention: the bag's val val/kappa vs the defaults' mean (2 seeds)"]
+    defaults = [qwk(small_run / "final" / "defaults" / f"seed_{s}_val.csv") for s in (1, 2)]
+    assert gain["baseline"] == pytest.approx(np.mean(defaults))
+    bag = np.load(small_run / "final" / "val_bag_probs.npy").argmax(1)
+    assert gain["ours"] == pytest.approx(cohen_kappa_score(index.targets("val"), bag,
+                                                           weights="quadratic"))
+    on_disk = sum(p.stat().st_size for p in small_run.rglob("*") if p.is_file()) / 1e6
+    assert rows["deepdrid_attention: run folder MB"]["ours"] == pytest.approx(on_disk, rel=0.05)
+    assert rows["deepdrid_attention: minutes, search and final step"]["ours"] == 2.5
 
 
 def test_training_starts_from_a_members_model_file(small_run: Path, final_run: dict,

@@ -13,6 +13,7 @@ from tests.stage1_helpers import stage1_cfg, write_small_aptos
 from trainables.data.cache import fingerprint
 from trainables.data.trial_data import resolve_data
 from trainables.errors import ConfigError
+from trainables.train.config import TrainConfig
 from trainables.train.stage1 import (
     detect_dataset,
     stage1_config,
@@ -93,22 +94,52 @@ def test_stage_2_starts_from_the_stage_1_weights(aptos: Path, tmp_path: Path) ->
         start_from_stage1(build_model(other.replace(weights="none")), other)
 
 
-def test_a_silent_builders_lease_lapses_and_the_next_trial_builds(
+def test_a_killed_builders_lease_lapses_and_a_live_builder_keeps_its_own(
         aptos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builders as Ray tasks, as trials are: one SIGKILLed half-way (its heartbeat stops with
+    it, so its lease lapses and the next caller builds), one alive past its lease (it beats,
+    so the next caller waits and takes its weights)."""
+    import os
+    import signal
+
     import ray
 
-    monkeypatch.setenv("MEDTUNE_STAGE1_LEASE", "3")
-    cfg = stage1_cfg(aptos, tmp_path, stage1_epochs=2)
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    lease = 1.5
+    monkeypatch.setenv("MEDTUNE_STAGE1_LEASE", str(lease))  # the workers inherit it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         registry = start_registry()
-        # a builder that died half-way: it took the lease and never beat again
-        assert ray.get(registry.claim.remote(key_of(cfg), "dead:1:1", 3.0)) == "build"
-        started = time.monotonic()
-        _, _, built = stage1_weights(cfg, fit)
-        waited = time.monotonic() - started
-        assert built and waited >= 3.0
-        assert ray.get(registry.claim.remote(key_of(cfg), "another:2:2", 3.0)) == "done"
+
+        @ray.remote(num_cpus=1, max_retries=0)
+        def build(cfg: TrainConfig) -> tuple[bytes, bool]:
+            weights, _, built = stage1_weights(cfg, fit)
+            return weights, built
+
+        def holder_of(key: str) -> str:  # the builder's node:pid:thread, once it has claimed
+            deadline = time.monotonic() + 120
+            while not (owner := ray.get(registry.holder.remote(key))):
+                assert time.monotonic() < deadline, "no builder claimed the lease"
+                time.sleep(0.05)
+            return owner
+
+        killed = stage1_cfg(aptos, tmp_path, stage1_epochs=3)
+        doomed = build.remote(killed)
+        os.kill(int(holder_of(key_of(killed)).split(":")[1]), signal.SIGKILL)
+        killed_at = time.monotonic()
+        with pytest.raises(ray.exceptions.RayError):  # really dead, before it finished
+            ray.get(doomed)
+        _, _, built = stage1_weights(killed, fit)
+        assert built and time.monotonic() - killed_at >= lease * 3 / 4  # its last beat, lapsed
+
+        alive = stage1_cfg(aptos, tmp_path, stage1_epochs=8)  # builds for longer than a lease
+        running = build.remote(alive)
+        holder_of(key_of(alive))
+        claimed = time.monotonic()
+        weights, _, built_here = stage1_weights(alive, fit)
+        waited = time.monotonic() - claimed
+        theirs, built_there = ray.get(running)
+        assert built_there and not built_here and weights == theirs
+        assert waited > 2 * lease  # it held the lease past its length by beating
     finally:
         ray.shutdown()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
@@ -125,8 +126,17 @@ def test_deepdrid_ensemble_bags_architectures_by_greedy_selection(tmp_path: Path
     # validation set it chose on, the bag scores at least as well as its best member
     assert metrics["bag"]["val"]["kappa"] >= max(m["val"]["kappa"] for m in metrics["members"])
     assert metrics["bag"]["val"]["kappa"] > 0.6 and "val" in metrics["top_k_bag"]
+    # and where it was not chosen: each half of validation by the other half's greedy weights,
+    # beside the top-k bag on the same images (the top-k bag chose nothing: the same score)
+    fair = metrics["cross_fitted"]
+    assert fair["top_k"]["value"] == pytest.approx(metrics["top_k_bag"]["val"]["kappa"])
+    assert sum(fair["halves"]) == len(np.load(run / "final" / "val_bag_probs.npy"))
+    assert len(fair["weights"]) == 2 and all(sum(w) > 0 for w in fair["weights"])
+    low, high = fair["greedy_over_top_k"]["low"], fair["greedy_over_top_k"]["high"]
+    assert low <= fair["greedy"]["value"] - fair["top_k"]["value"] <= high
     html = (run / "report" / "index.html").read_text()
     assert "Ensemble selection: greedy against top-k" in html and "Pareto front" in html
+    assert "the greedy bag where it was not chosen (cross-fitted)" in html
     # search.bag takes the members' CSVs across architectures: their mean is the plain bag
     csvs = [run / "submission" / f"member_{m['member']}.csv" for m in metrics["members"]]
     cli("search.bag", *map(str, csvs), "--out", str(tmp_path / "bag.csv"))

@@ -41,6 +41,8 @@ Sections:
               same table and on each related table (curves/related/: the experiment on other
               data), then a cold search and one warm-started from each: epochs to the cold
               one's final best, --seeds each (default 20; search/bench/warmstart.py). Target: 2x.
+  demos       only when named: the README's demos run as the README runs them, and the numbers
+              it quotes from them read from what they wrote (search/bench/demos.py)
 
   python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]   # a curve table
   python -m search.bench curves [TABLE ...]     # a table's size, spread, early ranks, surrogate error
@@ -68,6 +70,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from search.bench import demos as bench_demos
 from search.bench import gain as bench_gain
 from search.bench import replay as bench_replay
 from search.bench import reproducible as bench_reproducible
@@ -80,7 +83,8 @@ from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
 
 SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "gain",
-            "replay", "reproducible", "warmstart")
+            "replay", "reproducible", "warmstart", "demos")
+ON_REQUEST = ("demos",)  # not among "every section": run when named
 AUGMENT = "flip+rotate+color"
 
 
@@ -517,7 +521,7 @@ BENCHES = {"input": bench_input, "train": bench_train, "limit": bench_limit,
            "efficiency": bench_tune.bench_efficiency, "scale": bench_tune.bench_scale,
            "gain": bench_gain.bench_gain, "replay": bench_replay.bench_replay,
            "reproducible": bench_reproducible.bench_reproducible,
-           "warmstart": bench_warmstart.bench_warmstart}
+           "warmstart": bench_warmstart.bench_warmstart, "demos": bench_demos.bench_demos}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sections", nargs="*", metavar="SECTION",
-                   help=f"any of {', '.join(SECTIONS)} (default: all)")
+                   help=f"any of {', '.join(SECTIONS)} (default: all but "
+                        f"{', '.join(ON_REQUEST)})")
     p.add_argument("--quick", action="store_true", help="small sizes: checks the plumbing")
     p.add_argument("--repeats", type=positive_int, help="runs of each side (default 3; 1 with --quick)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
@@ -561,11 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
         raise ConfigError(f"unknown section {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    sections = args.sections or list(SECTIONS)
+    sections = args.sections or [s for s in SECTIONS if s not in ON_REQUEST]
     repeats = args.repeats or (1 if args.quick else 3)
     sizes = bench_sizes(args.quick)
     out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    needs_data = bool(set(sections) - {"replay", "gain", "reproducible", "warmstart"})
+    needs_data = bool(set(sections) - {"replay", "gain", "reproducible", "warmstart", "demos"})
     params = {**sizes, **experiment_params(args.experiment, sizes, images=needs_data),
               "workers": args.workers,
               "sets": args.sets, "figures": str(out.parent),

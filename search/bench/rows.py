@@ -17,7 +17,8 @@ def row(section: str, measure: str, ours: float, baseline: float,
         higher_is_better: bool, *, target: float | None = None) -> dict[str, Any]:
     """A row whose ratio reads 'times better' for ours: >1 means ours wins; with a `target`,
     whether the ratio reaches it."""
-    ratio = ours / baseline if higher_is_better else baseline / ours
+    num, den = (ours, baseline) if higher_is_better else (baseline, ours)
+    ratio = num / den if den else (math.inf if num else math.nan)  # a QWK of 0, say
     out = {"section": section, "measure": measure, "ours": ours, "baseline": baseline,
            "ratio": ratio, "better": "higher" if higher_is_better else "lower"}
     if target is not None:

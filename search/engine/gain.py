@@ -12,6 +12,7 @@ replacement, and every model is scored on the same draw, so the interval is of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,28 @@ def draw_weights(groups: list[np.ndarray], rows: int, draws: int,
     return picks[:, unit_of].astype(np.float64)
 
 
+def bootstrap(task: Task, labels: np.ndarray, probs: list[np.ndarray],
+              groups: list[np.ndarray], stat: Callable[[np.ndarray], np.ndarray], *,
+              draws: int = DRAWS, seed: int = 0) -> dict[str, Any]:
+    """`stat` of the models' values (a (rows, models) array of the task's metric to a (rows, k)
+    array) on the data, and its bootstrap interval: every model scored on the same draws.
+    Returns the models' values, the statistics, their interval's low and high ends, and the
+    draws on which every model's metric was defined."""
+    point = np.array([[task.value(labels, p) for p in probs]])
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for start in range(0, draws, CHUNK):
+        weights = draw_weights(groups, len(labels), min(CHUNK, draws - start), rng)
+        values = np.stack([task.resampled(labels, p, weights) for p in probs], axis=1)
+        values[~np.isfinite(values).all(axis=1)] = np.nan  # a draw where the metric is undefined
+        chunks.append(stat(values))
+    drawn = np.concatenate(chunks)
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.nanpercentile(drawn, [tail, 100 - tail], axis=0)
+    return {"values": point[0], "estimate": stat(point)[0], "low": low, "high": high,
+            "draws": int(np.isfinite(drawn[:, 0]).sum())}
+
+
 def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
                best_member: int, *, draws: int = DRAWS, seed: int = 0) -> dict[str, Any]:
     """The defaults' mean and spread, and the members' mean, the best member and the bag
@@ -95,33 +118,85 @@ def split_gain(task: Task, split: SplitPredictions, groups: list[np.ndarray],
         return task.sign * np.stack([v[:, d:-1].mean(axis=1) - base, v[:, best] - base,
                                      v[:, -1] - base, v[:, -1] - v[:, best]], axis=1)
 
-    point = np.array([[task.value(split.labels, p) for p in probs]])
-    rng = np.random.default_rng(seed)
-    chunks = []
-    for start in range(0, draws, CHUNK):  # every model is scored on the same draws
-        weights = draw_weights(groups, len(split.labels), min(CHUNK, draws - start), rng)
-        values = np.stack([task.resampled(split.labels, p, weights) for p in probs], axis=1)
-        values[~np.isfinite(values).all(axis=1)] = np.nan  # a draw where the metric is undefined
-        chunks.append(gains(values))
-    drawn = np.concatenate(chunks)
-    tail = 100 * (1 - LEVEL) / 2
-    low, high = np.nanpercentile(drawn, [tail, 100 - tail], axis=0)
-    estimate = gains(point)[0]
+    b = bootstrap(task, split.labels, probs, groups, gains, draws=draws, seed=seed)
+    point, estimate, low, high = b["values"], b["estimate"], b["low"], b["high"]
     out: dict[str, Any] = {
         "units": len(groups),
-        "defaults": {"mean": float(point[0, :d].mean()), "std": float(point[0, :d].std()),
-                     "values": [float(v) for v in point[0, :d]]},
+        "defaults": {"mean": float(point[:d].mean()), "std": float(point[:d].std()),
+                     "values": [float(v) for v in point[:d]]},
     }
-    for i, (name, value) in enumerate((("members", float(point[0, d:-1].mean())),
-                                       ("best_member", float(point[0, best])),
-                                       ("bag", float(point[0, -1])))):
+    for i, (name, value) in enumerate((("members", float(point[d:-1].mean())),
+                                       ("best_member", float(point[best])),
+                                       ("bag", float(point[-1])))):
         out[name] = {"value": value, "gain": float(estimate[i]), "low": float(low[i]),
                      "high": float(high[i])}
     out["best_member"]["member"] = best_member
     out["bag_over_best_member"] = {"gain": float(estimate[3]), "low": float(low[3]),
                                    "high": float(high[3])}
-    out["draws"] = int(np.isfinite(drawn[:, 0]).sum())
+    out["draws"] = b["draws"]
     return out
+
+
+def halves(groups: list[np.ndarray], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of two halves of a split, its units (patients, or images) shuffled by `seed`
+    and cut in two (the first half the larger by one unit when their count is odd)."""
+    order = np.random.default_rng(seed).permutation(len(groups))
+    first, second = np.array_split(order, 2)
+    return tuple(np.sort(np.concatenate([groups[u] for u in part] or [np.array([], int)]))
+                 for part in (first, second))  # type: ignore[return-value]
+
+
+def cross_fitted(task: Task, labels: np.ndarray, members: list[np.ndarray], *, method: str,
+                 top_k: list[float], rounds: int, groups: list[np.ndarray],
+                 draws: int = DRAWS, seed: int = 0) -> dict[str, Any]:
+    """The greedy bag measured on data it was not chosen on: greedy selection on one half of
+    the split predicts the other half, and the other way round; the two halves' predictions
+    together are scored as one. Beside it the top-k bag (`top_k`: its weights, chosen on
+    nothing here) on the same rows, and the greedy bag's gain over it, each with a bootstrap
+    interval over `groups`."""
+    from search.engine.bagging import bag, greedy_selection
+
+    cut = halves(groups, seed)
+    greedy = np.zeros_like(bag(members, method))
+    chosen = []
+    for pick, scored in ((cut[0], cut[1]), (cut[1], cut[0])):
+
+        def score(probs: np.ndarray, rows: np.ndarray = pick) -> float:
+            return task.sign * task.value(labels[rows], probs)
+
+        weights = greedy_selection([m[pick] for m in members], score, rounds=rounds)
+        greedy[scored] = bag([m[scored] for m in members], method, [float(w) for w in weights])
+        chosen.append(weights)
+
+    def stat(v: np.ndarray) -> np.ndarray:  # greedy, top-k, greedy over top-k (signed)
+        return np.column_stack([v[:, 0], v[:, 1], task.sign * (v[:, 0] - v[:, 1])])
+
+    b = bootstrap(task, labels, [greedy, bag(members, method, top_k)], groups, stat,
+                  draws=draws, seed=seed)
+    out: dict[str, Any] = {"metric": task.metric, "name": task.name, "level": LEVEL,
+                           "units": len(groups), "halves": [len(c) for c in cut],
+                           "weights": chosen, "draws": b["draws"]}
+    for i, name in enumerate(("greedy", "top_k", "greedy_over_top_k")):
+        out[name] = {"value" if i < 2 else "gain": float(b["estimate"][i]),
+                     "low": float(b["low"][i]), "high": float(b["high"][i])}
+    return out
+
+
+def describe_cross_fitted(c: dict[str, Any]) -> str:
+    """One line: the greedy bag cross-fitted, the top-k bag, and the difference."""
+    level = int(100 * c["level"])
+
+    def part(label: str, r: dict[str, Any], key: str) -> str:
+        sign = "+" if key == "gain" else ""
+        return (f"{label} {r[key]:{sign}.4f} ({level}% [{r['low']:{sign}.4f}, "
+                f"{r['high']:{sign}.4f}])")
+
+    return ("the greedy bag where it was not chosen (cross-fitted): validation "
+            f"{c['name']}, each half ({c['halves'][0]} and {c['halves'][1]} images) predicted by "
+            "the greedy weights chosen on the other: "
+            + "; ".join([part("greedy bag", c["greedy"], "value"),
+                         part("top-k bag", c["top_k"], "value"),
+                         part("greedy over top-k", c["greedy_over_top_k"], "gain")]))
 
 
 def gain_summary(task: Task, splits: dict[str, SplitPredictions], patients: dict[str, np.ndarray],

@@ -29,17 +29,12 @@ from search.engine.pruning import CheckpointPruner
 from search.engine.run_folder import write_tables
 from search.engine.spec import RunSpec
 from search.engine.storage import CONFIG_FILE, RunStore
+from search.engine.wandb_log import wandb_online
 from spaces.base import Experiment
 from trainables.errors import ConfigError
 from trainables.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def wandb_online() -> bool:
-    """W&B logs online with WANDB_MODE=online, or with an API key and no WANDB_MODE=offline."""
-    mode = os.environ.get("WANDB_MODE")
-    return mode == "online" or (mode != "offline" and bool(os.environ.get("WANDB_API_KEY")))
 
 
 def wandb_setup(enabled: bool, run_dir: Path, group: str) -> tuple[list[Any], dict[str, str], str]:

@@ -16,7 +16,10 @@ import torch
 from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from search.engine.gain import describe_gain, verdict
+from search.engine.final import FinalPlan
+from search.engine.gain import describe_cross_fitted, describe_gain, verdict
+from search.engine.storage import RunStore, is_uri
+from search.engine.wandb_log import log_final
 from search.report.search import confusion_figure, img, per_class_table, roc_figure, table
 from trainables.data.datasets import ImageIndex
 from trainables.model.explain import normalise
@@ -154,10 +157,13 @@ def selection_section(summary: dict[str, Any], task: Task) -> str:
         rows[label] = {f"val {name}": m["val"][key] for key, name in task.columns}
         rows[label]["greedy weight"] = m["weight"]
     frame = pd.DataFrame(rows).T
+    fair = (f"<p>{html.escape(describe_cross_fitted(summary['cross_fitted']))}</p>"
+            if summary.get("cross_fitted") else "")  # records written before it lack it
     return ("<p>greedy selection with replacement on validation (Caruana et al., 2004) among "
             "the top-k trials and the best trial of each architecture; a member's weight is how "
-            "often it was picked. Its validation score is optimistic (it was chosen there); "
-            "the test split, where labelled, is the fair comparison.</p>" + table(frame))
+            "often it was picked. Its validation score in the table is optimistic (it was chosen "
+            "there); cross-fitted below, and on the test split where labelled, it is not.</p>"
+            + table(frame) + fair)
 
 
 def two_stage_section(two: dict[str, Any], task: Task) -> str:
@@ -260,3 +266,65 @@ def gain_section(gain: dict[str, Any]) -> str:
               "on the same draw. The best member is the best on validation, and validation "
               "chose the configurations: the test split, where labelled, is the fair "
               "comparison.</p>")
+
+
+def report_final(plan: FinalPlan, summary: dict[str, Any], data: Any, bag_val: np.ndarray,
+                 *, echo: Any) -> None:
+    """The report (with Grad-CAM's localisation on validation), final/metrics.json, W&B."""
+    run_dir = plan.run_dir
+    report, localisation = _report(run_dir, plan.experiment, summary, data.index,
+                                   data.images["val"], bag_val, data.labels["val"])
+    summary["localisation"] = localisation
+    (run_dir / "final" / "metrics.json").write_text(json.dumps(summary, indent=1))
+    if localisation and localisation.get("images"):
+        echo(f"Grad-CAM localisation on {localisation['images']} val images with lesions: "
+             f"energy in lesions {localisation['energy_in_mask']:.3f} (uniform "
+             f"{localisation['energy_uniform']:.3f}), pointing game "
+             f"{localisation['pointing_hit_rate']:.3f} (uniform {localisation['pointing_uniform']:.3f})")
+    echo(f"report: {report}")
+    if plan.spec.wandb:
+        echo(log_final(run_dir, summary))
+
+
+def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
+            val_images: np.ndarray, bag_val: np.ndarray,
+            val_labels: np.ndarray) -> tuple[Path, dict[str, Any] | None]:
+    import optuna
+
+    from search.engine.driver import study_url
+    from search.report.search import write_report
+
+    sections, localisation = final_sections(run_dir, summary, experiment.task, index,
+                                            val_images, bag_val, val_labels)
+    sections.append(("Disk", disk_section(run_dir)))
+    study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
+    if (run_dir / "best" / "pareto.json").is_file():  # --objectives
+        from search.report.search import pareto_section
+
+        sections.insert(1, ("Pareto front", pareto_section(run_dir, study, summary)))
+    first = ([("What the search bought over the experiment's defaults",
+               gain_section(summary["gain"]))] if summary.get("gain") else [])
+    path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
+                        final_sections=sections, first_sections=first)
+    return path, localisation
+
+
+def run_sizes(run_dir: Path) -> dict[str, int]:
+    """Bytes per part of the run folder: this folder's files, and tune/ where Ray Tune keeps it
+    (the object store, for a run folder staged from a URI)."""
+    sizes = RunStore(run_dir).sizes()
+    results = json.loads((run_dir / "config.json").read_text()).get("results", "")
+    if is_uri(results):
+        remote = RunStore.at(results, run_dir.parent.name, run_dir.name).sizes()
+        sizes["tune/"] = remote.get("tune/", 0)
+    return sizes
+
+
+def disk_section(run_dir: Path) -> str:
+    sizes = run_sizes(run_dir)
+    frame = pd.DataFrame({"MB": {k: v / 1e6 for k, v in sorted(sizes.items(),
+                                                                 key=lambda kv: -kv[1])}})
+    return (f"<p>the run folder holds {sum(sizes.values()) / 1e6:.1f} MB when this report is "
+            f"written: an ended trial keeps no checkpoint (a failed one keeps its latest, for "
+            f"--resume), a member one weights file</p>{table(frame, '{:.1f}')}"
+            f"<p>{html.escape(str(run_dir))}</p>")

@@ -270,7 +270,8 @@ def _build_leased(registry: Any, store: Store, key: str, cfg1: TrainConfig,
             ray.get(registry.finish.remote(key, me, weights, meta))
             return weights, meta, True
         if not waited:
-            log.info("stage 1: %s is being built by another trial; waiting for it", key)
+            log.info("stage 1: %s is being built by %s; waiting for it", key,
+                     ray.get(registry.holder.remote(key)) or "another trial")
         waited = True
         time.sleep(min(2.0, lease / 4))
 
@@ -304,6 +305,10 @@ class Stage1Registry:
     def beat(self, key: str, owner: str) -> None:
         if self.leases.get(key, ("",))[0] == owner:
             self.leases[key] = (owner, time.monotonic())
+
+    def holder(self, key: str) -> str:
+        """The lease's owner (node:pid:thread), or "" when nobody holds one."""
+        return self.leases.get(key, ("",))[0]
 
     def release(self, key: str, owner: str) -> None:
         if self.leases.get(key, ("",))[0] == owner:
