@@ -73,6 +73,39 @@ def test_resume_continues_from_the_saved_epoch(course_demo: Path, tmp_path: Path
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
 
 
+def test_a_kill_anywhere_in_a_checkpoint_write_leaves_a_whole_checkpoint(tmp_path: Path) -> None:
+    """A local run SIGKILLed before each file operation of its second epoch's report in turn
+    (tests/kill_points.py): every run resumes from a whole checkpoint (epoch 1's or epoch 2's;
+    between the two renames only `last.old` is left, where `--resume` finds it), keeps a whole
+    best checkpoint and a metrics.json that reads."""
+    from trainables.train.checkpoint import load_checkpoint
+    from trainables.train.reporting import kept
+
+    done = subprocess.run([sys.executable, "-m", "tests.kill_points", str(tmp_path)],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    killed = [k for k, v in outcome.items() if v == "killed"]
+    assert len(killed) >= 5 and list(outcome.values())[-1] == "done"
+    assert any(not (tmp_path / k / "checkpoints" / "last").exists() for k in killed)
+
+    def load(folder: Path) -> dict:
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.AdamW(model.parameters())
+        return load_checkpoint(folder, model=model, optimizer=optimizer,
+                               scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0),
+                               scaler=torch.amp.GradScaler("cpu", enabled=False))
+
+    for k in killed:
+        out = tmp_path / k
+        reporter = LocalReporter(None, resume=out)
+        state = reporter.restore(load)
+        assert state is not None and state["epoch"] in (1, 2), k
+        assert [h["epoch"] for h in reporter.history] == list(range(1, state["epoch"] + 1))
+        assert is_checkpoint(kept(out / "checkpoints" / "best")), k
+        assert len(json.loads((out / "metrics.json").read_text())) in (1, 2), k
+
+
 def test_resume_from_a_folder_without_checkpoint_is_an_error(course_demo: Path,
                                                              tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no checkpoint there"):

@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -79,7 +80,7 @@ class LocalReporter:
             self.metric, self.mode = task.metric, task.mode
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(config, indent=1))
+            write_text(self.out / "config.json", json.dumps(config, indent=1))
 
     def restore(self, load: Callable[[Path], T]) -> T | None:
         if self.resume is None:
@@ -88,8 +89,8 @@ class LocalReporter:
         from trainables.train.checkpoint import is_checkpoint
 
         folder = self.resume
-        if not is_checkpoint(folder) and is_checkpoint(folder / "checkpoints" / "last"):
-            folder = folder / "checkpoints" / "last"  # a run folder was given
+        if not is_checkpoint(folder):  # a run folder was given: its last checkpoint
+            folder = kept(folder / "checkpoints" / "last")
         if not is_checkpoint(folder):
             raise ConfigError(f"--resume {self.resume}: no checkpoint there (expected "
                               "model.safetensors, optimizer.safetensors and state.json)")
@@ -104,16 +105,12 @@ class LocalReporter:
             self.echo(format_epoch(metrics, self.config.get("epochs")))
         if not self.out:
             return
-        (self.out / "metrics.json").write_text(json.dumps(self.history, indent=1))
+        write_text(self.out / "metrics.json", json.dumps(self.history, indent=1))
         checkpoints = self.out / "checkpoints"
-        partial = checkpoints / "last.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        write_checkpoint(partial)
-        shutil.rmtree(checkpoints / "last", ignore_errors=True)
-        partial.rename(checkpoints / "last")
+        put_folder(checkpoints / "last", write_checkpoint)
         if self._is_best(metrics):
-            shutil.rmtree(checkpoints / "best", ignore_errors=True)
-            shutil.copytree(checkpoints / "last", checkpoints / "best")
+            put_folder(checkpoints / "best",
+                       lambda folder: shutil.copytree(checkpoints / "last", folder))
 
     def _is_best(self, metrics: dict[str, float]) -> bool:
         metric = self.metric or ""
@@ -121,6 +118,34 @@ class LocalReporter:
         if not values:
             return False
         return metrics.get(metric) == best(values, self.mode)
+
+
+def write_text(path: Path, text: str) -> None:
+    """A file a kill never leaves half-written: the old one or the new one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def put_folder(folder: Path, write: Callable[[Path], Any]) -> None:
+    """Replace `folder` with what `write` puts into a fresh folder, so that a kill at any
+    point leaves a whole one: the new folder is written beside it (`.partial`), the old one
+    steps aside (`.old`) and the new one takes its name before the old one is removed. A kill
+    between the two renames leaves only `.old`, which `kept` reads."""
+    partial, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+    partial.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def kept(folder: Path) -> Path:
+    """`folder`, or the whole one a kill inside `put_folder` left as `folder.old`."""
+    old = folder.with_name(folder.name + ".old")
+    return old if not folder.exists() and old.exists() else folder
 
 
 def format_epoch(m: dict[str, float], epochs: int | None = None) -> str:
