@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import tune
 
+from trainables.errors import StorageError
 from trainables.tasks import better
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,13 @@ class Progress(tune.Callback):
     right after a resume too) and the best metric so far. While trials are pending and none
     runs, it says that they wait for resources (for the autoscaler, when there is one); after
     `placement_timeout` seconds of that it ends the search as Ctrl-C does (`stalled` says
-    why), so what finished is kept and `--resume` continues."""
+    why), so what finished is kept and `--resume` continues. When a trial fails and the run's
+    `store` cannot be written (gone, full, read-only), it ends the search the same way
+    (`store_failed`): the trials after it would fail too."""
 
     def __init__(self, metric: str, mode: str, total: int, *, cpus: float = 1, gpus: float = 0,
-                 autoscaler: bool = False, placement_timeout: float = 15 * 60) -> None:
+                 autoscaler: bool = False, placement_timeout: float = 15 * 60,
+                 store: Any = None) -> None:
         self.metric, self.mode, self.total = metric, mode, total
         self.cpus, self.gpus, self.autoscaler = cpus, gpus, autoscaler
         self.request = f"{cpus:g} CPU + {gpus:g} GPU"
@@ -37,6 +41,7 @@ class Progress(tune.Callback):
         self.waiting_since: float | None = None
         self.last_notice = 0.0
         self.stalled: str | None = None
+        self.store, self.store_failed = store, False
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -52,6 +57,20 @@ class Progress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trials, f"trial {trial.trial_id} FAILED")
+        self._check_store(trials)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check_store(trials)  # a failure Ray retries: the store, before it is tried again
+
+    def _check_store(self, trials: list) -> None:
+        if self.store is None or self.store_failed:
+            return
+        try:
+            self.store.probe()
+        except StorageError as e:
+            self.store_failed = True
+            self._line(trials, f"stopping the search: its results store failed ({e})")
+            interrupt_tune()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         pending = sum(t.status == "PENDING" for t in trials)

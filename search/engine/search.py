@@ -31,7 +31,7 @@ from search.engine.spec import RunSpec
 from search.engine.storage import CONFIG_FILE, RunStore
 from search.engine.wandb_log import wandb_online
 from spaces.base import Experiment
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, StorageError
 from trainables.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: A
     progress = Progress(experiment.metric, experiment.mode, plan.num_samples,
                         cpus=plan.cpus_per_trial, gpus=plan.gpus_per_trial,
                         autoscaler=cluster.autoscaler is not None,
-                        placement_timeout=60 * spec.placement_timeout)
+                        placement_timeout=60 * spec.placement_timeout, store=store)
     callbacks = [progress, CheckpointPruner(), *callbacks]
     started = time.monotonic()
     if resume:
@@ -186,9 +186,15 @@ def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: A
         tuner = new_tuner(plan, callbacks, startup_trials=spec.startup_trials,
                           grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
     with bound_to(plan.run_id, binding(plan, callbacks)):
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        except Exception as e:  # Ray's own error, often a consequence: was it the store?
+            _raise_if_store_failed(plan, e)
+            raise
     del registry  # held until the trials ended
-    trials = write_tables(plan, results)
+    trials = write_tables(plan, results)  # into the stage where the store is an object store
+    if progress.store_failed:  # it stopped the search: the store's line, not a summary
+        _raise_if_store_failed(plan)
     if len(trials) and (trials["status"] != "not run").sum() >= plan.num_samples:
         stale = mark_stale_trials_failed(plan.storage_url, plan.run_id)
         if stale:
@@ -196,6 +202,26 @@ def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: A
     store.push()
     minutes = (time.monotonic() - started) / 60
     return _summary(plan, trials, minutes, stalled=progress.stalled)
+
+
+def _resume_command(plan: SearchPlan) -> str:
+    return (f"python -m search.run {plan.experiment.name} --results {plan.store.results} "
+            f"--name {plan.run_id} --resume")
+
+
+def _raise_if_store_failed(plan: SearchPlan, error: Exception | None = None) -> None:
+    """When the results store cannot be written (an object store gone, a disk full or
+    read-only), one line saying so instead of Ray's traceback (`error`, often a consequence):
+    what failed, where the files written so far are, and how to continue once it is back."""
+    try:
+        plan.store.probe()
+    except StorageError as e:
+        if error is not None:
+            log.debug("Ray Tune's error after the store failed: %r", error)
+        raise StorageError(
+            f"the search stopped: its results store failed ({e}). Trials that could not save "
+            f"there run again when it continues: once the store is back, "
+            f"{_resume_command(plan)}") from None
 
 
 def warm(plan: SearchPlan, *, wandb_on: bool) -> None:
@@ -258,8 +284,7 @@ def _summary(plan: SearchPlan, trials: Any, minutes: float, *, stalled: str | No
         where = plan.store.location
         print(f"run folder: {where}  (reproduce: python -m search.reproduce {where}/best/config.json)")
     if finished < plan.num_samples:
-        resume = (f"python -m search.run {plan.experiment.name} --results {plan.store.results} "
-                  f"--name {plan.run_id} --resume")
+        resume = _resume_command(plan)
         if stalled:
             print(f"stopped: {stalled}. The {finished} finished trial(s) are kept; once the "
                   f"cluster can place a trial, continue with {resume}")

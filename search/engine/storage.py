@@ -201,6 +201,21 @@ class RunStore:
         log.info("pushed %s to %s", self.local, self.uri)
 
 
+    def probe(self) -> None:
+        """Write and delete a small file where the run folder is kept (its URI, else its
+        folder): a StorageError naming the store when that fails (gone, full, read-only)."""
+        import pyarrow.fs as pafs
+
+        if self.uri is None:
+            fs, path, where = pafs.LocalFileSystem(), str(self.local.resolve()), str(self.local)
+        else:
+            (fs, path), where = _filesystem(self.uri), self.uri
+        with _reaching("write", where, kept=self.local if self.uri else None):
+            fs.create_dir(path, recursive=True)
+            with fs.open_output_stream(f"{path}/.medtune-probe") as f:
+                f.write(b"probe")
+            fs.delete_file(f"{path}/.medtune-probe")
+
     def sizes(self) -> dict[str, int]:
         """Bytes under each top-level entry of the run folder (where it is kept: the URI's
         copy, tune/ included, for an object store)."""
