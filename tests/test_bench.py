@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from search.bench.cli import main, readme_table, records_in, row, table, write_readme
@@ -55,6 +57,25 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
         assert row["ratio"] == pytest.approx(
             row["ours"] / row["baseline"] if row["better"] == "higher"
             else row["baseline"] / row["ours"])
+    # each speed is the median of its side's raw runs, and the sides did the work they should,
+    # counted from the data and the parameters, not from the rows: every image of the bench
+    # set's training CSV (whole batches) per timed pass; the trainable and the plain loop its
+    # batches per epoch (as many as the data has, up to train_batches); the model alone always
+    # train_batches (it trains on tensors it made)
+    p = record["params"]
+    whole = len(pd.read_csv(Path(p["data"]) / "train.csv")) // p["batch"]
+    passes = whole * p["batch"] * p["epochs"]
+    trained = min(whole, p["train_batches"]) * p["batch"] * p["epochs"]
+    alone = p["train_batches"] * p["batch"] * p["epochs"]
+    for key, work in [(("input", "images/s"), (passes, passes)),
+                      (("train", "resnet18 images/s"), (trained, trained)),
+                      (("limit", "trainable / model alone, training images/s"), (trained, alone)),
+                      (("threads", "2 threads: images/s vs 1 thread"), (trained, trained))]:
+        for side, images in zip(("ours", "baseline"), work, strict=True):
+            raw = rows[key]["runs"][side]
+            assert [m["images"] for m in raw] == [images] * len(raw), (key, side)
+            assert rows[key][side] == pytest.approx(
+                statistics.median(m["images"] / m["seconds"] for m in raw)), (key, side)
     overhead = rows[("overhead", "s a search adds per trial (W&B offline)")]
     steady = rows[("overhead", "s per tiny trial in a search (W&B offline) vs plain")]
     assert overhead["ours"] == pytest.approx(steady["ours"] - steady["baseline"])

@@ -344,7 +344,8 @@ def bench_limit(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
     ours, model = _pairs("train-ours", "limit-model", params, repeats, echo)
     return [row("limit", "trainable / model alone, training images/s",
                 statistics.median(r["images"] / r["seconds"] for r in ours),
-                statistics.median(r["images"] / r["seconds"] for r in model), True, target=0.9)]
+                statistics.median(r["images"] / r["seconds"] for r in model), True, target=0.9,
+                runs=(ours, model))]
 
 
 THREAD_SETTINGS: dict[str, dict[str, Any]] = {  # name: the trainable's settings
@@ -382,7 +383,8 @@ def bench_threads(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[
              for name, rs in runs.items()}
     rows = []
     for name in settings:
-        r = row("threads", f"{name}: images/s vs 1 thread", speed[name], speed["1 thread"], True)
+        r = row("threads", f"{name}: images/s vs 1 thread", speed[name], speed["1 thread"], True,
+                runs=(runs[name], runs["1 thread"]))
         r["system_fraction"] = statistics.median(x["system_fraction"] for x in runs[name])
         rows.append(r)
     return rows
@@ -424,8 +426,9 @@ def bench_input(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
     cpu = [r["cpu_seconds"] / r["images"] for r in ours], [r["cpu_seconds"] / r["images"] for r in base]
     return [
         row("input", "images/s", statistics.median(speed[0]), statistics.median(speed[1]), True,
-            target=20.0),
-        row("input", "CPU s/image", statistics.median(cpu[0]), statistics.median(cpu[1]), False),
+            target=20.0, runs=(ours, base)),
+        row("input", "CPU s/image", statistics.median(cpu[0]), statistics.median(cpu[1]), False,
+            runs=(ours, base)),
         row("input", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False),
         value_row("input", "cache build s/image (once per node)",
                   first["cache_build_seconds"] / first["cached_images"]),
@@ -437,7 +440,7 @@ def bench_train(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
     ours, base = _pairs("train-ours", "train-baseline", params, repeats, echo)
     speed = [r["images"] / r["seconds"] for r in ours], [r["images"] / r["seconds"] for r in base]
     return [row("train", f"{params['model']} images/s", statistics.median(speed[0]),
-                 statistics.median(speed[1]), True),
+                 statistics.median(speed[1]), True, runs=(ours, base)),
             row("train", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False)]
 
 

@@ -14,13 +14,17 @@ LEVEL = 0.95
 
 
 def row(section: str, measure: str, ours: float, baseline: float,
-        higher_is_better: bool, *, target: float | None = None) -> dict[str, Any]:
+        higher_is_better: bool, *, target: float | None = None,
+        runs: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """A row whose ratio reads 'times better' for ours: >1 means ours wins; with a `target`,
-    whether the ratio reaches it."""
+    whether the ratio reaches it; with `runs`, each side's raw measurements (what the medians
+    came from: a reader can check them)."""
     num, den = (ours, baseline) if higher_is_better else (baseline, ours)
     ratio = num / den if den else (math.inf if num else math.nan)  # a QWK of 0, say
     out = {"section": section, "measure": measure, "ours": ours, "baseline": baseline,
            "ratio": ratio, "better": "higher" if higher_is_better else "lower"}
+    if runs is not None:
+        out["runs"] = {"ours": runs[0], "baseline": runs[1]}
     if target is not None:
         out.update(target=target, met=ratio >= target)
     return out
