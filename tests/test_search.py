@@ -412,7 +412,7 @@ def test_the_demos_bench_reads_its_rows_from_the_run_folder(small_run: Path, fin
         return cohen_kappa_score([truth[i] for i in predicted["ID"]], predicted["TARGET"],
                                  weights="quadratic")
 
-    gain = rows["deepdrid_attention: the bag's val val/kappa vs the defaults' mean (2 seeds)"]
+    gain = rows["deepdrid_attention: the bag's validation QWK vs the defaults' mean (2 seeds)"]
     defaults = [qwk(small_run / "final" / "defaults" / f"seed_{s}_val.csv") for s in (1, 2)]
     assert gain["baseline"] == pytest.approx(np.mean(defaults))
     bag = np.load(small_run / "final" / "val_bag_probs.npy").argmax(1)

@@ -23,6 +23,7 @@ from search.bench.rows import row, value_row
 DEMOS = ("deepdrid_attention", "deepdrid_two_stage", "deepdrid_ensemble", "chestxray_staged",
          "idrid_two_phase")
 TRAINED_ALONE = ("idrid_two_phase",)  # the README shows it with search.train --demo
+SPLITS = {"val": "validation", "test": "test"}
 
 
 def run_demo(name: str, folder: Path, *, quick: bool) -> tuple[Path, float]:
@@ -46,9 +47,13 @@ def run_demo(name: str, folder: Path, *, quick: bool) -> tuple[Path, float]:
     return out, (time.monotonic() - started) / 60
 
 
-def _key(summary: dict[str, Any]) -> str:
-    """The scores' key of the experiment's metric ("val/kappa" -> "kappa")."""
-    return str(summary["metric"]).split("/", 1)[1]
+def _metric(summary: dict[str, Any]) -> tuple[str, str]:
+    """The scores' key of the experiment's metric ("val/kappa" -> "kappa") and its name
+    ("QWK"), as the task writes it."""
+    from trainables.tasks import task_of
+
+    task = task_of(summary["task"], summary["metric"])
+    return task.metric.split("/", 1)[1], task.name
 
 
 def demo_rows(name: str, out: Path, minutes: float) -> list[dict[str, Any]]:
@@ -63,14 +68,14 @@ def demo_rows(name: str, out: Path, minutes: float) -> list[dict[str, Any]]:
         first, last = by_phase[min(by_phase)], by_phase[max(by_phase)]
         best_first = max(first, key=lambda e: e[metric])
         return [
-            row(s, f"{name} (search.train): phase 2's best val QWK vs phase 1's best (epoch "
+            row(s, f"{name} (search.train): phase 2's best validation QWK vs phase 1's best (epoch "
                 f"{int(best_first['epoch'])} of {len(first)}, where phase 2 starts)",
                 max(e[metric] for e in last), best_first[metric], higher_is_better=True),
             value_row(s, f"{name} (search.train): minutes", minutes)]
     from search.engine.storage import RunStore
 
     summary = json.loads((out / "final" / "metrics.json").read_text())
-    key, metric = _key(summary), summary["metric"]
+    key, metric = _metric(summary)
     rows = [value_row(s, f"{name}: minutes, search and final step", minutes),
             value_row(s, f"{name}: run folder MB", sum(RunStore(out).sizes().values()) / 1e6)]
     gain = summary.get("gain") or {}
@@ -78,12 +83,13 @@ def demo_rows(name: str, out: Path, minutes: float) -> list[dict[str, Any]]:
         if split in gain:
             g, seeds = gain[split], len(gain[split]["defaults"]["values"])
             rows.append(row(
-                s, f"{name}: the bag's {split} {metric} vs the defaults' mean ({seeds} "
+                s, f"{name}: the bag's {SPLITS[split]} {metric} vs the defaults' mean ({seeds} "
                 f"seeds); gain {g['bag']['gain']:+.4f}, 95% [{g['bag']['low']:+.4f}, "
                 f"{g['bag']['high']:+.4f}]", g["bag"]["value"], g["defaults"]["mean"],
                 higher_is_better=True))
     if "gain" not in summary:
-        rows += [value_row(s, f"{name}: the bag's {split} {metric}", summary["bag"][split][key])
+        rows += [value_row(s, f"{name}: the bag's {SPLITS[split]} {metric}",
+                           summary["bag"][split][key])
                  for split in ("val", "test") if split in summary["bag"]]
     two = summary.get("two_stage")
     if two:
@@ -93,14 +99,14 @@ def demo_rows(name: str, out: Path, minutes: float) -> list[dict[str, Any]]:
                      value_row(s, f"{name}: stage 1's minutes (built once)",
                                two["stage1"]["minutes"])]
         if "val" in two["baseline"]:
-            rows.append(row(s, f"{name}: stage 2's member 1, val {metric} vs the single-stage "
+            rows.append(row(s, f"{name}: stage 2's member 1, validation {metric} vs the single-stage "
                             "baseline (same config, seed and sample)",
                             two["stage2_member_1"]["val"][key], two["baseline"]["val"][key],
                             higher_is_better=True))
     fair = summary.get("cross_fitted")
     if fair:
         rows += [
-            row(s, f"{name}: greedy bag vs top-k bag, val {metric} (greedy chosen there)",
+            row(s, f"{name}: greedy bag vs top-k bag, validation {metric} (greedy chosen there)",
                 summary["bag"]["val"][key], summary["top_k_bag"]["val"][key],
                 higher_is_better=True),
             row(s, f"{name}: the same, greedy cross-fitted; difference 95% "
