@@ -62,7 +62,6 @@ def join_cluster(cache_dir: str) -> None:
 
 
 SELECTIONS = ("top-k", "greedy")
-
 GREEDY_ROUNDS_PER_MEMBER = 2  # greedy selection's rounds: twice the members
 
 
@@ -261,9 +260,10 @@ def score_final(plan: FinalPlan, trained: FinalTraining, data: Any, *, tta: bool
     if plan.select == "greedy":
         summary["top_k_bag"] = _scored_bag(kept, in_top_k, plan.method, task, data)
         groups, _ = resampling_units(data.index.split("val")["patient"].to_numpy())
-        summary["cross_fitted"] = cross_fitted(
-            task, val_labels, [m.probs["val"] for _, _, m in kept], method=plan.method,
-            top_k=in_top_k, rounds=GREEDY_ROUNDS_PER_MEMBER * len(kept), groups=groups)
+        if len(groups) >= 2:  # two halves to choose on and score on
+            summary["cross_fitted"] = cross_fitted(
+                task, val_labels, [m.probs["val"] for _, _, m in kept], method=plan.method,
+                top_k=in_top_k, rounds=GREEDY_ROUNDS_PER_MEMBER * len(kept), groups=groups)
     if trained.single is not None:
         summary["two_stage"] = two_stage_summary(configs[0], trained.single, kept[0][2],
                                                  summary, task, data)

@@ -200,7 +200,6 @@ class RunStore:
                                 destination_filesystem=fs)
         log.info("pushed %s to %s", self.local, self.uri)
 
-
     def probe(self) -> None:
         """Write and delete a small file where the run folder is kept (its URI, else its
         folder): a StorageError naming the store when that fails (gone, full, read-only)."""
