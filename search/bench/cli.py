@@ -493,8 +493,9 @@ def readme_table(records: list[Path]) -> str:
         section, curves = key
         _, path, record = newest[key]
         commit = (record["environment"].get("git_commit") or "")[:7]
+        # documentation and records do not change a measurement
         changed = [f for f in record["environment"].get("git_changed") or ()
-                   if not f.endswith(".md")]  # documentation does not change a measurement
+                   if not f.endswith(".md") and not f.startswith("results/")]
         if changed:
             commit += " + changes"
         for r in (r for r in record["rows"]

@@ -47,6 +47,17 @@ def git_changed(where: Path | None = None) -> list[str] | None:
     return None if out is None else [line[3:] for line in out.splitlines()]
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name as Linux names it (/proc/cpuinfo); None elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def gpu_names() -> list[str]:
     """This machine's GPUs by name, as nvidia-smi lists them; none where it is absent. A
     search's driver asks without importing torch (seconds on a CPU) or initialising CUDA on a
@@ -79,7 +90,7 @@ def torch_cuda() -> str | None:
 def describe() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "host": socket.gethostname(), "cpus": os.cpu_count(),
+        "host": socket.gethostname(), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
         if hasattr(os, "sysconf") else None,
         "gpus": gpu_names(), "cuda": torch_cuda(), "git_commit": git_commit(),
