@@ -131,7 +131,7 @@ def test_a_killed_builders_lease_lapses_and_a_live_builder_keeps_its_own(
         _, _, built = stage1_weights(killed, fit)
         assert built and time.monotonic() - killed_at >= lease * 3 / 4  # its last beat, lapsed
 
-        alive = stage1_cfg(aptos, tmp_path, stage1_epochs=5)  # builds for longer than a lease
+        alive = stage1_cfg(aptos, tmp_path, stage1_epochs=10)  # builds for longer than a lease
         running = build.remote(alive)
         holder_of(key_of(alive))
         claimed = time.monotonic()
