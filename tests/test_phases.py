@@ -172,10 +172,12 @@ def test_a_trial_killed_in_phase_b_resumes_in_ray_tune_and_matches_an_uninterrup
     frames = {r.config["kill"]: r.metrics_dataframe for r in results}
     assert all(r.error is None for r in results)
     killed, whole = frames[True], frames[False].set_index("epoch")
-    # the retry began at epoch 4, in phase b (no epoch trained twice). Epoch 3's row can be
-    # missing: a restarted trial's result.json is copied back from the storage copy, which Ray
-    # may not have synced since epoch 3 (JsonLoggerCallback._restore_from_remote)
-    assert killed["epoch"].tolist() in ([1, 2, 3, 4, 5], [1, 2, 4, 5])
+    # the retry began at epoch 4, in phase b (no epoch trained twice). Rows of the epochs before
+    # the kill can be missing: a restarted trial's result.json is copied back from the storage
+    # copy, which Ray may not have synced since epoch 1 under load (JsonLoggerCallback.
+    # _restore_from_remote; seen: epochs 2 and 3 gone)
+    epochs = killed["epoch"].tolist()
+    assert epochs[0] == 1 and epochs[-2:] == [4, 5] and epochs == sorted(set(epochs)), epochs
     killed = killed.set_index("epoch")
     assert whole["phase"].tolist() == [1, 1, 2, 2, 2]
     for column in ("phase", "val/loss", "train/loss", "lr"):  # each kept epoch as uninterrupted
