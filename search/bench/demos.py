@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from search.bench.process import run_module
 from search.bench.rows import row, value_row
 
 DEMOS = ("deepdrid_attention", "deepdrid_two_stage", "deepdrid_ensemble", "chestxray_staged",
@@ -40,10 +39,7 @@ def run_demo(name: str, folder: Path, *, quick: bool) -> tuple[Path, float]:
            "RAY_AIR_NEW_OUTPUT": "0"}
     env.pop("WANDB_API_KEY", None)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        said = (done.stderr.strip() or done.stdout.strip())[-3000:]
-        raise RuntimeError(f"demo {name} failed (exit {done.returncode}):\n{said}")
+    run_module(f"demo {name}", argv, env)
     return out, (time.monotonic() - started) / 60
 
 
@@ -60,8 +56,10 @@ def demo_rows(name: str, out: Path, minutes: float) -> list[dict[str, Any]]:
     """The rows of one finished demo, from the files it wrote."""
     s = "demos"
     if name in TRAINED_ALONE:
+        from spaces import get_experiment
+
         history = json.loads((out / "metrics.json").read_text())
-        metric = "val/kappa"
+        metric = get_experiment(name).metric
         by_phase: dict[int, list[dict[str, Any]]] = {}
         for epoch in history:
             by_phase.setdefault(int(epoch.get("phase", 1)), []).append(epoch)
@@ -119,7 +117,7 @@ def demo_rows(name: str, out: Path, minutes: float) -> list[dict[str, Any]]:
 def bench_demos(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="medtune-demos-") as folder:
-        for name in params.get("demos") or DEMOS:
+        for name in DEMOS:
             echo(f"  demos: {name}")
             out, minutes = run_demo(name, Path(folder), quick=params["quick"])
             rows += demo_rows(name, out, minutes)

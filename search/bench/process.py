@@ -10,15 +10,22 @@ import sys
 from typing import Any
 
 
-def measure(name: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
-    """Run one measurement in a fresh process; its last stdout line is the JSON result."""
-    done = subprocess.run([sys.executable, "-m", "search.bench", "--measure", name,
-                           "--params", json.dumps(params)], capture_output=True, text=True,
-                          env={**os.environ, "RAY_AIR_NEW_OUTPUT": "0", **env})
+def run_module(what: str, argv: list[str], env: dict[str, str]) -> str:
+    """`python -m ARGV` in a fresh process with `env`; its stdout, or a RuntimeError naming
+    `what` with the end of what it said."""
+    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         said = (done.stderr.strip() or done.stdout.strip())[-3000:]  # the CLI's line is on stdout
-        raise RuntimeError(f"bench {name} failed (exit {done.returncode}):\n{said}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{said}")
+    return done.stdout
+
+
+def measure(name: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
+    """Run one measurement in a fresh process; its last stdout line is the JSON result."""
+    out = run_module(f"bench {name}", ["search.bench", "--measure", name,
+                                       "--params", json.dumps(params)],
+                     {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", **env})
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def quiet_search_env(*, wandb: bool) -> None:

@@ -157,7 +157,7 @@ def cross_fitted(task: Task, labels: np.ndarray, members: list[np.ndarray], *, m
     from search.engine.bagging import bag, greedy_selection
 
     cut = halves(groups, seed)
-    greedy = np.zeros_like(bag(members, method))
+    greedy = np.zeros_like(members[0], dtype=np.float64)  # each row from the other half
     chosen = []
     for pick, scored in ((cut[0], cut[1]), (cut[1], cut[0])):
 

@@ -27,7 +27,7 @@ class Progress(tune.Callback):
     `placement_timeout` seconds of that it ends the search as Ctrl-C does (`stalled` says
     why), so what finished is kept and `--resume` continues. When a trial fails and the run's
     `store` cannot be written (gone, full, read-only), it ends the search the same way
-    (`store_failed`): the trials after it would fail too."""
+    (`store_failed` holds the store's error): the trials after it would fail too."""
 
     def __init__(self, metric: str, mode: str, total: int, *, cpus: float = 1, gpus: float = 0,
                  autoscaler: bool = False, placement_timeout: float = 15 * 60,
@@ -41,7 +41,8 @@ class Progress(tune.Callback):
         self.waiting_since: float | None = None
         self.last_notice = 0.0
         self.stalled: str | None = None
-        self.store, self.store_failed = store, False
+        self.store = store
+        self.store_failed: StorageError | None = None
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -68,7 +69,7 @@ class Progress(tune.Callback):
         try:
             self.store.probe()
         except StorageError as e:
-            self.store_failed = True
+            self.store_failed = e
             self._line(trials, f"stopping the search: its results store failed ({e})")
             interrupt_tune()
 

@@ -189,12 +189,16 @@ def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: A
         try:
             results = tuner.fit()
         except Exception as e:  # Ray's own error, often a consequence: was it the store?
-            _raise_if_store_failed(plan, e)
+            try:
+                plan.store.probe()
+            except StorageError as failed:
+                log.debug("Ray Tune's error after the store failed: %r", e)
+                raise _store_failed(plan, failed) from None
             raise
     del registry  # held until the trials ended
     trials = write_tables(plan, results)  # into the stage where the store is an object store
     if progress.store_failed:  # it stopped the search: the store's line, not a summary
-        _raise_if_store_failed(plan)
+        raise _store_failed(plan, progress.store_failed)
     if len(trials) and (trials["status"] != "not run").sum() >= plan.num_samples:
         stale = mark_stale_trials_failed(plan.storage_url, plan.run_id)
         if stale:
@@ -209,19 +213,13 @@ def _resume_command(plan: SearchPlan) -> str:
             f"--name {plan.run_id} --resume")
 
 
-def _raise_if_store_failed(plan: SearchPlan, error: Exception | None = None) -> None:
-    """When the results store cannot be written (an object store gone, a disk full or
-    read-only), one line saying so instead of Ray's traceback (`error`, often a consequence):
-    what failed, where the files written so far are, and how to continue once it is back."""
-    try:
-        plan.store.probe()
-    except StorageError as e:
-        if error is not None:
-            log.debug("Ray Tune's error after the store failed: %r", error)
-        raise StorageError(
-            f"the search stopped: its results store failed ({e}). Trials that could not save "
-            f"there run again when it continues: once the store is back, "
-            f"{_resume_command(plan)}") from None
+def _store_failed(plan: SearchPlan, failed: StorageError) -> StorageError:
+    """The results store could not be written (an object store gone, a disk full or
+    read-only): one line instead of Ray's traceback, with where the files written so far are
+    (in `failed`) and how to continue once the store is back."""
+    return StorageError(
+        f"the search stopped: its results store failed ({failed}). Trials that could not save "
+        f"there run again when it continues: once the store is back, {_resume_command(plan)}")
 
 
 def warm(plan: SearchPlan, *, wandb_on: bool) -> None:

@@ -200,16 +200,19 @@ class RunStore:
                                 destination_filesystem=fs)
         log.info("pushed %s to %s", self.local, self.uri)
 
-    def probe(self) -> None:
-        """Write and delete a small file where the run folder is kept (its URI, else its
-        folder): a StorageError naming the store when that fails (gone, full, read-only)."""
+    def _kept_at(self) -> tuple[Any, str]:
+        """(file system, path) where the run folder is kept: its URI, else its folder."""
         import pyarrow.fs as pafs
 
         if self.uri is None:
-            fs, path, where = pafs.LocalFileSystem(), str(self.local.resolve()), str(self.local)
-        else:
-            (fs, path), where = _filesystem(self.uri), self.uri
-        with _reaching("write", where, kept=self.local if self.uri else None):
+            return pafs.LocalFileSystem(), str(self.local.resolve())
+        return _filesystem(self.uri)
+
+    def probe(self) -> None:
+        """Write and delete a small file where the run folder is kept: a StorageError naming
+        the store when that fails (gone, full, read-only)."""
+        fs, path = self._kept_at()
+        with _reaching("write", self.uri or str(self.local), kept=self.local if self.uri else None):
             fs.create_dir(path, recursive=True)
             with fs.open_output_stream(f"{path}/.medtune-probe") as f:
                 f.write(b"probe")
@@ -220,10 +223,7 @@ class RunStore:
         copy, tune/ included, for an object store)."""
         import pyarrow.fs as pafs
 
-        if self.uri is None:
-            fs, root = pafs.LocalFileSystem(), str(self.local.resolve())
-        else:
-            fs, root = _filesystem(self.uri)
+        fs, root = self._kept_at()
         with _reaching("read", self.uri or str(self.local)):
             entries = fs.get_file_info(pafs.FileSelector(root, recursive=True,
                                                          allow_not_found=True))
