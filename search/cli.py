@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from trainables.errors import DatasetError, MedtuneError
+from trainables.progress import set_quiet
 
 EXIT_PROBLEMS = 1  # the input was checked and is bad (dataset problems, NaN loss)
 EXIT_USAGE = 2  # the command line or config is wrong
@@ -74,12 +75,21 @@ def experiment_parser(prog: str, doc: str | None, *, demo_help: str,
     source.add_argument("--data", help=data_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="a config value; repeat as needed")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    verbosity(parser)
     return parser
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Our own progress at INFO (cache builds, weight loading); other libraries at WARNING."""
+def verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and "
+                        "Ray's own output on the console")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or "
+                        "progress lines (trainables/progress.py)")
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Our own progress at INFO (cache builds, weight loading); other libraries at WARNING.
+    `quiet`: no progress bars or lines, here and in the processes this one starts."""
+    set_quiet(quiet)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("MEDTUNE_LOG", "INFO"))
     for name in ("trainables", "search", "spaces"):

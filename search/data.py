@@ -28,6 +28,7 @@ from search.cli import (
     positive_int,
     run,
     setup_logging,
+    verbosity,
 )
 from spaces import get_experiment
 from trainables.data.datasets import ReadOptions, summarize, validate
@@ -57,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--test-fraction", type=nonnegative_float, default=0.15,
                        help="share drawn for test from a raw class-folder tree")
     check.add_argument("--split-seed", type=nonnegative_int, default=0)
-    check.add_argument("-v", "--verbose", action="store_true")
+    verbosity(check)
+    verbosity(demo)
     args = parser.parse_args(argv)
-    setup_logging(getattr(args, "verbose", False))
+    setup_logging(args.verbose, args.quiet)
     if args.command == "demo":
         kind = demo_kind(args.experiment)
         spec = DemoSpec(seed=args.seed)
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ReadOptions(val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                           split_seed=args.split_seed)
     index = read_dataset(dataset, args.data, options=options)
-    validate(index, progress=_progress if sys.stderr.isatty() else None)
+    validate(index)
     if len(index.frame):
         print(summarize(index))
     for warning in index.warnings:
@@ -107,12 +109,6 @@ def demo_kind(name: str) -> str:
     if name in demo_writers():
         return name
     return get_experiment(name).demo_kind
-
-
-def _progress(done: int, total: int) -> None:
-    if done == total or done % 50 == 0:
-        print(f"\rdecoding images {done}/{total}", end="\n" if done == total else "",
-              file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

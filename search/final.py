@@ -28,11 +28,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from search.cli import positive_int, run, setup_logging
+from search.cli import positive_int, run, setup_logging, verbosity
 from search.engine.bagging import METHODS
 from search.engine.final import SELECTIONS, choose_final, score_final, train_final, write_final
 from search.engine.storage import RunStore, describe_sizes
 from search.report.final import report_final, run_sizes
+from trainables.progress import say
 
 
 def run_final(run_dir: Path, *, top_k: int | None = None, method: str = "mean",
@@ -73,15 +74,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="a search with --objectives: the members from its Pareto front "
                         "(best/pareto.json) that meet these, e.g. 'latency<=20' or "
                         "'latency<=20,params<5e6', best first by the first objective")
-    p.add_argument("-v", "--verbose", action="store_true")
+    verbosity(p)
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     store = RunStore.of(args.run)
     store.pull()  # a run folder on an object store: into its local stage
     store.run_config("search.final")  # a missing, empty or foreign folder: one clear line
     summary = run_final(store.local, top_k=args.top_k, method=args.method, tta=not args.no_tta,
                         select=args.select, baseline=not args.no_baseline, pick=args.pick,
-                        echo=lambda line: print(line, flush=True))
+                        echo=say)
     store.push()
     print(outputs_line(store, summary))
     return 0

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from search.cli import nonnegative_float, positive_int, run, setup_logging
+from search.cli import nonnegative_float, positive_int, run, setup_logging, verbosity
 from search.engine.storage import RunStore, is_uri, read_json
 from spaces import get_experiment
 from trainables.errors import ConfigError
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss-tolerance", type=nonnegative_float, default=1e-3,
                    help="largest accepted relative difference of the validation loss")
     p.add_argument("--out", type=Path, help="default: RUN/reproduce/<trial_id>")
-    p.add_argument("-v", "--verbose", action="store_true")
+    verbosity(p)
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     store, path = _record_location(args.record)
     record = load_record(path, args.rank)
     experiment = get_experiment(record["experiment"])

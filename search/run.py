@@ -39,6 +39,7 @@ from spaces import get_experiment
 from spaces.base import Experiment
 from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
+from trainables.progress import say
 from trainables.train.config import parse_overrides
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="stop when trials wait this long with none running (default 15): no "
                         "node had room and the autoscaler started none (with --resume: "
                         "replaces the run's)")
+    p.add_argument("--budget-gpu-hours", type=positive_float, metavar="H",
+                   help="no new trial once the search's GPU-hours (resources held x Ray's trial "
+                        "time, time stopped not counted), the running trials' rest and one more "
+                        "trial would pass H (with --resume: replaces the run's)")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="tpe (default: Optuna's TPE after the experiment's random start-up "
                         "trials), random (Optuna's random sampler; a baseline) or nsga2 "
@@ -104,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
     experiment = get_experiment(args.experiment)
     if experiment.space is None:
         raise ConfigError(f"{experiment.name} has no search space yet")
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         # how long to wait for a node is not part of what the search is: a resume may change it
         if args.placement_timeout:
             spec = spec.replace(placement_timeout=args.placement_timeout)
+        if args.budget_gpu_hours:
+            spec = spec.replace(budget_gpu_hours=args.budget_gpu_hours)
     else:
         store = RunStore.at(args.results, experiment.name,
                             args.name or time.strftime("%Y%m%d-%H%M%S"))
@@ -125,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                               "another --name")
         if store.uri:  # a stage left by an earlier run of that name that never reached the store
             shutil.rmtree(store.local, ignore_errors=True)
+            store.probe()  # no bucket, no write access: one line now, not after the data check
         spec = resolve(args, experiment)
         if args.replay:
             spec = replay_spec(args, experiment, spec)
+    if spec.budget_gpu_hours and not spec.gpus_per_trial:
+        raise ConfigError("--budget-gpu-hours counts GPU-hours, and the trials hold no GPU "
+                          "(--gpus-per-trial 0)")
     from search.engine.search import run_search  # imports Ray: after the cheap checks
 
     code = run_search(experiment, store, spec, resume=args.resume,
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nfinal step: retrain the best configurations, bag them, predict the test split",
           flush=True)
     summary = run_final(store.local, baseline=not args.no_baseline,
-                        echo=lambda line: print(line, flush=True))
+                        echo=say)
     store.push()
     print(outputs_line(store, summary))
     return 0
@@ -193,6 +204,7 @@ def resolve(args: argparse.Namespace, experiment: Experiment) -> RunSpec:
         else args.gpus_per_trial,
         max_concurrent=args.max_concurrent, wandb=not args.no_wandb,
         placement_timeout=args.placement_timeout or DEFAULT_PLACEMENT_TIMEOUT,
+        budget_gpu_hours=args.budget_gpu_hours,
         startup_trials=budget.startup_trials, grace_period=budget.grace_period,
         reduction_factor=budget.reduction_factor,
         sampler=args.sampler, scheduler=args.scheduler, batch=args.reproducible,

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, metavar="DIR",
                         help="a checkpoint folder or an earlier --out folder to continue")
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
 
     experiment = get_experiment(args.experiment)
     overrides = parse_overrides(args.overrides)

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +81,6 @@ def study_agrees_with_run_folder(run: Path) -> Any:
     says: a trial per row of trials.parquet (its Ray trial id a user attribute), its epochs as
     intermediate values, a full-length trial COMPLETE with its best epoch's value, one ASHA
     stopped PRUNED, and best/config.json's trial as the study's best. Returns the study."""
-    import json
-
     import optuna
     import pandas as pd
     import pytest
@@ -117,8 +123,100 @@ def free_port() -> int:
 def logged_results(run: Path) -> dict[str, list[dict[str, Any]]]:
     """Every result Ray Tune logged, per trial id, from its raw result.json files (not the run
     folder's tables, which keep one row per epoch)."""
-    import json
-
     return {log.parent.name.removeprefix("trial_"): [
         json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         for log in (run / "tune").glob("trial_*/result.json")}
+
+
+@contextmanager
+def s3_server(log: Path) -> Iterator[dict[str, str]]:
+    """A real S3-protocol server on 127.0.0.1 (moto's server mode, its own process) that checks
+    request signatures, with a user allowed s3:* and a bucket `medtune`: yields the environment
+    a client of it needs (AWS_ENDPOINT_URL, the user's keys, the region). moto accepts the
+    first three requests unsigned: the user, its policy and its key are made with those."""
+    import boto3
+
+    port = free_port()
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                   str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        anon = {"endpoint_url": endpoint, "region_name": "us-east-1",
+                "aws_access_key_id": "unsigned", "aws_secret_access_key": "unsigned"}
+        iam = boto3.client("iam", **anon)
+        iam.create_user(UserName="medtune")
+        iam.put_user_policy(UserName="medtune", PolicyName="s3", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="medtune")["AccessKey"]
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+               "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket="medtune")
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def s3_download(env: dict[str, str], prefix: str, target: Path) -> Path:
+    """Copy s3://PREFIX, a file or everything under it, to `target` (pyarrow, with `env`'s
+    endpoint and keys)."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=env["AWS_ENDPOINT_URL"], region=env["AWS_DEFAULT_REGION"])
+    kind = fs.get_file_info(prefix).type
+    if kind == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"s3://{prefix}")
+    if kind == pafs.FileType.File:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+    pafs.copy_files(prefix, str(target), source_filesystem=fs,
+                    destination_filesystem=pafs.LocalFileSystem())
+    return target
+
+
+def dashboard_reads(command: str, log: Path) -> dict[str, Any]:
+    """Runs the optuna-dashboard command a search printed (on 127.0.0.1, a free port) and
+    returns what its HTTP API says of the study: /api/studies/<id> (name, directions,
+    user_attrs, trials, best_trials)."""
+    import shlex
+    import urllib.request
+
+    port = free_port()
+    with open(log, "w") as out:
+        server = subprocess.Popen([*shlex.split(command), "--host", "127.0.0.1", "--port",
+                                   str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert len(studies) == 1, studies
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}") as r:
+            detail: dict[str, Any] = json.load(r)
+        return detail
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

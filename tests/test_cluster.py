@@ -50,6 +50,13 @@ def test_gpu_cluster_has_a_cpu_head_and_gpu_workers() -> None:
     assert nodes[config["head_node_type"]]["node_config"]["InstanceType"].startswith("m5")
     assert nodes["gpu_worker"]["node_config"]["InstanceType"].startswith(("g4dn", "g5", "p3"))
     assert any("/mnt/shared" in c for c in config["setup_commands"])  # shared run folder
+    # spot GPUs beside the on-demand ones, started only when needed; every type named for the
+    # cost ledger, and the workers of both types within the cluster's max_workers
+    spot = nodes["gpu_spot"]
+    assert spot["node_config"]["InstanceMarketOptions"] == {"MarketType": "spot"}
+    assert spot["min_workers"] == 0 and spot["resources"] == nodes["gpu_worker"]["resources"]
+    assert all(n["labels"] == {"medtune-node-type": name} for name, n in nodes.items())
+    assert spot["max_workers"] + nodes["gpu_worker"]["max_workers"] <= config["max_workers"]
 
 
 def test_a_head_that_no_longer_answers_is_passed_over_or_named(tmp_path: Path) -> None:

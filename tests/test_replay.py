@@ -22,7 +22,7 @@ from search.engine.replay import fit_surrogate, held_out_error, landscape, simul
 from search.final import run_final
 from search.run import main as run_main
 from spaces import get_experiment
-from tests.helpers import study_agrees_with_run_folder
+from tests.helpers import dashboard_reads, study_agrees_with_run_folder
 from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
 
@@ -204,7 +204,8 @@ def test_a_warm_started_search_starts_from_the_earlier_ones_trials(
     """Two earlier searches' finished trials join the study as priors (not this run's trials):
     one on the same curves and epochs, whose rung values count in ASHA's cutoffs (worked out by
     hand) and which is not run again; one trained 2 epochs, whose best 3 configurations run
-    first."""
+    first. A warm start into two objectives. Both studies open in optuna-dashboard (its HTTP
+    API read back: the trials, the labels, the best trials or the Pareto front)."""
     same = replay(table, tmp_path, "same", "asha", 5)
     sets = [a for k, v in PINNED.items() for a in ("--set", f"{k}={v}")]
     assert run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(tmp_path),
@@ -217,7 +218,7 @@ def test_a_warm_started_search_starts_from_the_earlier_ones_trials(
                      "--name", "warm", "--num-samples", "5", "--max-concurrent", "1",
                      "--no-wandb", "--seed", "4", "--warm-start", str(same), str(shorter), *sets])
     assert code == 0
-    printed = capsys.readouterr().out
+    printed = warm_said = capsys.readouterr().out
     assert ("warm start: 5 trial(s) of deepdrid_finetune/same added as priors (same experiment, "
             "data and epochs: their curves count in ASHA's cutoffs, and none is run again)"
             ) in printed
@@ -263,9 +264,10 @@ def test_a_warm_started_search_starts_from_the_earlier_ones_trials(
     old = optuna.load_study(study_name="same", storage=f"sqlite:///{same / 'study.db'}")
     full = [t for t in old.trials if t.state == optuna.trial.TrialState.COMPLETE]
     stopped = len(old.trials) - len(full)
+    two_said = capsys.readouterr().out
     assert f"{stopped} trial(s) of deepdrid_finetune/same added as priors (same experiment, " \
         f"data and epochs: their curves count in ASHA's cutoffs); {len(full)} full-length " \
-        "one(s) left out" in capsys.readouterr().out
+        "one(s) left out" in two_said
     two = tmp_path / "deepdrid_finetune" / "two"
     study = optuna.load_study(study_name="two", storage=f"sqlite:///{two / 'study.db'}")
     own = [t for t in study.trials if not t.user_attrs.get("prior")]
@@ -276,6 +278,31 @@ def test_a_warm_started_search_starts_from_the_earlier_ones_trials(
     assert (listed["status"] == "prior").sum() == stopped
     front = json.loads((two / "best" / "pareto.json").read_text())
     assert front and not any(f["trial_id"].startswith("prior") for f in front)
+    # each study opens in optuna-dashboard, from the command the search printed
+    warm = tmp_path / "deepdrid_finetune" / "warm"
+    for run, said in ((warm, warm_said), (two, two_said)):
+        shown = dashboard_reads(printed_dashboard(said, run), tmp_path / f"{run.name}.log")
+        study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}")
+        assert shown["name"] == run.name and len(shown["trials"]) == len(study.trials)
+        attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+        assert attrs["experiment"] == "deepdrid_finetune" and attrs["run_folder"] == str(run)
+        best = json.loads((run / "best" / "config.json").read_text())
+        assert attrs["best_trial"].startswith(f"{best['trial_id']} (epoch {best['epoch']})")
+        assert shown["directions"] == [d.name.lower() for d in study.directions]
+        # the best trial, or the Pareto front (trials of the same values listed once there)
+        listed = {t["number"]: tuple(t["values"]) for t in shown["best_trials"]}
+        best_trials = {t.number: tuple(t.values) for t in study.best_trials}
+        assert listed and listed.items() <= best_trials.items()
+        assert set(listed.values()) == set(best_trials.values())
+    assert json.loads(attrs["objectives"]) == ["val/kappa (max)", "val/loss (min)"]
+
+
+def printed_dashboard(said: str, run: Path) -> str:
+    """The optuna-dashboard command a search printed for its run folder."""
+    line = next(x for x in said.splitlines() if x.startswith("study: optuna-dashboard"))
+    command = line.removeprefix("study: ").split("  (")[0]
+    assert command == f"optuna-dashboard sqlite:///{(run / 'study.db').resolve()}"
+    return command
 
 
 def test_the_surrogate_answers_configurations_the_table_never_saw(table: Path) -> None:

@@ -106,12 +106,13 @@ def test_gpu_yaml_accepts_the_readmes_request_before_any_gpu_worker_exists() -> 
     pass (the autoscaler starts GPU workers for it), 2 GPUs per trial must not (g5.xlarge has 1)."""
     types = autoscaler_node_types(Path(__file__).parents[1] / "cluster" / "gpu.yaml")
     assert {str(t) for t in types} == {"node type head (8 CPU, 0 GPU)",
-                                       "node type gpu_worker x4 (4 CPU, 1 GPU)"}
+                                       "node type gpu_worker x2 (4 CPU, 1 GPU)",
+                                       "node type gpu_spot x2 (4 CPU, 1 GPU)"}
     head_only = ClusterShape([NodeShape("node head", 8, 0)], types, "cluster/gpu.yaml")
     check_resources(1, 0.5, head_only)
     assert default_concurrency(1, 0.5, head_only) == 8  # 4 workers, 2 trials each
     assert default_concurrency(1, 0, head_only) == 24  # CPU trials: the head's 8, 4 on each worker
-    with pytest.raises(ConfigError, match=r"node type gpu_worker x4 \(4 CPU, 1 GPU\)"):
+    with pytest.raises(ConfigError, match=r"node type gpu_worker x2 \(4 CPU, 1 GPU\)"):
         check_resources(1, 2, head_only)
 
 
@@ -178,7 +179,16 @@ def test_a_small_search_writes_the_whole_run_folder(small_run: Path, course_demo
     assert len(trials) == 4 and trials["trial_id"].is_unique
     assert {"trial_id", "attention", "heads", "layer_norm", "residual", "lr", "augment",
             "unfreeze_depth", "status", "val/kappa", "best_epoch", "epochs", "seconds",
-            "started", "finished", "error"} <= set(trials)
+            "started", "finished", "error", "node_type", "gpu_hours", "cpu_hours"} <= set(trials)
+    # the cost ledger: half a GPU and one CPU held for each epoch's time (Ray's own per-epoch
+    # times, summed here); a local Ray's node carries no node-type label
+    epoch_seconds = pd.read_parquet(run / "epochs.parquet").groupby("trial_id")[
+        "time_this_iter_s"].sum()
+    held = trials.set_index("trial_id")
+    np.testing.assert_allclose(held["gpu_hours"], 0.5 * epoch_seconds[held.index] / 3600,
+                               rtol=1e-3)
+    np.testing.assert_allclose(held["cpu_hours"], 2 * held["gpu_hours"])
+    assert (held["gpu_hours"] > 0).all() and set(held["node_type"]) == {"unlabelled"}
     # times against the test's own clock (Ray's timestamps are whole seconds) and each trial's
     # epochs: a trial starts after the search began, before its first epoch ends, and finishes
     # with its last epoch, before the search returned
@@ -353,11 +363,47 @@ def test_final_step_writes_members_bag_and_submission(small_run: Path, final_run
         "seed_1_test.csv", "seed_1_val.csv", "seed_2_test.csv", "seed_2_val.csv"]
     assert "test" not in gain  # the DeepDRiD test split has no labels
     assert gain["unit"] == "patients" and gain["val"]["units"] == 3  # 4 images a patient
+    # the run's cost: the search's trials as trials.parquet holds them, the 4 models of the
+    # final step (2 members, the defaults twice) for the minutes each one's metadata says
+    ledger = json.loads((small_run / "final" / "metrics.json").read_text())["ledger"]
+    trials = pd.read_parquet(small_run / "trials.parquet")
+    assert ledger["search"]["trials"] == 4 and ledger["final"]["models"] == 4
+    assert ledger["search"]["gpu_hours"] == pytest.approx(trials["gpu_hours"].sum())
+    minutes = [json.loads((small_run / "final" / f"member_{i}" / "metadata.json").read_text())[
+        "trained_on"]["minutes"] for i in (1, 2)]
+    members = [m for m in ledger["final_models"] if m["model"].startswith("member")]
+    assert [m["gpu_hours"] for m in members] == pytest.approx([0.5 * m / 60 for m in minutes])
+    assert ledger["total"]["gpu_hours"] == pytest.approx(
+        ledger["search"]["gpu_hours"] + ledger["final"]["gpu_hours"])
+    assert set(ledger["node_types"]) == {"unlabelled"}
+    assert "<h2>Cost</h2>" in (small_run / "report" / "index.html").read_text()
     # a bag of two members: the mean of their probabilities decides
     m1, m2 = (pd.read_csv(small_run / "submission" / f"member_{i}.csv") for i in (1, 2))
     cols = [f"p{c}" for c in range(5)]
     expected = ((m1[cols].to_numpy() + m2[cols].to_numpy()) / 2).argmax(1)
     assert submission["TARGET"].tolist() == expected.tolist()
+
+
+def test_a_gpu_hour_budget_stops_new_trials_and_says_so(local_ray: None, course_demo: Path,
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--budget-gpu-hours: once the first trial has run an epoch, its hours and one more trial
+    would pass a tiny budget: no second trial, a line that says why, exit 0; without GPUs per
+    trial the budget is refused."""
+    args = ["deepdrid_attention", "--data", str(course_demo), "--results", str(tmp_path),
+            "--num-samples", "4", "--max-epochs", "2", "--max-concurrent", "1", "--no-final",
+            *TINY]
+    with pytest.raises(ConfigError, match="--budget-gpu-hours counts GPU-hours"):
+        run_main([*args, "--name", "cpu", "--budget-gpu-hours", "1"])
+    assert run_main([*args, "--name", "b", "--gpus-per-trial", "0.5",
+                     "--budget-gpu-hours", "0.000001"]) == 0
+    said = capsys.readouterr().out
+    trials = pd.read_parquet(tmp_path / "deepdrid_attention" / "b" / "trials.parquet")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "completed"
+    assert re.search(r"stopped making trials: --budget-gpu-hours 1e-06: 0\.000\d* GPU-hours "
+                     r"spent, [\d.]+ with the running trials' rest and one more trial: no new "
+                     r"trial; the search ended with 1 of 4 trials", said), said
+    assert f"cost: {trials['gpu_hours'].sum():.3f} GPU-hours of the 1e-06 budgeted" in said
 
 
 def test_a_member_that_fails_on_its_own_leaves_the_bag_to_the_others(

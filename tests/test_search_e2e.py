@@ -1,9 +1,10 @@
 """The search CLI end to end in fresh processes (slow): a demo search, reproduce, Ctrl-C +
-resume, a run folder on an object store (a file:// URI) whose driver is killed (SIGKILL) and
-resumed from another machine."""
+resume, a run folder on an S3 server whose driver is killed (SIGKILL) and resumed from another
+machine, a store that fails under a search."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import pandas as pd
 import pytest
 from ray.cluster_utils import Cluster
 
-from tests.helpers import free_port, logged_results, study_agrees_with_run_folder
+from tests.helpers import free_port, logged_results, s3_download, s3_server, study_agrees_with_run_folder
 
 TINY = ["--set", "model=resnet18", "--set", "weights=none", "--set", "image_size=64",
         "--set", "max_train_batches=2", "--set", "max_eval_batches=2", "--set", "device=cpu"]
@@ -215,46 +216,53 @@ def test_resume_after_ctrl_c_over_ray_client_keeps_every_completed_trial(course_
 
 
 @pytest.mark.slow
-def test_a_run_on_an_object_store_resumes_on_another_machine_after_sigkill(
-        course_demo: Path, tmp_path: Path) -> None:
-    """--results URI: the first driver is killed (SIGKILL) with its stage; a second one, with
-    another local cache, resumes from the URI alone and the final step's files land there too."""
-    bucket = (tmp_path / "bucket").as_uri()
-    args = ["deepdrid_finetune", "--data", str(course_demo), "--results", bucket, "--name", "obj",
-            "--num-samples", "6", "--max-epochs", "3", "--no-wandb", "--no-baseline", "--set",
-            "batch_size=8", *TINY]
+def test_a_run_on_s3_resumes_on_another_machine_after_sigkill(course_demo: Path,
+                                                               tmp_path: Path) -> None:
+    """--results s3://, on a real S3-protocol server: the first driver is killed (SIGKILL)
+    with its stage; a second one, with another local cache, resumes from the bucket alone, the
+    final step's files land there too, and the best trial reproduces from its s3:// config."""
+    args = ["deepdrid_finetune", "--data", str(course_demo), "--results", "s3://medtune/runs",
+            "--name", "obj", "--num-samples", "6", "--max-epochs", "3", "--no-wandb",
+            "--no-baseline", "--set", "batch_size=8", *TINY]
+    prefix = "medtune/runs/deepdrid_finetune/obj"
     first, second = tmp_path / "head-1", tmp_path / "head-2"
-    driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
-                              env={**os.environ, "MEDTUNE_CACHE": str(first)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    run = tmp_path / "bucket" / "deepdrid_finetune" / "obj"
-    # what survives the machine is the study saved with Ray's last experiment state on the
-    # store: a trial that ended on the machine after that is running there, and runs again
-    snapshot = run / "tune" / "study.db"
-    wait_for_two_trials(driver, snapshot)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
-    driver.wait()
-    before = _finished_trials(snapshot)
-    assert 2 <= len(before) < 6
-    assert (run / "config.json").is_file() and (run / "tune" / "study.db").is_file()
-    assert not (run / "trials.parquet").exists()  # the search never finished on head 1
-    shutil.rmtree(first)  # that machine is gone
+    with s3_server(tmp_path / "moto.log") as s3:
+        driver = subprocess.Popen([sys.executable, "-m", "search.run", *args],
+                                  env={**os.environ, **s3, "MEDTUNE_CACHE": str(first)},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        # what survives the machine is the study saved with Ray's last experiment state on
+        # the store: a trial that ended on the machine after that is running there, and runs
+        # again
+        seen = tmp_path / "seen" / "study.db"
+        deadline = time.monotonic() + 600
+        while len(_finished_trials(seen)) < 2:
+            assert driver.poll() is None and time.monotonic() < deadline, "ended before the kill"
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):  # not written yet
+                s3_download(s3, f"{prefix}/tune/study.db", seen)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
+        driver.wait()
+        killed = s3_download(s3, prefix, tmp_path / "killed")
+        before = _finished_trials(killed / "tune" / "study.db")
+        assert 2 <= len(before) < 6
+        assert (killed / "config.json").is_file()
+        assert not (killed / "trials.parquet").exists()  # the search never finished on head 1
+        shutil.rmtree(first)  # that machine is gone
 
-    env = {**os.environ, "MEDTUNE_CACHE": str(second)}
-    result = subprocess.run([sys.executable, "-m", "search.run", *args, "--resume"], env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert f"submission: {bucket}/deepdrid_finetune/obj/submission/test_predictions.csv" in result.stdout
+        env = {**os.environ, **s3, "MEDTUNE_CACHE": str(second)}
+        result = search(*args, "--resume", env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert f"submission: s3://{prefix}/submission/test_predictions.csv" in result.stdout
+        reproduced = subprocess.run(
+            [sys.executable, "-m", "search.reproduce", f"s3://{prefix}/best/config.json"],
+            env=env, capture_output=True, text=True, timeout=600)
+        assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
+        run = s3_download(s3, prefix, tmp_path / "copy" / "obj")  # the study is named obj
     check_resumed(run, before)
     assert len(pd.read_csv(run / "submission" / "test_predictions.csv")) == 8
     assert len(list((run / "final").glob("member_*/model.safetensors"))) == 3
     assert (run / "report" / "index.html").is_file()
-
-    reproduced = subprocess.run(
-        [sys.executable, "-m", "search.reproduce", f"{bucket}/deepdrid_finetune/obj/best/config.json"],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
     assert list((run / "reproduce").glob("*/reproduce.json"))
 
 

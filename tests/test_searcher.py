@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 import pytest
 from ray import tune
+from ray.tune.search import Searcher
 
 from search.engine.binding import Binding, DriverCallbacks, bound_to
 from search.engine.spec import RunSpec
@@ -38,7 +39,8 @@ def run_trial(searcher: Any, trial_id: str, values: list[float], *, epochs: int,
 
 
 def test_the_study_holds_epochs_stops_failures_and_the_best_epoch(tmp_path: Path) -> None:
-    plan = plan_at(RunStore(tmp_path / "deepdrid_finetune" / "r1"), max_epochs=3)
+    plan = dataclasses.replace(plan_at(RunStore(tmp_path / "deepdrid_finetune" / "r1"),
+                                       max_epochs=3), num_samples=5)
     searcher = searcher_of(plan)
     for trial_id in ("full", "stopped", "failed", "silent", "short"):
         config = searcher.suggest(trial_id)
@@ -96,6 +98,60 @@ def test_a_restored_searcher_reopens_the_study_where_the_driver_keeps_it(tmp_pat
     assert [t.state for t in study.trials[2:]] == [State.RUNNING]
     with pytest.raises(ConfigError, match=r"the study r1 is not in .*/old/"):  # gone now
         unbound.restore(str(tmp_path / "searcher.pkl"))
+
+
+def test_a_search_restored_from_a_mixed_state_follows_rays_trials(tmp_path: Path) -> None:
+    """Ray saves its trial list, its count of trials created, the concurrency limiter's live
+    trials and this searcher's state together, and uploads them file by file while the next
+    save may be written: a driver killed then left on S3 a trial list newer than the rest
+    (4 trials: 3 ended, 1 running; the limiter and searcher knew 2, both live). Restored, the
+    search waited forever for the 2 "live" trials, and Ray would have made 8 trials of 6. Now
+    the limiter follows Ray's statuses, the searcher takes the trials the study lists, and no
+    more trials than planned are made."""
+    from ray.tune.experiment import Trial
+
+    from search.engine.driver import make_searcher
+
+    plan = dataclasses.replace(plan_at(RunStore(tmp_path / "deepdrid_finetune" / "r1")),
+                               num_samples=6)  # 2 at a time
+    limiter = make_searcher(plan, startup_trials=2)
+    searcher = limiter.searcher
+    for trial in ("t1", "t2"):
+        assert limiter.suggest(trial) is not None
+    searcher.save(str(tmp_path / "stale.pkl"))
+    stale_limiter = pickle.loads(pickle.dumps(limiter.get_state()))
+    run_trial(limiter, "t1", [0.4, 0.5], epochs=2)
+    run_trial(limiter, "t2", [0.3, 0.2], epochs=2)
+    assert limiter.suggest("t3") is not None and limiter.suggest("t4") is not None
+    run_trial(limiter, "t4", [0.6, 0.7], epochs=2)
+
+    # a driver on another machine: Ray's newer list of 4 trials, the older limiter and searcher
+    restored = pickle.loads(pickle.dumps(limiter))
+    restored.set_state(stale_limiter)
+    assert restored.live_trials == {"t1", "t2"}
+    with bound_to("r1", Binding(plan.storage_url)):
+        restored.searcher.restore(str(tmp_path / "stale.pkl"))
+    assert restored.searcher.numbers == {"t1": 0, "t2": 1, "t3": 2, "t4": 3}  # from the study
+
+    trials = []
+    for trial_id, status in (("t1", Trial.TERMINATED), ("t2", Trial.TERMINATED),
+                             ("t3", Trial.RUNNING), ("t4", Trial.TERMINATED)):
+        trial = Trial("__fake", stub=True, trial_id=trial_id)
+        trial.set_status(status)
+        trials.append(trial)
+    relay = DriverCallbacks("r1", [])
+    relay.on_step_begin(iteration=1, trials=trials)  # what Ray's controller does each step
+    assert restored.suggest("t6") is not None  # t1, t2 ended: t3 and now t6 run
+    assert restored.live_trials == {"t3", "t6"}
+    assert restored.suggest("t7") is None  # 2 at a time
+    run_trial(restored, "t3", [0.5, 0.6], epochs=2)  # it reaches the study
+    trials[2].set_status(Trial.TERMINATED)
+    relay.on_step_begin(iteration=2, trials=[*trials, Trial("__fake", stub=True, trial_id="t6")])
+    assert restored.suggest("t7") is not None  # below the limit again: the 6th trial
+    assert restored.suggest("t8") == Searcher.FINISHED
+    study = optuna.load_study(study_name="r1", storage=plan.storage_url)
+    states = {t.user_attrs["ray_trial"]: t.state for t in study.trials}
+    assert states["t3"] == State.COMPLETE and states["t4"] == State.COMPLETE
 
 
 class Seen(tune.Callback):

@@ -1,19 +1,21 @@
 """Run folders on object stores (staged locally, copied with pyarrow), and the study that travels
-with Ray's experiment state. `file://` URIs stand in for s3:// here: both go through pyarrow's
-file systems."""
+with Ray's experiment state. Most tests use `file://` URIs (the same pyarrow code); one runs on a
+real S3-protocol server (moto's server mode), as does test_search_e2e's SIGKILL test."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 
 from search.engine.storage import RunStore, latest_run, snapshot_sqlite, stage_root
-from tests.helpers import plan_at, searcher_of
+from tests.helpers import plan_at, s3_server, searcher_of
 from trainables.errors import ConfigError, StorageError
 
 
@@ -84,6 +86,46 @@ def test_a_store_that_cannot_be_written_is_one_line_and_the_stage_is_kept(tmp_pa
                                            r"this run's files are kept in .*/runs/deepdrid_finetune/r1"):
         store.push()
     assert (store.local / "config.json").is_file()
+
+
+def test_on_a_real_s3_server_a_run_folder_travels_and_a_missing_bucket_or_bad_key_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow's S3 client against an S3-protocol server that checks signatures: push and pull
+    a run folder (not tune/); `search.run` refuses a bucket that does not exist and keys the
+    store refuses, each in one line before anything runs."""
+    with s3_server(tmp_path / "moto.log") as s3:
+        for name, value in s3.items():
+            monkeypatch.setenv(name, value)
+        store = RunStore.at("s3://medtune/runs", "deepdrid_finetune", "on-s3")
+        assert store.uri == "s3://medtune/runs/deepdrid_finetune/on-s3" and not store.exists()
+        _write(store.local / "config.json", "{}")
+        _write(store.local / "best" / "top_k.json", "[1]")
+        _write(store.local / "tune" / "local-only", "Ray writes tune/ itself")
+        store.push()
+        store.probe()
+        assert store.exists() and set(store.sizes()) == {"config.json", "best/"}
+        shutil.rmtree(store.local)  # another machine
+        store.pull()
+        assert (store.local / "best" / "top_k.json").read_text() == "[1]"
+        assert not (store.local / "tune").exists()
+        assert latest_run("s3://medtune/runs", "deepdrid_finetune") == "on-s3"
+
+        def search(results: str, **env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "search.run", "deepdrid_finetune",
+                                   "--results", results, "--name", "r2", "--no-wandb"],
+                                  capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, **env})
+
+        missing = search("s3://nobucket/runs")
+        assert missing.returncode == 2 and missing.stdout == "", missing.stderr
+        assert missing.stderr == ("error: cannot write s3://nobucket/runs/deepdrid_finetune/r2: "
+                                  "the bucket 'nobucket' does not exist: create it first "
+                                  "(aws s3 mb s3://nobucket)\n")
+        refused = search("s3://medtune/runs", AWS_SECRET_ACCESS_KEY="not-the-key")
+        assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+        assert refused.stderr.startswith("error: cannot read s3://medtune/runs/deepdrid_finetune/"
+                                         "r2: the store refused this machine's credentials (")
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
 
 
 def test_latest_run_in_a_folder_and_under_a_uri(tmp_path: Path) -> None:

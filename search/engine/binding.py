@@ -35,12 +35,18 @@ class Binding:
 
 
 _BOUND: dict[str, Binding] = {}
+# run id -> Ray Tune's trials as its controller last listed them (each step)
+_TRIALS: dict[str, list[Any]] = {}
+# run id -> why the search made no more trials (--budget-gpu-hours), for its summary
+_STOPPED: dict[str, str] = {}
 
 
 @contextmanager
 def bound_to(run_id: str, binding: Binding) -> Iterator[None]:
     """Bind this driver's study and callbacks to `run_id` while a Tuner fits it."""
     _BOUND[run_id] = binding
+    _TRIALS.pop(run_id, None)
+    _STOPPED.pop(run_id, None)
     try:
         yield
     finally:
@@ -49,6 +55,20 @@ def bound_to(run_id: str, binding: Binding) -> Iterator[None]:
 
 def bound(run_id: str) -> Binding | None:
     return _BOUND.get(run_id)
+
+
+def listed_trials(run_id: str) -> list[Any]:
+    """The run's trials (Ray Tune's `Trial`: trial_id, status, last_result, config) as its
+    controller listed them at its last step (empty before the first): what Ray holds,
+    whatever a restored searcher says."""
+    return _TRIALS.get(run_id, [])
+
+
+def stop_note(run_id: str, note: str | None = None) -> str | None:
+    """Why the search made no more trials, once said (`note`), or None."""
+    if note is not None:
+        _STOPPED[run_id] = note
+    return _STOPPED.get(run_id)
 
 
 class DriverCallbacks(tune.Callback):
@@ -72,6 +92,11 @@ class DriverCallbacks(tune.Callback):
             if state.get(i):
                 cb.set_state(state[i])
 
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        _TRIALS[self.run_id] = list(trials)
+        for callback in self.callbacks:
+            callback.on_step_begin(iteration=iteration, trials=trials, **info)
+
 
 def _relay(hook: str) -> Any:
     def relay(self: DriverCallbacks, **info: Any) -> None:
@@ -83,4 +108,5 @@ def _relay(hook: str) -> Any:
 
 
 for _hook in HOOKS:
-    setattr(DriverCallbacks, _hook, _relay(_hook))
+    if _hook not in DriverCallbacks.__dict__:
+        setattr(DriverCallbacks, _hook, _relay(_hook))

@@ -29,10 +29,10 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from search.engine.binding import Binding, DriverCallbacks
-from search.engine.searcher import FixedSpace, StudySearcher, make_sampler
+from search.engine.binding import Binding, DriverCallbacks, listed_trials, stop_note
+from search.engine.searcher import FixedSpace, StudySearcher, make_sampler, trial_length
 from search.engine.storage import STUDY_FILE, TUNE_FOLDER, RunStore
 from spaces.base import Experiment
 from trainables.errors import ConfigError
@@ -68,6 +68,7 @@ class SearchPlan:
     batch: int | None = None  # --reproducible: configurations asked in batches this big
     warm_start: tuple[str, ...] = ()  # --warm-start: earlier runs whose trials are priors
     objectives: tuple[tuple[str, str], ...] = ()  # --objectives: (metric, mode), the first ASHA's
+    budget_gpu_hours: float | None = None  # --budget-gpu-hours: no new trial past it (LiveLimiter)
 
     @property
     def run_dir(self) -> Path:
@@ -350,7 +351,71 @@ def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
         study_name=plan.run_id, study_url=plan.storage_url, sampler=sampler,
         max_epochs=plan.max_epochs, snapshot=plan.staged_study, batch=plan.batch,
         num_samples=plan.num_samples, objectives=[(k, m) for k, m in plan.objectives] or None)
-    return ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)
+    return LiveLimiter(searcher, max_concurrent=plan.max_concurrent, run_id=plan.run_id,
+                       num_samples=plan.num_samples, max_epochs=plan.max_epochs,
+                       gpus_per_trial=plan.gpus_per_trial, budget_gpu_hours=plan.budget_gpu_hours)
+
+
+class LiveLimiter(ConcurrencyLimiter):
+    """Ray Tune's concurrency limit, kept in step with the trials Ray's controller lists.
+
+    Ray saves its experiment state (the trials and their statuses) and the search's state (this
+    limiter's live trials, its count of trials created, the searcher's) into a local folder
+    and uploads it file by file, while the upload of the save before may still be reading it.
+    A driver killed then can leave a mix on a slow store (seen on S3): restored, the limiter
+    counted two trials live that Ray held as ended, never to be reported again, and the
+    search waited for them forever; Ray's count of trials created was behind its list of
+    trials, and it made more than --num-samples. So before each suggestion: trials Ray lists
+    as ended are not live, trials it runs are; and no more trials than planned, counting Ray's.
+
+    With a GPU-hour budget (--budget-gpu-hours), no new trial once the hours Ray's trials held,
+    the running ones' rest at full length and one more full-length trial would pass it."""
+
+    def __init__(self, searcher: Searcher, *, max_concurrent: int, run_id: str,
+                 num_samples: int, max_epochs: int = 1, gpus_per_trial: float = 0.0,
+                 budget_gpu_hours: float | None = None) -> None:
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.run_id, self.num_samples, self.max_epochs = run_id, num_samples, max_epochs
+        self.gpus_per_trial, self.budget_gpu_hours = gpus_per_trial, budget_gpu_hours
+
+    def suggest(self, trial_id: str) -> dict | None:
+        trials = listed_trials(self.run_id)
+        ended = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+        running = {t.trial_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")}
+        self.live_trials = (self.live_trials - ended) | running
+        known = {t.trial_id for t in trials} | set(getattr(self.searcher, "numbers", {}))
+        if len(known - {trial_id}) >= self.num_samples or self._over_budget(trials):
+            return Searcher.FINISHED  # type: ignore[return-value]  # Ray: Optional[Dict]
+        return super().suggest(trial_id)
+
+    def _over_budget(self, trials: list[Any]) -> bool:
+        if self.budget_gpu_hours is None:
+            return False
+        spent, rest, epochs = 0.0, 0.0, []
+        for trial in trials:
+            result = trial.last_result or {}
+            seconds, done = float(result.get("time_total_s") or 0), int(result.get("epoch") or 0)
+            spent += seconds
+            if done:
+                epochs.append(seconds / done)
+                if trial.status in ("PENDING", "RUNNING", "PAUSED"):
+                    rest += (trial_length(trial.config, self.max_epochs) - done) * seconds / done
+        one_more = self.max_epochs * (sum(epochs) / len(epochs)) if epochs else 0.0
+        committed = self.gpus_per_trial * (spent + rest + one_more) / 3600
+        if committed <= self.budget_gpu_hours:
+            return False
+        stop_note(self.run_id, (
+            f"--budget-gpu-hours {self.budget_gpu_hours:g}: {self.gpus_per_trial * spent / 3600:.3f}"
+            f" GPU-hours spent, {committed:.3f} with the running trials' rest and one more "
+            "trial: no new trial"))
+        return True
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        # Ray's limiter tells its searcher only of the trials it holds live: a trial Ray
+        # restored running that a stale state did not list would never reach the study
+        self.live_trials.add(trial_id)
+        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 def binding(plan: SearchPlan, callbacks: list[tune.Callback]) -> Binding:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from search.engine.bagging import METHODS, bag, greedy_selection
 from search.engine.gain import (
@@ -26,6 +27,8 @@ from search.engine.gain import (
     resampling_units,
     searched_defaults,
 )
+from search.engine.ledger import describe as describe_ledger
+from search.engine.ledger import run_ledger
 from search.engine.members import MemberFailure, TrainedMember, train_members
 from search.engine.spec import RunSpec
 from spaces import get_experiment
@@ -271,7 +274,24 @@ def score_final(plan: FinalPlan, trained: FinalTraining, data: Any, *, tta: bool
     if plan.defaults:
         summary["gain"] = _gain(plan.experiment, plan.defaults, trained.defaults, kept,
                                 plan.method, weights, data)
+    summary["ledger"] = _ledger(plan, trained, summary)
     return summary, weights, bag_val
+
+
+def _ledger(plan: FinalPlan, trained: FinalTraining, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run's cost (search.engine.ledger): this run's trials, every model the final step
+    trained (members, the defaults, the single-stage baseline), stage 1 if it was built."""
+    listed = pd.read_parquet(plan.run_dir / "trials.parquet")
+    models: list[tuple[str, TrainedMember | MemberFailure | None]] = [
+        (f"member {n}", m) for n, _, m in trained.kept]
+    models += [(f"defaults {i}", m) for i, m in enumerate(trained.defaults, 1)]
+    models.append(("single-stage baseline", trained.single))
+    stage1 = (summary.get("two_stage") or {}).get("stage1", {})
+    return run_ledger(listed[listed["status"] != "prior"],
+                      [{"model": name, **m.metadata["trained_on"]} for name, m in models
+                       if isinstance(m, TrainedMember)],
+                      stage1.get("minutes"), float(plan.spec.cpus_per_trial),
+                      float(plan.spec.gpus_per_trial))
 
 
 def write_final(plan: FinalPlan, trained: FinalTraining, summary: dict[str, Any],
@@ -286,6 +306,7 @@ def write_final(plan: FinalPlan, trained: FinalTraining, summary: dict[str, Any]
                                               trained.kept, plan.method, weights)
     np.save(run_dir / "final" / "val_bag_probs.npy", bag_val)
     echo(_table(summary, task))
+    echo(describe_ledger(summary["ledger"]))
     if summary.get("cross_fitted"):
         echo(describe_cross_fitted(summary["cross_fitted"]))
     if summary.get("gain"):

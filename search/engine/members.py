@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from trainables.progress import Progress
 from trainables.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     from trainables.tasks import task_of
     from trainables.train.augment import BatchAugment
     from trainables.train.loop import plan_runtime, predict
-    from trainables.train.reporting import LocalReporter
+    from trainables.train.reporting import LocalReporter, node_type
     from trainables.train.trainable import fit
 
     cfg = TrainConfig.from_dict(config)
@@ -85,7 +86,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
                   "layout": "RGB (grayscale repeated), channels first, [0,1] then normalised"},
         "model": cfg.model, "seed": cfg.seed, "bootstrap": cfg.bootstrap,
         "data_fingerprint": fingerprint(data.index), "config": cfg.to_dict(),
-        "trained_on": {"node_id": node_id, "device": device,
+        "trained_on": {"node_id": node_id, "node_type": node_type(), "device": device,
                        "minutes": round((time.monotonic() - started) / 60, 2)},
         "history": reporter.history,
     }
@@ -128,13 +129,15 @@ def train_members(configs: list[TrainConfig], *, metric: str, mode: str, cpus: f
                            progress=progress): i for i, cfg in enumerate(configs)}
     results: list[TrainedMember | MemberFailure] = [MemberFailure("not run")] * len(configs)
     try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        with Progress(len(configs), "final step", "models") as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                _drain(progress, echo)
+                for ref in done:
+                    i = pending.pop(ref)
+                    results[i] = _outcome(ref, i + 1, echo)
+                    bar.update()
             _drain(progress, echo)
-            for ref in done:
-                i = pending.pop(ref)
-                results[i] = _outcome(ref, i + 1, echo)
-        _drain(progress, echo)
     finally:
         for ref in pending:  # Ctrl-C: nothing else should keep training
             ray.cancel(ref, force=True)

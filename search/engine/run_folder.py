@@ -1,7 +1,8 @@
 """The run folder's tables and best configurations, written from Ray Tune's results.
 
 `trials.parquet`: a row per trial (trial_id, every searched value, status, best metric, its
-epoch, epochs run, seconds, the Ray node of its last epoch, error text). `epochs.parquet`: a row
+epoch, epochs run, seconds, the Ray node and node type of its last epoch, error text, the
+GPU- and CPU-hours it held: search.engine.ledger). `epochs.parquet`: a row
 per trial and epoch (with the node that ran it; an epoch trained again after a resume keeps its
 last row).
 `best/config.json` and `best/top_k.json`: the inputs of `search.reproduce` and of the final step.
@@ -17,6 +18,7 @@ import pandas as pd
 from ray import tune
 
 from search.engine.driver import SearchPlan
+from search.engine.ledger import with_costs
 from search.engine.searcher import trial_length
 from trainables.tasks import sign
 from trainables.train.config import TrainConfig, config_value
@@ -48,7 +50,8 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
             frame = frame.drop_duplicates("epoch", keep="last").reset_index(drop=True)
         keep = [c for c in frame.columns
                 if c.startswith(METRIC_PREFIXES)
-                or c in ("epoch", "phase", "lr", "node_id", "timestamp", "time_this_iter_s")]
+                or c in ("epoch", "phase", "lr", "node_id", "node_type", "timestamp",
+                         "time_this_iter_s")]
         epochs = frame[keep].copy()
         if len(epochs):
             epochs.insert(0, "trial_id", trial_id)
@@ -76,9 +79,12 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
                     "started": started, "finished": finished,
                     "node_id": epochs["node_id"].iloc[-1] if "node_id" in epochs and len(epochs)
                     else None,
+                    "node_type": epochs["node_type"].iloc[-1]
+                    if "node_type" in epochs and len(epochs) else None,
                     "error": _error_text(result.error)})
         trial_rows.append(row)
-    trials = typed(pd.DataFrame(trial_rows), trial_rows, searched)
+    trials = with_costs(typed(pd.DataFrame(trial_rows), trial_rows, searched),
+                        plan.cpus_per_trial, plan.gpus_per_trial)
     epochs_all = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return trials, epochs_all
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.engine.binding import bound_to
+from search.engine.binding import bound_to, stop_note
 from search.engine.console import LOG_FILE, ray_output_to
 from search.engine.driver import (
     ClusterShape,
@@ -24,6 +24,7 @@ from search.engine.driver import (
     restored_tuner,
 )
 from search.engine.environment import describe
+from search.engine.ledger import search_line
 from search.engine.progress import Progress
 from search.engine.pruning import CheckpointPruner
 from search.engine.run_folder import write_tables
@@ -114,7 +115,8 @@ def plan_search(experiment: Experiment, store: RunStore, spec: RunSpec,
         max_concurrent=spec.max_concurrent or default_concurrency(cpus, gpus, cluster),
         wandb=spec.wandb, top_k=spec.top_k, demo=spec.demo, sampler=spec.sampler,
         scheduler=spec.scheduler, replay=spec.replay, batch=spec.batch,
-        warm_start=tuple(spec.warm_start), objectives=tuple((k, m) for k, m in spec.objectives))
+        warm_start=tuple(spec.warm_start), objectives=tuple((k, m) for k, m in spec.objectives),
+        budget_gpu_hours=spec.budget_gpu_hours)
 
 
 def write_config_json(plan: SearchPlan, spec: RunSpec, command: list[str],
@@ -197,6 +199,7 @@ def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: A
             raise
     del registry  # held until the trials ended
     trials = write_tables(plan, results)  # into the stage where the store is an object store
+    label_study(plan)
     if progress.store_failed:  # it stopped the search: the store's line, not a summary
         raise _store_failed(plan, progress.store_failed)
     if len(trials) and (trials["status"] != "not run").sum() >= plan.num_samples:
@@ -206,6 +209,33 @@ def _run_search(experiment: Experiment, store: RunStore, spec: RunSpec, index: A
     store.push()
     minutes = (time.monotonic() - started) / 60
     return _summary(plan, trials, minutes, stalled=progress.stalled)
+
+
+def label_study(plan: SearchPlan) -> None:
+    """What optuna-dashboard shows of the run beside the trials: the study's user attributes
+    (experiment, metric, run folder, the best trial; the final step adds the report)."""
+    import optuna
+
+    study = optuna.load_study(study_name=plan.run_id, storage=plan.storage_url)
+    labels: dict[str, Any] = {"experiment": plan.experiment.name, "run_folder": plan.store.location,
+                              "metric": plan.experiment.metric, "mode": plan.experiment.mode}
+    if plan.objectives:
+        labels["objectives"] = [f"{k} ({m})" for k, m in plan.objectives]
+    best = plan.run_dir / "best" / "config.json"
+    if best.is_file():
+        chosen = json.loads(best.read_text())
+        labels["best_trial"] = f"{chosen['trial_id']} (epoch {chosen['epoch']}): {chosen['value']:.4f}"
+        labels["reproduce"] = f"python -m search.reproduce {plan.store.location}/best/config.json"
+    for key, value in labels.items():
+        study.set_user_attr(key, value)
+
+
+def dashboard_command(storage_url: str) -> str:
+    """The optuna-dashboard command for a study (a database URL from the environment is not
+    printed: it may hold a password)."""
+    if storage_url == os.environ.get("MEDTUNE_STUDY_URL"):
+        return 'optuna-dashboard "$MEDTUNE_STUDY_URL"'
+    return f"optuna-dashboard sqlite:///{Path(storage_url.removeprefix('sqlite:///')).resolve()}"
 
 
 def _resume_command(plan: SearchPlan) -> str:
@@ -281,6 +311,14 @@ def _summary(plan: SearchPlan, trials: Any, minutes: float, *, stalled: str | No
         print(f"best {metric} {best['value']:.4f}: trial {best['trial_id']}, epoch {best['epoch']}")
         where = plan.store.location
         print(f"run folder: {where}  (reproduce: python -m search.reproduce {where}/best/config.json)")
+        print(f"study: {dashboard_command(plan.storage_url)}  (pip install -e \".[dashboard]\")")
+    if len(trials) and "gpu_hours" in trials:
+        print(search_line(trials, plan.budget_gpu_hours))
+    budget = stop_note(plan.run_id)
+    if finished < plan.num_samples and budget and not stalled:
+        print(f"stopped making trials: {budget}; the search ended with {finished} of "
+              f"{plan.num_samples} trials")
+        return 0 if best_file.is_file() else 1
     if finished < plan.num_samples:
         resume = _resume_command(plan)
         if stalled:

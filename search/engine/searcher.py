@@ -268,13 +268,21 @@ class StudySearcher(Searcher):
         from trainables.errors import ConfigError
 
         try:
-            optuna.load_study(study_name=self.study_name, storage=self.study_url)
+            study = optuna.load_study(study_name=self.study_name, storage=self.study_url)
         except KeyError:
             raise ConfigError(f"--resume: the study {self.study_name} is not in "
                               f"{self.study_url}") from None
         except Exception as e:  # a database that cannot be opened (any driver's errors)
             raise ConfigError(f"--resume: the study {self.study_name} is not in "
                               f"{self.study_url}: {str(e).splitlines()[0]}") from None
+        # the study may have been saved after this state (search.engine.driver.LiveLimiter):
+        # trials it lists that this state does not are this searcher's all the same
+        for trial in study.get_trials(deepcopy=False):
+            ray_id = trial.user_attrs.get(RAY_TRIAL_ATTR)
+            if ray_id and ray_id not in self.numbers:
+                self.numbers[ray_id] = trial.number
+                if trial.state.is_finished():
+                    self.ended.add(trial.number)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

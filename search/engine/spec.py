@@ -27,6 +27,7 @@ class RunSpec:
     max_concurrent: int | None = None  # None: as many as the cluster holds
     wandb: bool = True
     placement_timeout: float = DEFAULT_PLACEMENT_TIMEOUT  # minutes without a placed trial
+    budget_gpu_hours: float | None = None  # no new trial once the search's GPU-hours would pass it
     startup_trials: int  # TPE's random start
     grace_period: int  # ASHA's
     reduction_factor: int

@@ -61,14 +61,31 @@ def _filesystem(uri: str):  # -> tuple[pyarrow.fs.FileSystem, str]
         raise ConfigError(f"{uri}: not a storage URI pyarrow can open ({e})") from None
 
 
+_REFUSED = re.compile(r"AWS Error (SIGNATURE_DOES_NOT_MATCH|INVALID_ACCESS_KEY_ID|ACCESS_DENIED"
+                      r"|INVALID_TOKEN|EXPIRED_TOKEN)")
+_NO_BUCKET = re.compile(r"Bucket '([^']+)' not found")
+
+
+def _why(error: OSError) -> str:
+    """What a store's error means, in words, for the errors a user can fix (the credentials, a
+    bucket that does not exist); anything else as the store said it."""
+    if refused := _REFUSED.search(str(error)):
+        return (f"the store refused this machine's credentials ({refused[1]}): check "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the node's role) and the "
+                "bucket's policy")
+    if bucket := _NO_BUCKET.search(str(error)):
+        return f"the bucket {bucket[1]!r} does not exist: create it first (aws s3 mb s3://{bucket[1]})"
+    return str(error)
+
+
 @contextmanager
 def _reaching(what: str, uri: str, kept: Path | None = None) -> Iterator[None]:
     """An OSError of the store (no bucket, no credentials, no network) as one clear line."""
     try:
         yield
     except OSError as e:
-        note = f"; this run's files are kept in {kept}" if kept else ""
-        raise StorageError(f"cannot {what} {uri}: {e}{note}") from None
+        note = f"; this run's files are kept in {kept}" if kept and kept.exists() else ""
+        raise StorageError(f"cannot {what} {uri}: {_why(e)}{note}") from None
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,10 @@ def log_final(run_dir: Path, summary: dict[str, Any]) -> str:
             logged["final/stage1_minutes"] = two["stage1"]["minutes"]
         logged.update({f"final/baseline_{k}": v
                        for k, v in two["baseline"].get("val", {}).items()})
+    ledger = summary.get("ledger")
+    if ledger:  # the run's cost (search.engine.ledger)
+        logged.update({f"final/cost_{part}_{unit}": ledger[part][unit]
+                       for part in ("search", "final", "total") for unit in ("gpu_hours", "cpu_hours")})
     gain = summary.get("gain") or {}
     for split in ("val", "test"):  # what the search bought: defaults, members, bag, gains
         if split in gain:

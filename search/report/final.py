@@ -292,10 +292,12 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
     import optuna
 
     from search.engine.driver import study_url
-    from search.report.search import write_report
+    from search.report.search import section_id, write_report
 
     sections, localisation = final_sections(run_dir, summary, experiment.task, index,
                                             val_images, bag_val, val_labels)
+    if summary.get("ledger"):
+        sections.append(("Cost", cost_section(summary["ledger"])))
     sections.append(("Disk", disk_section(run_dir)))
     study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
     if (run_dir / "best" / "pareto.json").is_file():  # --objectives
@@ -306,6 +308,10 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
                gain_section(summary["gain"]))] if summary.get("gain") else [])
     path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
                         final_sections=sections, first_sections=first)
+    kept = json.loads((run_dir / "config.json").read_text()).get("results", "")
+    where = RunStore.at(kept, run_dir.parent.name, run_dir.name).location if is_uri(kept) \
+        else str(path.resolve().parent.parent)
+    study.set_user_attr("report", f"{where}/report/index.html#{section_id('Best trials')}")
     return path, localisation
 
 
@@ -318,6 +324,22 @@ def run_sizes(run_dir: Path) -> dict[str, int]:
         remote = RunStore.at(results, run_dir.parent.name, run_dir.name).sizes()
         sizes["tune/"] = remote.get("tune/", 0)
     return sizes
+
+
+def cost_section(ledger: dict[str, Any]) -> str:
+    """The run's ledger: GPU- and CPU-hours by part and by node type."""
+    parts = {"search": ledger["search"], "stage 1 (part of the search)": ledger.get("stage1"),
+             "final step": ledger["final"], "total": ledger["total"]}
+    frame = pd.DataFrame({name: {"GPU-hours": d["gpu_hours"], "CPU-hours": d["cpu_hours"]}
+                          for name, d in parts.items() if d}).T
+    types = pd.DataFrame({name: {"GPU-hours": d["gpu_hours"], "CPU-hours": d["cpu_hours"]}
+                          for name, d in ledger["node_types"].items()}).T
+    held = ledger["held"]
+    return (f"<p>resources held ({held['cpus']:g} CPU and {held['gpus']:g} GPU per trial and "
+            f"per model) times the time held: a trial's training time as Ray Tune counts it "
+            f"across resumes (the time the run was stopped is not counted), a model's task "
+            f"time; {ledger['search']['trials']} trials, {ledger['final']['models']} models"
+            f"</p>{table(frame)}<p>by node type</p>{table(types)}")
 
 
 def disk_section(run_dir: Path) -> str:

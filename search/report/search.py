@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -210,8 +211,8 @@ def per_class_table(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> 
 
 def write_html(run_dir: Path, sections: list[tuple[str, str]]) -> Path:
     out = run_dir / "report" / "index.html"
-    body = "\n".join(f"<section><h2>{html.escape(title)}</h2>\n{content}</section>"
-                     for title, content in sections)
+    body = "\n".join(f'<section id="{section_id(title)}"><h2>{html.escape(title)}</h2>\n'
+                     f"{content}</section>" for title, content in sections)
     out.write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>medtune: {html.escape(run_dir.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -222,6 +223,11 @@ figure{{display:inline-block;margin:4px;font-size:12px;text-align:center}}</styl
 {body}
 </body></html>""")
     return out
+
+
+def section_id(title: str) -> str:
+    """A section's anchor: 'Best trials' -> best-trials."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 def img(src: str, alt: str) -> str:

@@ -26,6 +26,7 @@ from filelock import FileLock
 from trainables.data.datasets import ImageIndex
 from trainables.data.images import load_fundus, load_gray, resize_square
 from trainables.errors import DatasetError, Problem
+from trainables.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,10 @@ def build_cache(index: ImageIndex, *, size: int, preprocess: str, root: Path | N
         folder.mkdir(exist_ok=True)
         (folder / "manifest.json").unlink(missing_ok=True)
         problems: list[Problem] = []
-        for split in sorted(index.frame["split"].unique()):
-            problems += _write_split(folder, index, split, size, preprocess, workers)
+        with Progress(len(index.frame), "building the image cache") as progress:
+            for split in sorted(index.frame["split"].unique()):
+                problems += _write_split(folder, index, split, size, preprocess, workers,
+                                         progress)
         if problems:
             for partial in folder.glob("*.partial.npy"):
                 partial.unlink()
@@ -108,7 +111,7 @@ def build_cache(index: ImageIndex, *, size: int, preprocess: str, root: Path | N
 
 
 def _write_split(folder: Path, index: ImageIndex, split: str, size: int, preprocess: str,
-                 workers: int | None) -> list[Problem]:
+                 workers: int | None, progress: Progress) -> list[Problem]:
     rows = index.split(split)
     out = np.lib.format.open_memmap(folder / f"{split}.partial.npy", mode="w+", dtype=np.uint8,
                                     shape=(len(rows), size, size, index.channels))
@@ -126,7 +129,8 @@ def _write_split(folder: Path, index: ImageIndex, split: str, size: int, preproc
 
     # decoding releases the GIL, so threads use every core without copying arrays around
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(work, range(len(rows))))
+        for _ in pool.map(work, range(len(rows))):
+            progress.update()
     out.flush()
     return sorted(problems, key=lambda p: (p.file, p.row or 0))
 

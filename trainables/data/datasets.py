@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ import pandas as pd
 
 from trainables.data.images import probe_image
 from trainables.errors import DatasetError, Problem
+from trainables.progress import tracked
 from trainables.tasks import task_of
 
 log = logging.getLogger(__name__)
@@ -268,21 +269,17 @@ def _check_splits(index: ImageIndex, needed: tuple[str, ...] | None = None) -> N
                 where, f"patient {patient} is in more than one split ({', '.join(sorted(splits))})"))
 
 
-def validate(index: ImageIndex, *, decode: bool = True, workers: int = 4,
-             progress: Callable[[int, int], None] | None = None) -> ImageIndex:
+def validate(index: ImageIndex, *, decode: bool = True, workers: int = 4) -> ImageIndex:
     """Decode every image completely (in threads: PIL releases the GIL) and record failures."""
     if decode and len(index.frame) and index.source == "files":
         paths = index.frame["path"].tolist()
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(probe_image, paths)
-            for n, (rec, (size, error)) in enumerate(zip(index.frame.itertuples(), results,
-                                                         strict=True)):
+            results = tracked(pool.map(probe_image, paths), len(paths), "checking images")
+            for rec, (size, error) in zip(index.frame.itertuples(), results, strict=True):
                 if error:
                     index.problems.append(Problem(rec.csv, f"image {rec.path} {error}", rec.row))
                 elif size:
                     index.sizes[rec.path] = size
-                if progress:
-                    progress(n + 1, len(paths))
     return index
 
 

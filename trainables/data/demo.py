@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from trainables.errors import ConfigError
+from trainables.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ def write_deepdrid_demo(out: Path, *, layout: str | None = "course",
     (out / "masks").mkdir(exist_ok=True)
     splits = {"train": spec.train_patients, "val": spec.val_patients, "test": spec.test_patients}
     patient = 100
+    progress = Progress(4 * sum(splits.values()), "writing the demo set")
     for split, n_patients in splits.items():
         rows: list[dict[str, object]] = []
         for left, right in _patient_grades(rng, n_patients):
@@ -314,7 +316,9 @@ def write_deepdrid_demo(out: Path, *, layout: str | None = "course",
                     rows.append({"patient": patient, "image_id": image_id, "eye": eye,
                                  "eye_grade": grade, "patient_grade": max(left, right),
                                  "rel": rel})
+                    progress.update()
         _write_csv(out, layout, split, rows)
+    progress.close()
     log.info("wrote the %s-layout demo set to %s", layout, out)
     return out
 

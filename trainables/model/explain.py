@@ -14,6 +14,7 @@ from torch import nn
 from trainables.data.datasets import ImageIndex
 from trainables.data.images import load_mask
 from trainables.model.models import FundusClassifier
+from trainables.progress import Progress
 
 
 def target_layer(model: FundusClassifier) -> nn.Module:
@@ -85,10 +86,12 @@ def localise_split(model: FundusClassifier, index: ImageIndex, images: np.ndarra
     if not mask_dir.is_dir():
         return None
     cams, masks = [], []
-    for start in range(0, len(rows), batch):
-        part = range(start, min(start + batch, len(rows)))
-        cams.append(grad_cam(model, normalise(images[list(part)], mean, std),
-                             [classes[i] for i in part]))
-        masks += [load_mask(str(mask_dir / f"{rows['image_id'][i]}.png"), rows["path"][i], size,
-                            preprocess) for i in part]
+    with Progress(len(rows), "Grad-CAM localisation") as progress:
+        for start in range(0, len(rows), batch):
+            part = range(start, min(start + batch, len(rows)))
+            cams.append(grad_cam(model, normalise(images[list(part)], mean, std),
+                                 [classes[i] for i in part]))
+            masks += [load_mask(str(mask_dir / f"{rows['image_id'][i]}.png"), rows["path"][i],
+                                size, preprocess) for i in part]
+            progress.update(len(part))
     return localisation(np.concatenate(cams), np.stack(masks))

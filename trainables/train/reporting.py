@@ -55,10 +55,23 @@ class TuneReporter:
 
         # which Ray node ran the epoch: on a cluster, where a trial ran (and moved to, when a
         # node was lost); Ray's own node_ip cannot tell nodes on one machine apart
-        node = {"node_id": ray.get_runtime_context().get_node_id()}
+        node = {"node_id": ray.get_runtime_context().get_node_id(), "node_type": node_type()}
         with tempfile.TemporaryDirectory() as folder:
             write_checkpoint(Path(folder))
             tune.report({**metrics, **node}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+NODE_TYPE_LABEL = "medtune-node-type"  # cluster/gpu.yaml labels each node type with it
+
+
+def node_type() -> str:
+    """This Ray node's type (its medtune-node-type label), "unlabelled" on a node without
+    one, "local" outside Ray: the cost ledger's node type (search.engine.ledger)."""
+    import ray
+
+    if not ray.is_initialized():
+        return "local"
+    return str(ray.get_runtime_context().get_node_labels().get(NODE_TYPE_LABEL, "unlabelled"))
 
 
 class LocalReporter:
