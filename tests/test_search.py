@@ -124,7 +124,7 @@ def test_a_named_autoscaler_config_is_read_or_refused(local_ray: None, tmp_path:
     gpu_yaml = Path(__file__).parents[1] / "cluster" / "gpu.yaml"
     monkeypatch.setenv("MEDTUNE_AUTOSCALER_CONFIG", str(gpu_yaml))
     cluster = ClusterShape.of_cluster()  # named: trusted even where no autoscaler reports
-    assert cluster.autoscaler == str(gpu_yaml) and len(cluster.types) == 2
+    assert cluster.autoscaler == str(gpu_yaml) and len(cluster.types) == 3
     check_resources(1, 0.5, cluster)
     (tmp_path / "broken.yaml").write_text("provider: {type: aws}\n")
     monkeypatch.setenv("MEDTUNE_AUTOSCALER_CONFIG", str(tmp_path / "broken.yaml"))
@@ -384,6 +384,27 @@ def test_final_step_writes_members_bag_and_submission(small_run: Path, final_run
     assert submission["TARGET"].tolist() == expected.tolist()
 
 
+def test_the_readmes_picture_is_the_report_drawn_by_a_browser(small_run: Path, final_run: dict,
+                                                             tmp_path: Path) -> None:
+    """python -m search.screenshot: the report's first screen as a PNG of the asked size, not
+    blank; a run folder without a report is one line."""
+    import shutil
+
+    from PIL import Image
+
+    from search.screenshot import BROWSERS
+    from search.screenshot import main as screenshot_main
+
+    if not any(map(shutil.which, BROWSERS)):
+        pytest.skip("no Chromium here to draw the report with")
+    assert screenshot_main([str(small_run), "--out", str(tmp_path / "report.png"),
+                            "--width", "400", "--height", "300"]) == 0
+    picture = np.asarray(Image.open(tmp_path / "report.png").convert("L"))
+    assert picture.shape == (300, 400) and picture.std() > 10  # text and figures drawn
+    with pytest.raises(ConfigError, match=r"report/index.html does not exist: run the final"):
+        screenshot_main([str(tmp_path)])
+
+
 def test_a_gpu_hour_budget_stops_new_trials_and_says_so(local_ray: None, course_demo: Path,
                                                        tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -400,7 +421,7 @@ def test_a_gpu_hour_budget_stops_new_trials_and_says_so(local_ray: None, course_
     said = capsys.readouterr().out
     trials = pd.read_parquet(tmp_path / "deepdrid_attention" / "b" / "trials.parquet")
     assert len(trials) == 1 and trials["status"].iloc[0] == "completed"
-    assert re.search(r"stopped making trials: --budget-gpu-hours 1e-06: 0\.000\d* GPU-hours "
+    assert re.search(r"stopped making trials: --budget-gpu-hours 1e-06: [\d.]+ GPU-hours "
                      r"spent, [\d.]+ with the running trials' rest and one more trial: no new "
                      r"trial; the search ended with 1 of 4 trials", said), said
     assert f"cost: {trials['gpu_hours'].sum():.3f} GPU-hours of the 1e-06 budgeted" in said

@@ -3,7 +3,7 @@
     python -m search.bench                      # every section, full size (hours on 2 cores)
     python -m search.bench input limit          # some sections
     python -m search.bench --quick              # small sizes: the plumbing only
-    python -m search.bench --readme             # README.md's table from results/bench/*.json
+    python -m search.bench --readme             # results/README.md's table from results/bench/*.json
 
 Sections:
   input       images/s and CPU-seconds per image of medtune's input pipeline (the node's cache,
@@ -555,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="replay: these learning-curve tables (default: results/bench/curves/)")
     p.add_argument("--out", type=Path, help="the JSON record (default results/bench/bench-<time>.json)")
     p.add_argument("--readme", action="store_true",
-                   help="write README.md's table from the records in results/bench/ and stop")
+                   help="write results/README.md's table from the records in results/bench/ "
+                        "and stop")
     p.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)
     p.add_argument("--params", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -564,8 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.readme:
         records = records_in(Path("results/bench"))
-        write_readme(Path("README.md"), records)
-        print(f"README.md: the table from {len(records)} record(s) in results/bench/")
+        write_readme(Path("results/README.md"), records)
+        print(f"results/README.md: the table from {len(records)} record(s) in results/bench/")
         return 0
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:

@@ -35,6 +35,7 @@ from spaces import get_experiment
 from trainables.errors import ConfigError, MedtuneError
 from trainables.tasks import Task
 from trainables.train.config import TrainConfig
+from trainables.train.reporting import short_node
 
 
 def member_config(record: dict[str, Any], index: int, epochs: int) -> TrainConfig:
@@ -450,7 +451,7 @@ def _table(summary: dict[str, Any], task: Task) -> str:
     for m in summary["members"]:
         weight = f", weight {m['weight']:g}" if summary.get("select") == "greedy" else ""
         rows.append(f"member {m['member']:<7}{cells(m['val'])}  {m['model']}{weight}, "
-                    f"{m['device']}, node {m['node_id']}")
+                    f"{m['device']}, node {short_node(m['node_id'])}")
     label = "greedy bag" if summary.get("select") == "greedy" else f"bag ({summary['method']})"
     rows.append(f"{label:14}{cells(summary['bag']['val'])}")
     if summary.get("top_k_bag"):

@@ -51,7 +51,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     from trainables.tasks import task_of
     from trainables.train.augment import BatchAugment
     from trainables.train.loop import plan_runtime, predict
-    from trainables.train.reporting import LocalReporter, node_type
+    from trainables.train.reporting import LocalReporter, node_type, short_node
     from trainables.train.trainable import fit
 
     cfg = TrainConfig.from_dict(config)
@@ -63,7 +63,7 @@ def train_member(config: dict[str, Any], *, member: int, metric: str, mode: str,
     def echo(line: str) -> None:
         tell(progress, member, line)
 
-    echo(f"started on node {node_id} ({device})")
+    echo(f"started on node {short_node(node_id)} ({device})")
     started = time.monotonic()
     reporter = LocalReporter(None, metric=metric, mode=mode, echo=echo)  # no checkpoints
     data = load_data(cfg)

@@ -24,6 +24,7 @@ from search.report.search import confusion_figure, img, per_class_table, roc_fig
 from trainables.data.datasets import ImageIndex
 from trainables.model.explain import normalise
 from trainables.tasks import Task
+from trainables.train.reporting import short_node
 
 PER_CELL = 2  # images per class (or label) and outcome in the gallery
 
@@ -125,7 +126,8 @@ def _metrics_table(summary: dict[str, Any], task: Task) -> str:
         f"<tr><td>member {m['member']}: {html.escape(m.get('model', ''))} (trial "
         f"{html.escape(m['trial_id'])}, seed {m['seed']})"
         f"</td>{cells(m['val'])}<td>{html.escape(m['device'])}, "
-        f"<code>{html.escape(m['node_id'])}</code></td></tr>" for m in summary["members"])
+        f"<code>{html.escape(short_node(m['node_id']))}</code></td></tr>"
+        for m in summary["members"])
     test = (f"<tr><td>bag on the test split (its labels)</td>{cells(summary['bag']['test'])}"
             "<td></td></tr>" if "test" in summary["bag"] else "")
     failed = "".join(f"<p class='flag'>member {f['member']} (trial {html.escape(f['trial_id'])}) "

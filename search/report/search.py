@@ -29,6 +29,7 @@ from search.engine.run_folder import rank_trials
 from search.engine.searcher import best_of, curve_of
 from search.engine.study_asha import PRIOR_ATTR
 from trainables.tasks import best_so_far
+from trainables.train.reporting import short_node
 
 EDGE = 0.1  # a best value in the outer 10% of a numeric range is flagged
 
@@ -274,7 +275,7 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
                  f"of wall time ({minutes:.1f} trial-minutes)"
                  + (f"; {priors} prior trial(s) of earlier runs (--warm-start) joined the study"
                     if priors else "") + "</p>"),
-                ("Best trials", table(best.drop(columns=["error", "started", "finished"]))),
+                ("Best trials", table(shown(best))),
                 ("Optimisation history", img(figs["history"], "optimisation history")
                  if "history" in figs else "<p>no trial with a result</p>"),
                 ("Parameter importances", img(figs["importance"], "parameter importances")
@@ -285,6 +286,15 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
                 ("Training curves of the best trials", img(figs["curves"], "training curves")
                  if "curves" in figs else "<p>no epochs recorded</p>")]
     return write_html(run_dir, (first_sections or []) + sections + final_sections)
+
+
+def shown(trials: pd.DataFrame) -> pd.DataFrame:
+    """The best-trials table as the page shows it: node ids short, no error text, times or
+    CPU-hours (all in trials.parquet)."""
+    out = trials.drop(columns=["error", "started", "finished", "cpu_hours"], errors="ignore")
+    if "node_id" in out:
+        out["node_id"] = out["node_id"].map(lambda v: short_node(v) if isinstance(v, str) else v)
+    return out
 
 
 def pareto_section(run_dir: Path, study: optuna.Study, summary: dict[str, Any]) -> str:

@@ -74,6 +74,12 @@ def node_type() -> str:
     return str(ray.get_runtime_context().get_node_labels().get(NODE_TYPE_LABEL, "unlabelled"))
 
 
+def short_node(node_id: str) -> str:
+    """A Ray node id as the console and the report show it: its first 8 characters (the
+    whole id is in the tables and metadata)."""
+    return node_id[:8]
+
+
 class LocalReporter:
     """Writes `config.json`, `metrics.json` (one dict per epoch) and `checkpoints/{last,best}/`
     under `out` (or keeps only the history when `out` is None); prints a line per epoch."""

@@ -32,6 +32,7 @@ from typing import Any
 
 from trainables.errors import ConfigError
 from trainables.train.config import TrainConfig
+from trainables.train.reporting import short_node
 
 Train = Callable[..., Any]  # trainables.train.trainable.fit: (cfg, reporter, keep=...) -> the model
 
@@ -208,7 +209,7 @@ def _me() -> str:
         import ray
 
         if ray.is_initialized():
-            node = ray.get_runtime_context().get_node_id()[:12]
+            node = short_node(ray.get_runtime_context().get_node_id())
     except ImportError:
         pass
     return f"{node}:{os.getpid()}:{threading.get_ident()}"
