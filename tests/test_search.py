@@ -376,7 +376,17 @@ def test_final_step_writes_members_bag_and_submission(small_run: Path, final_run
     assert ledger["total"]["gpu_hours"] == pytest.approx(
         ledger["search"]["gpu_hours"] + ledger["final"]["gpu_hours"])
     assert set(ledger["node_types"]) == {"unlabelled"}
-    assert "<h2>Cost</h2>" in (small_run / "report" / "index.html").read_text()
+    page = (small_run / "report" / "index.html").read_text()
+    assert "<h2>Cost</h2>" in page
+    # node ids short on the page (the whole id stays in trials.parquet and metadata.json)
+    assert not any(node in page for node in trials["node_id"])
+    assert all(node[:8] in page for node in trials["node_id"])
+    # optuna-dashboard shows the study's labels: the final step adds the report's link
+    study = optuna.load_study(study_name="r1", storage=f"sqlite:///{small_run / 'study.db'}")
+    assert study.user_attrs["report"] == \
+        f"{small_run.resolve()}/report/index.html#best-trials"
+    assert study.user_attrs["experiment"] == "deepdrid_attention"
+    assert study.user_attrs["run_folder"] == str(small_run)
     # a bag of two members: the mean of their probabilities decides
     m1, m2 = (pd.read_csv(small_run / "submission" / f"member_{i}.csv") for i in (1, 2))
     cols = [f"p{c}" for c in range(5)]

@@ -243,6 +243,7 @@ def test_a_run_on_s3_resumes_on_another_machine_after_sigkill(course_demo: Path,
                 s3_download(s3, f"{prefix}/tune/study.db", seen)
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die at once
         driver.wait()
+        killed_at = time.time()
         killed = s3_download(s3, prefix, tmp_path / "killed")
         before = _finished_trials(killed / "tune" / "study.db")
         assert 2 <= len(before) < 6
@@ -251,6 +252,7 @@ def test_a_run_on_s3_resumes_on_another_machine_after_sigkill(course_demo: Path,
         shutil.rmtree(first)  # that machine is gone
 
         env = {**os.environ, **s3, "MEDTUNE_CACHE": str(second)}
+        resumed_at = time.time()
         result = search(*args, "--resume", env=env)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         assert f"submission: s3://{prefix}/submission/test_predictions.csv" in result.stdout
@@ -260,6 +262,16 @@ def test_a_run_on_s3_resumes_on_another_machine_after_sigkill(course_demo: Path,
         assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr
         run = s3_download(s3, prefix, tmp_path / "copy" / "obj")  # the study is named obj
     check_resumed(run, before)
+    # the cost ledger counts a trial's training time, not the time no driver was running: a
+    # trial running at the kill and ended after the resume held its CPU less than its span
+    # less that pause (Ray's timestamps are whole seconds)
+    trials = pd.read_parquet(run / "trials.parquet")
+    across = trials[(trials["started"] < killed_at) & (trials["finished"] > resumed_at)]
+    assert len(across), trials[["trial_id", "started", "finished"]]
+    span = across["finished"] - across["started"] - (resumed_at - killed_at)
+    cpus = json.loads((run / "config.json").read_text())["settings"]["cpus_per_trial"]
+    held = across["cpu_hours"] * 3600 / cpus
+    assert (held < span + 2).all() and (held > 0).all(), (across, resumed_at - killed_at)
     assert len(pd.read_csv(run / "submission" / "test_predictions.csv")) == 8
     assert len(list((run / "final").glob("member_*/model.safetensors"))) == 3
     assert (run / "report" / "index.html").is_file()

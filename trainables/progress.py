@@ -66,7 +66,7 @@ class Progress:
                 rate = self.done / max(now - self.started, 1e-9)
                 left = (self.total - self.done) / rate
                 self._say(f"{self.what}: {self.done}/{self.total} {self.unit} "
-                          f"({100 * self.done / self.total:.0f}%), {rate:.1f} {self.unit}/s, "
+                          f"({100 * self.done / self.total:.0f}%), {self._pace(rate)}, "
                           f"about {_duration(left)} left")
 
     def close(self) -> None:
@@ -77,7 +77,11 @@ class Progress:
             self._lines = False
             took = time.monotonic() - self.started
             self._say(f"{self.what}: {self.done}/{self.total} {self.unit} in {_duration(took)} "
-                      f"({self.done / max(took, 1e-9):.1f} {self.unit}/s)")
+                      f"({self._pace(self.done / max(took, 1e-9))})")
+
+    def _pace(self, rate: float) -> str:
+        """'31.3 images/s', or for slow work 'one every 35 s'."""
+        return f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"one every {_duration(1 / rate)}"
 
     def _say(self, line: str) -> None:
         print(line, file=self.stream, flush=True)

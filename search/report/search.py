@@ -217,7 +217,7 @@ def write_html(run_dir: Path, sections: list[tuple[str, str]]) -> Path:
     out.write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>medtune: {html.escape(run_dir.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px}}
+table{{border-collapse:collapse;font-size:13px;display:block;overflow-x:auto;max-width:100%}}td,th{{border:1px solid #ccc;padding:3px 7px}}
 img{{max-width:100%}}.grid img{{width:160px;margin:3px}}.flag{{color:#b00}}
 figure{{display:inline-block;margin:4px;font-size:12px;text-align:center}}</style></head>
 <body><h1>medtune run {html.escape(run_dir.name)}</h1>
@@ -289,11 +289,16 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
 
 
 def shown(trials: pd.DataFrame) -> pd.DataFrame:
-    """The best-trials table as the page shows it: node ids short, no error text, times or
-    CPU-hours (all in trials.parquet)."""
-    out = trials.drop(columns=["error", "started", "finished", "cpu_hours"], errors="ignore")
+    """The best-trials table as the page shows it, narrow enough for the page: node ids
+    short, a key the trial's space did not set empty; no error text, times, node type or
+    hours (trials.parquet has them all, the Cost section the hours)."""
+    out = trials.drop(columns=["error", "started", "finished", "node_type", "gpu_hours",
+                               "cpu_hours"], errors="ignore").reset_index(drop=True)
     if "node_id" in out:
         out["node_id"] = out["node_id"].map(lambda v: short_node(v) if isinstance(v, str) else v)
+    for column in out:  # floats: the table's na_rep; None and <NA> elsewhere
+        if not pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].astype(object).where(out[column].notna(), "")
     return out
 
 

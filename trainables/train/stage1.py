@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.errors import ConfigError
+from trainables.progress import Progress
 from trainables.train.config import TrainConfig
 from trainables.train.reporting import short_node
 
@@ -190,9 +191,14 @@ def _build(store: Store, key: str, cfg1: TrainConfig,
     log.info("stage 1: fine-tuning %s on %s for %d epochs (key %s)", cfg1.model, cfg1.data,
              cfg1.epochs, key)
     started = time.monotonic()
-    reporter = LocalReporter(None, metric=task.metric, mode=task.mode,
-                             echo=lambda line: log.info("stage 1: %s", line))
-    model = train(cfg1, reporter, keep="best")
+    with Progress(cfg1.epochs, "stage 1", "epochs") as progress:
+
+        def echo(line: str) -> None:
+            log.info("stage 1: %s", line)
+            progress.update()
+
+        reporter = LocalReporter(None, metric=task.metric, mode=task.mode, echo=echo)
+        model = train(cfg1, reporter, keep="best")
     best = best_by(reporter.history, task.mode, key=lambda row: row[task.metric])
     weights = model_bytes(model, cfg1.to_dict())
     meta = {"key": key, "data": cfg1.data, "dataset": cfg1.dataset, "config": cfg1.to_dict(),
