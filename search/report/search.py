@@ -217,7 +217,8 @@ def write_html(run_dir: Path, sections: list[tuple[str, str]]) -> Path:
     out.write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>medtune: {html.escape(run_dir.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:13px;display:block;overflow-x:auto;max-width:100%}}td,th{{border:1px solid #ccc;padding:3px 7px}}
+table{{border-collapse:collapse;font-size:13px;display:block;overflow-x:auto;max-width:100%}}
+td,th{{border:1px solid #ccc;padding:3px 7px}}
 img{{max-width:100%}}.grid img{{width:160px;margin:3px}}.flag{{color:#b00}}
 figure{{display:inline-block;margin:4px;font-size:12px;text-align:center}}</style></head>
 <body><h1>medtune run {html.escape(run_dir.name)}</h1>
