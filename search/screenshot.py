@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a run folder whose final step wrote report/index.html")
     p.add_argument("--out", type=Path, default=Path("results/report.png"))
-    p.add_argument("--width", type=positive_int, default=1000)
+    p.add_argument("--width", type=positive_int, default=1150)  # the page is 1100 px wide
     p.add_argument("--height", type=positive_int, default=1100)
     args = p.parse_args(argv)
     page = args.run / "report" / "index.html"

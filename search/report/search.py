@@ -236,8 +236,9 @@ def img(src: str, alt: str) -> str:
     return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
 
 
-def table(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
-    return frame.to_html(float_format=lambda v: floatfmt.format(v), border=0, na_rep="")
+def table(frame: pd.DataFrame, floatfmt: str = "{:.4f}", *, index: bool = True) -> str:
+    return frame.to_html(float_format=lambda v: floatfmt.format(v), border=0, na_rep="",
+                         index=index)
 
 
 def run_summary(run_dir: Path) -> str:
@@ -276,7 +277,7 @@ def write_report(run_dir: Path, *, study: optuna.Study, metric: str, mode: str,
                  f"of wall time ({minutes:.1f} trial-minutes)"
                  + (f"; {priors} prior trial(s) of earlier runs (--warm-start) joined the study"
                     if priors else "") + "</p>"),
-                ("Best trials", table(shown(best))),
+                ("Best trials", table(shown(best), index=False)),
                 ("Optimisation history", img(figs["history"], "optimisation history")
                  if "history" in figs else "<p>no trial with a result</p>"),
                 ("Parameter importances", img(figs["importance"], "parameter importances")
