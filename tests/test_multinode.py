@@ -171,15 +171,17 @@ def test_trials_spread_over_nodes_and_a_lost_nodes_trial_resumes_on_another(
     assert len(trials) == 3 and set(trials["status"]) == {"completed"}, trials[["status", "error"]]
     assert searched["head"] not in set(epochs["node_id"])  # no GPU there: no trial ran on it
     assert epochs["node_id"].nunique() >= 2  # the trials spread over the GPU nodes
-    # the victim resumed from its checkpoint: every epoch once; the first on the lost node, the
-    # last on another one
+    # the victim resumed from its checkpoint: each epoch once, the last on another node than
+    # the lost one (Ray may restore a restarted trial's result.json from a storage copy that
+    # lags, under load: an early epoch can be missing from the table, as in the phase-b test)
     moved = epochs[epochs["trial_id"] == victim].sort_values("epoch")
-    assert moved["epoch"].tolist() == list(range(1, EPOCHS + 1))
-    assert moved["node_id"].iloc[0] == lost and moved["node_id"].iloc[-1] != lost
-    # what the driver heard, raw (the table keeps one row per epoch): the victim went on from
-    # its checkpoint, not from scratch; at most the epoch in flight when the node died was
-    # trained again, on another node
+    assert moved["epoch"].is_unique and moved["epoch"].max() == EPOCHS, moved
+    assert moved["node_id"].iloc[-1] != lost
+    # what the driver heard, raw (the table keeps one row per epoch): the first epoch on the
+    # lost node; the victim went on from its checkpoint, not from scratch; at most the epoch in
+    # flight when the node died was trained again, on another node
     heard = [(epoch, node) for trial, epoch, node in searched["heard"] if trial == victim]
+    assert heard[0] == (1, lost)
     numbers = [epoch for epoch, _ in heard]
     assert sorted(set(numbers)) == list(range(1, EPOCHS + 1)) and numbers.count(1) == 1
     assert len(numbers) - len(set(numbers)) <= 1, numbers
