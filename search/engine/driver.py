@@ -377,16 +377,24 @@ class LiveLimiter(ConcurrencyLimiter):
         super().__init__(searcher, max_concurrent=max_concurrent)
         self.run_id, self.num_samples, self.max_epochs = run_id, num_samples, max_epochs
         self.gpus_per_trial, self.budget_gpu_hours = gpus_per_trial, budget_gpu_hours
+        self.handed: set[str] = set()  # trials suggested since this limiter was made or restored
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.handed = set()  # restored: Ray's own list of trials counts, not a stale state's
 
     def suggest(self, trial_id: str) -> dict | None:
         trials = listed_trials(self.run_id)
         ended = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
         running = {t.trial_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")}
         self.live_trials = (self.live_trials - ended) | running
-        known = {t.trial_id for t in trials} | set(getattr(self.searcher, "numbers", {}))
+        known = {t.trial_id for t in trials} | self.handed  # what Ray runs or will run
         if len(known - {trial_id}) >= self.num_samples or self._over_budget(trials):
             return Searcher.FINISHED  # type: ignore[return-value]  # Ray: Optional[Dict]
-        return super().suggest(trial_id)
+        suggestion = super().suggest(trial_id)
+        if suggestion not in (None, Searcher.FINISHED):
+            self.handed.add(trial_id)
+        return suggestion
 
     def _over_budget(self, trials: list[Any]) -> bool:
         if self.budget_gpu_hours is None:
@@ -515,6 +523,13 @@ def mark_stale_trials_failed(storage_url: str, study_name: str) -> int:
     except KeyError:
         return 0
     stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for trial in stale:
+    storage = optuna.storages.get_storage(storage_url)
+    study_id = storage.get_study_id_from_name(study_name)
+    for trial in stale:  # marked, so that a reader can tell them from trials that ran and failed
+        key = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(key, STALE_ATTR, True)
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     return len(stale)
+
+
+STALE_ATTR = "left_running"  # a study trial no driver finished: Ray's saved state lost it
