@@ -276,8 +276,9 @@ class StudySearcher(Searcher):
             raise ConfigError(f"--resume: the study {self.study_name} is not in "
                               f"{self.study_url}: {str(e).splitlines()[0]}") from None
         # the study may have been saved after this state (search.engine.driver.LiveLimiter):
-        # trials it lists that this state does not are this searcher's all the same
-        for trial in study.get_trials(deepcopy=False):
+        # trials it lists that this state does not are this searcher's all the same. Not with
+        # --reproducible: a batch waits for every trial handed out, and one Ray lost never ends
+        for trial in study.get_trials(deepcopy=False) if self.batch is None else []:
             ray_id = trial.user_attrs.get(RAY_TRIAL_ATTR)
             if ray_id and ray_id not in self.numbers:
                 self.numbers[ray_id] = trial.number
