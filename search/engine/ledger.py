@@ -17,8 +17,6 @@ from typing import Any
 
 import pandas as pd
 
-PARTS = ("search", "stage1", "final")
-
 
 def hours(seconds: float, cpus: float, gpus: float) -> dict[str, float]:
     return {"gpu_hours": gpus * seconds / 3600, "cpu_hours": cpus * seconds / 3600}
