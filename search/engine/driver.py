@@ -356,6 +356,9 @@ def make_searcher(plan: SearchPlan, startup_trials: int) -> ConcurrencyLimiter:
                        gpus_per_trial=plan.gpus_per_trial, budget_gpu_hours=plan.budget_gpu_hours)
 
 
+ALIVE, ENDED = ("PENDING", "RUNNING", "PAUSED"), ("TERMINATED", "ERROR")  # Ray's trial statuses
+
+
 class LiveLimiter(ConcurrencyLimiter):
     """Ray Tune's concurrency limit, kept in step with the trials Ray's controller lists.
 
@@ -385,8 +388,8 @@ class LiveLimiter(ConcurrencyLimiter):
 
     def suggest(self, trial_id: str) -> dict | None:
         trials = listed_trials(self.run_id)
-        ended = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
-        running = {t.trial_id for t in trials if t.status in ("PENDING", "RUNNING", "PAUSED")}
+        ended = {t.trial_id for t in trials if t.status in ENDED}
+        running = {t.trial_id for t in trials if t.status in ALIVE}
         self.live_trials = (self.live_trials - ended) | running
         known = {t.trial_id for t in trials} | self.handed  # what Ray runs or will run
         if len(known - {trial_id}) >= self.num_samples or self._over_budget(trials):
@@ -406,7 +409,7 @@ class LiveLimiter(ConcurrencyLimiter):
             spent += seconds
             if done:
                 epochs.append(seconds / done)
-                if trial.status in ("PENDING", "RUNNING", "PAUSED"):
+                if trial.status in ALIVE:
                     rest += (trial_length(trial.config, self.max_epochs) - done) * seconds / done
         one_more = self.max_epochs * (sum(epochs) / len(epochs)) if epochs else 0.0
         committed = self.gpus_per_trial * (spent + rest + one_more) / 3600

@@ -18,14 +18,15 @@ from typing import Any
 import pandas as pd
 
 
-def hours(seconds: float, cpus: float, gpus: float) -> dict[str, float]:
+def hours(seconds: Any, cpus: float, gpus: float) -> dict[str, Any]:
+    """GPU- and CPU-hours of `seconds` (a number, or a column of them) holding the resources."""
     return {"gpu_hours": gpus * seconds / 3600, "cpu_hours": cpus * seconds / 3600}
 
 
 def with_costs(trials: pd.DataFrame, cpus: float, gpus: float) -> pd.DataFrame:
     """trials.parquet's rows with the hours each trial held (its `seconds` are Ray's)."""
     seconds = trials["seconds"].astype(float) if "seconds" in trials else pd.Series(dtype=float)
-    return trials.assign(gpu_hours=gpus * seconds / 3600, cpu_hours=cpus * seconds / 3600)
+    return trials.assign(**hours(seconds, cpus, gpus))
 
 
 def _sum(rows: Iterable[dict[str, Any]]) -> dict[str, float]:

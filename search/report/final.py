@@ -310,9 +310,8 @@ def _report(run_dir: Path, experiment: Any, summary: dict[str, Any], index: Any,
                gain_section(summary["gain"]))] if summary.get("gain") else [])
     path = write_report(run_dir, study=study, metric=experiment.metric, mode=experiment.mode,
                         final_sections=sections, first_sections=first)
-    kept = json.loads((run_dir / "config.json").read_text()).get("results", "")
-    where = RunStore.at(kept, run_dir.parent.name, run_dir.name).location if is_uri(kept) \
-        else str(path.resolve().parent.parent)
+    remote = kept_remotely(run_dir)
+    where = remote.location if remote else str(run_dir.resolve())
     study.set_user_attr("report", f"{where}/report/index.html#{section_id('Best trials')}")
     return path, localisation
 
@@ -321,21 +320,27 @@ def run_sizes(run_dir: Path) -> dict[str, int]:
     """Bytes per part of the run folder: this folder's files, and tune/ where Ray Tune keeps it
     (the object store, for a run folder staged from a URI)."""
     sizes = RunStore(run_dir).sizes()
-    results = json.loads((run_dir / "config.json").read_text()).get("results", "")
-    if is_uri(results):
-        remote = RunStore.at(results, run_dir.parent.name, run_dir.name).sizes()
-        sizes["tune/"] = remote.get("tune/", 0)
+    remote = kept_remotely(run_dir)
+    if remote:
+        sizes["tune/"] = remote.sizes().get("tune/", 0)
     return sizes
+
+
+def kept_remotely(run_dir: Path) -> RunStore | None:
+    """The object-store run folder that `run_dir` is the local stage of, if any."""
+    results = json.loads((run_dir / "config.json").read_text()).get("results", "")
+    return RunStore.at(results, run_dir.parent.name, run_dir.name) if is_uri(results) else None
 
 
 def cost_section(ledger: dict[str, Any]) -> str:
     """The run's ledger: GPU- and CPU-hours by part and by node type."""
     parts = {"search": ledger["search"], "stage 1 (part of the search)": ledger.get("stage1"),
              "final step": ledger["final"], "total": ledger["total"]}
-    frame = pd.DataFrame({name: {"GPU-hours": d["gpu_hours"], "CPU-hours": d["cpu_hours"]}
-                          for name, d in parts.items() if d}).T
-    types = pd.DataFrame({name: {"GPU-hours": d["gpu_hours"], "CPU-hours": d["cpu_hours"]}
-                          for name, d in ledger["node_types"].items()}).T
+    def hours(rows: dict[str, Any]) -> pd.DataFrame:
+        return pd.DataFrame({name: {"GPU-hours": d["gpu_hours"], "CPU-hours": d["cpu_hours"]}
+                             for name, d in rows.items() if d}).T
+
+    frame, types = hours(parts), hours(ledger["node_types"])
     held = ledger["held"]
     return (f"<p>resources held ({held['cpus']:g} CPU and {held['gpus']:g} GPU per trial and "
             f"per model) times the time held: a trial's training time as Ray Tune counts it "
