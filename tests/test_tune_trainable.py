@@ -36,22 +36,40 @@ def crash_after_first_epoch(config: dict[str, Any]) -> None:
     train(config)
 
 
+class Results(tune.Callback):
+    """Every result the driver processed, in order (callbacks run in the driver's process)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+        self.iterations: list[int] = []
+        self.last: dict[str, Any] = {}
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+                        result: dict[str, Any], **info: Any) -> None:
+        self.epochs.append(result["epoch"])
+        self.iterations.append(result["training_iteration"])
+        self.last = result
+
+
 def test_a_crashed_trial_resumes_from_its_checkpoint_on_a_gpu_slot(
         local_ray: None, course_demo: Path, tmp_path: Path) -> None:
     cfg = tiny_config(course_demo, epochs=3).to_dict()
+    seen = Results()
     tuner = tune.Tuner(
         tune.with_resources(crash_after_first_epoch, {"cpu": 1, "gpu": 1}),
         param_space=cfg,
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="resume", verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=1)),
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=[seen]),
     )
     result = tuner.fit()[0]
     assert result.error is None
-    frame = result.metrics_dataframe
-    # every epoch once: the retry started at epoch 2, not from scratch
-    assert frame["epoch"].tolist() == [1, 2, 3]
-    assert frame["training_iteration"].tolist() == [1, 2, 3]
-    assert {"val/kappa", "val/loss", "train/loss", "lr", "train/images_per_s"} <= set(frame)
+    # every epoch once, as the driver received them: the retry started at epoch 2, not from
+    # scratch. (Not read from progress.csv: Ray copies a restored trial's logs to the storage
+    # folder on its own schedule, and once in CI the table lacked the first attempt's row.)
+    assert seen.epochs == [1, 2, 3]
+    assert seen.iterations == [1, 2, 3]
+    assert {"val/kappa", "val/loss", "train/loss", "lr", "train/images_per_s"} <= set(seen.last)
     assert result.checkpoint is not None
     with result.checkpoint.as_directory() as folder:
         assert (Path(folder) / "model.safetensors").is_file()
