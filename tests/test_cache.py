@@ -99,3 +99,43 @@ def test_a_decoding_failure_writes_no_cache(course_copy: Path, tmp_path: Path) -
     with pytest.raises(DatasetError, match=r"test.csv row 2: image .*110_l1.jpg cannot be decoded"):
         build_cache(read_deepdrid(course_copy), size=48, preprocess="circle", root=tmp_path)
     assert not list(tmp_path.glob("*/manifest.json"))
+
+
+def test_a_process_per_core_builds_what_one_process_builds(course_copy: Path,
+                                                           tmp_path: Path) -> None:
+    """Two spawned processes writing chunks into the arrays give the in-process arrays, byte
+    for byte; an image they cannot decode is named with its CSV row, and nothing is kept."""
+    from trainables.data.datasets import validate
+
+    one = build_cache(read_deepdrid(course_copy), size=48, preprocess="ben",
+                      root=tmp_path / "one", processes=1)
+    two = build_cache(read_deepdrid(course_copy), size=48, preprocess="ben",
+                      root=tmp_path / "two", processes=2)
+    assert two.built and set(one.images) == set(two.images) == {"train", "val", "test"}
+    for split in one.images:
+        np.testing.assert_array_equal(one.images[split], two.images[split])
+        assert two.images[split].any(axis=(1, 2, 3)).all()  # every row written
+    assert '"processes": 2' in (two.folder / "manifest.json").read_text()
+
+    bad = course_copy / "val" / "108" / "108_r2.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(DatasetError, match=r"val.csv row \d+: image .*108_r2.jpg cannot be decoded"):
+        build_cache(read_deepdrid(course_copy), size=48, preprocess="ben", root=tmp_path / "three",
+                    processes=2)
+    assert not list((tmp_path / "three").glob("*/manifest.json"))
+    # the data check in processes finds it too, and reads every other image's size
+    index = validate(read_deepdrid(course_copy), processes=2)
+    assert [p.message for p in index.problems if "108_r2.jpg" in p.message]
+    assert len(index.sizes) == len(index.frame) - 1
+
+
+def test_the_processes_follow_the_cores_and_the_work() -> None:
+    from trainables.data.pool import MIN_PER_PROCESS, chunks, node_cores, plan_processes
+
+    assert plan_processes(10) == 1  # too small to pay for starting processes
+    assert plan_processes(10 * MIN_PER_PROCESS) == min(node_cores(), 10)
+    assert plan_processes(5, processes=8) == 5 and plan_processes(500, processes=3) == 3
+    for n, p in ((1, 1), (37, 1), (1000, 4), (35_000, 16)):
+        parts = chunks(n, p)
+        assert [i for part in parts for i in part] == list(range(n))  # each row once, in order
+        assert max(len(part) for part in parts) <= (64 if p > 1 else 16)

@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, TextIO, TypeVar
 
@@ -104,10 +103,3 @@ def say(line: str) -> None:
     else:
         print(line, flush=True)
 
-
-def tracked(items: Iterable[T], total: int, what: str, unit: str = "images") -> Iterator[T]:
-    """`items`, with progress as they are taken."""
-    with Progress(total, what, unit) as progress:
-        for item in items:
-            yield item
-            progress.update()

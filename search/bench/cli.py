@@ -3,6 +3,7 @@
     python -m search.bench                      # every section, full size (hours on 2 cores)
     python -m search.bench input limit          # some sections
     python -m search.bench --quick              # small sizes: the plumbing only
+    python -m search.bench input train limit --gpu --model efficientnet_b0   # on a GPU
     python -m search.bench --readme             # results/README.md's table from results/bench/*.json
 
 Sections:
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -77,18 +79,29 @@ from search.bench import reproducible as bench_reproducible
 from search.bench import tune as bench_tune
 from search.bench import warmstart as bench_warmstart
 from search.bench.process import data_keys, measure
-from search.bench.rows import row, value_row
+from search.bench.rows import row
 from search.cli import positive_int
 from trainables.data.cache import cache_root
+from trainables.data.pool import node_cores
 from trainables.errors import ConfigError
 
 SECTIONS = ("input", "train", "limit", "threads", "overhead", "efficiency", "scale", "gain",
             "replay", "reproducible", "warmstart", "demos")
 ON_REQUEST = ("demos",)  # not among "every section": run when named
+GPU_SECTIONS = ("input", "train", "limit")  # what --gpu measures
 AUGMENT = "flip+rotate+color"
 
 
-def bench_sizes(quick: bool) -> dict[str, Any]:
+def bench_sizes(quick: bool, gpu: bool = False) -> dict[str, Any]:
+    """--quick: the plumbing, in seconds on a CPU; --gpu: epochs of 30 batches of 256 over
+    1024 px source JPEGs (the training images repeat within an epoch: `repeat`), so that a GPU
+    computes long enough to time; else full size for a CPU."""
+    if gpu:
+        return {"width": 1024, "height": 972, "train_patients": 24, "image_size": 224,
+                "batch": 32 if quick else 256, "epochs": 1 if quick else 3,
+                "model": "resnet18", "train_batches": 3 if quick else 30, "trials": 2,
+                "seeds": 1, "replay_seeds": 1, "scale_trials": 2, "scale_batches": 1,
+                "quick": quick, "gpu": True}
     if quick:
         return {"width": 544, "height": 512, "train_patients": 6, "image_size": 96, "batch": 16,
                 "epochs": 2, "model": "resnet18", "train_batches": 3, "trials": 2, "seeds": 1,
@@ -179,55 +192,87 @@ class _PilDataset:
             return self.transform(image.convert("RGB")), self.labels[i]
 
 
-def _loader(index: Any, frame: Any, size: int, batch: int, workers: int) -> Any:
+def _loader(index: Any, frame: Any, p: dict[str, Any]) -> Any:
+    import pandas as pd
     import torch
 
+    k = copies(p, len(frame))  # the same repeats of the training images as ours
+    labels = list(index.targets("train")) * k
     # a map-style dataset: __len__ and __getitem__
-    dataset: Any = _PilDataset(frame, index.targets("train"), size)
+    dataset: Any = _PilDataset(pd.concat([frame] * k), labels, p["image_size"])
     # persistent workers: started once, not every epoch (what a tuned loop does)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
-                                       num_workers=workers, drop_last=True,
-                                       persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(dataset, batch_size=p["batch"], shuffle=True,
+                                       num_workers=p["workers"], drop_last=True,
+                                       persistent_workers=p["workers"] > 0,
+                                       pin_memory=p.get("device") == "cuda")
 
 
 def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
+    import pandas as pd
     import torch
 
     from trainables.data.cache import build_cache
     from trainables.train.augment import BatchAugment
-    from trainables.train.loop import batches
+    from trainables.train.loop import batches, plan_runtime
 
     index, _ = _train_frame(p)
+    if p.get("build_only") and p.get("gpu"):  # enough images for every core: the same files
+        # decoded again (10 times 108; their bytes come from the page cache, as a warm disk's)
+        index.frame = pd.concat([index.frame] * 10, ignore_index=True)
     started = time.perf_counter()
     cached = build_cache(index, size=p["image_size"], preprocess=p["preprocess"],
-                         dataset=p["dataset"])
-    build_seconds = time.perf_counter() - started
+                         dataset=p["dataset"], processes=p.get("cache_processes", 0))
+    build = {"cache_built": cached.built, "cache_build_seconds": time.perf_counter() - started,
+             "cached_images": sum(len(a) for a in cached.images.values())}
+    if p.get("build_only"):
+        return build
+    runtime = plan_runtime(_train_config(p))  # as a trial on this device reads and augments
     images, labels = cached.images["train"], index.targets("train")
     augment = BatchAugment(AUGMENT, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                           torch.device("cpu"))
+                           runtime.device, runtime.channels_last)
     n = 0
     for epoch in range(p["epochs"] + 1):  # the first pass warms up, like the baseline's
         if epoch == 1:
+            synchronize(runtime)
             usage, started, n = _usage(), time.perf_counter(), 0
-        order = np.random.default_rng(epoch).permutation(len(labels))
+        order = epoch_order(p, len(labels), epoch)
         generator = torch.Generator().manual_seed(epoch)
-        # as a trial on a CPU reads: no reader thread (`trainables.train.loop.Runtime.prefetch`)
-        for x, y in batches(images, labels, p["batch"], order, drop_last=True, prefetch=False):
+        for x, y in batches(images, labels, p["batch"], order, drop_last=True,
+                            pin=runtime.device.type == "cuda", prefetch=runtime.prefetch):
             augment(x, generator)
             n += len(y)
+    synchronize(runtime)
     seconds, after = time.perf_counter() - started, _usage()
     return {"images": n, "seconds": seconds, "cpu_seconds": after["cpu"] - usage["cpu"],
-            "rss_mb": after["rss_mb"], "cache_built": cached.built,
-            "cache_build_seconds": build_seconds,
-            "cached_images": sum(len(a) for a in cached.images.values())}
+            "rss_mb": after["rss_mb"], **build}
+
+
+def copies(p: dict[str, Any], n: int) -> int:
+    """How many times an epoch goes over the `n` training images: once, or with --gpu as often
+    as `train_batches` batches need."""
+    return max(1, math.ceil(p["batch"] * p["train_batches"] / n)) if p.get("gpu") else 1
+
+
+def epoch_order(p: dict[str, Any], n: int, epoch: int) -> Any:
+    import numpy as np
+
+    sample = np.tile(np.arange(n), copies(p, n))
+    return sample[np.random.default_rng(epoch).permutation(len(sample))]
+
+
+def synchronize(runtime: Any) -> None:
+    """Wait for the GPU's queued work (a clock read before it would stop early)."""
+    import torch
+
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def measure_input_baseline(p: dict[str, Any]) -> dict[str, Any]:
     import psutil
 
     index, frame = _train_frame(p)
-    loader = _loader(index, frame, p["image_size"], p["batch"], p["workers"])
+    loader = _loader(index, frame, p)
     n, me = 0, psutil.Process()
     for epoch in range(p["epochs"] + 1):
         if epoch == 1:  # the workers are alive from here on: their CPU so far is the start's
@@ -250,11 +295,16 @@ def _train_config(p: dict[str, Any]) -> Any:
     return TrainConfig.from_dict({
         **data_keys(p), "model": p["model"], "weights": "none", "image_size": p["image_size"],
         "batch_size": p["batch"], "epochs": p["epochs"] + 1, "augment": AUGMENT,
-        "max_train_batches": p["train_batches"], "max_eval_batches": 1, "device": "cpu",
+        "max_train_batches": p["train_batches"], "max_eval_batches": 1,
+        "device": p.get("device", "cpu"), "amp": p.get("amp", "off") != "off",
+        "amp_dtype": p.get("amp", "off") if p.get("amp", "off") != "off" else "auto",
         "threads": p.get("threads", 0), "prefetch": p.get("prefetch", "auto")})
 
 
 def measure_train_ours(p: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from trainables.data.trial_data import load_data
     from trainables.train.reporting import LocalReporter
     from trainables.train.trainable import fit
 
@@ -263,8 +313,11 @@ def measure_train_ours(p: dict[str, Any]) -> dict[str, Any]:
 
         torch.set_num_interop_threads(p["interop"])
     reporter = LocalReporter(None)
+    cfg = _train_config(p)
+    data = load_data(cfg)
+    data.train_sample = np.tile(data.train_sample, copies(p, len(data.train_sample)))
     usage = _usage()
-    fit(_train_config(p), reporter)
+    fit(cfg, reporter, data=data)
     after = _usage()
     timed = reporter.history[1:]  # the first epoch warms up
     images = sum(r["train/images_per_s"] * r["train/seconds"] for r in timed)
@@ -289,21 +342,27 @@ def measure_limit_model(p: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     runtime = plan_runtime(cfg)
     model = build_model(cfg).to(runtime.device).train()
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-3)
-    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=runtime.device)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.scales_loss)
+    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size,
+                    device=runtime.device).contiguous(memory_format=memory_format)
     y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=runtime.device)
     n, seconds = 0, 0.0
     for epoch in range(p["epochs"] + 1):
         started = time.perf_counter()
         for _ in range(p["train_batches"]):
-            loss = F.cross_entropy(model(x), y)
+            with runtime.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if epoch:
                 n += len(y)
-        if runtime.device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(runtime)
         if epoch:  # the first epoch warms up, as in the trainable
             seconds += time.perf_counter() - started
     return {"images": n, "seconds": seconds}
@@ -314,12 +373,17 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
 
     from trainables.model.timm_import import timm
     from trainables.tasks import task_of
+    from trainables.train.loop import plan_runtime
 
     torch.manual_seed(0)
     index, frame = _train_frame(p)
+    runtime = plan_runtime(_train_config(p))  # the same device and AMP, as a user's loop has
+    device = runtime.device
     model = timm.create_model(p["model"], pretrained=False, num_classes=index.num_classes)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loader = _loader(index, frame, p["image_size"], p["batch"], p["workers"])
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.scales_loss)
+    loader = _loader(index, frame, p)
     criterion = task_of(index.task).plain_loss
     n, seconds = 0, 0.0
     for epoch in range(p["epochs"] + 1):
@@ -328,12 +392,17 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
         for step, (x, y) in enumerate(loader):
             if step == p["train_batches"]:
                 break
-            loss = criterion(model(x), y)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with runtime.autocast():
+                logits = model(x)
+            loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if epoch:
                 n += len(y)
+        synchronize(runtime)
         if epoch:  # the first epoch warms up
             seconds += time.perf_counter() - started
     return {"images": n, "seconds": seconds, "rss_mb": _usage()["rss_mb"]}
@@ -417,9 +486,17 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def cold_build(params: dict[str, Any], processes: int) -> dict[str, Any]:
+    """The cache's one-off cost: built from nothing with `processes` processes."""
+    with tempfile.TemporaryDirectory() as empty:
+        return measure("input-ours", {**params, "build_only": True, "cache_processes": processes},
+                       MEDTUNE_CACHE=empty)
+
+
 def bench_input(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as empty:  # the cache's one-off cost: built from nothing
-        first = measure("input-ours", params, MEDTUNE_CACHE=empty)
+    cores = node_cores()
+    one, every = cold_build(params, 1), cold_build(params, cores)
+    every_rate, one_rate = (b["cached_images"] / b["cache_build_seconds"] for b in (every, one))
     warm_cache(params)  # the cache the timed runs read
     ours, base = _pairs("input-ours", "input-baseline", params, repeats, echo)
     speed = [r["images"] / r["seconds"] for r in ours], [r["images"] / r["seconds"] for r in base]
@@ -430,8 +507,8 @@ def bench_input(params: dict[str, Any], repeats: int, echo: Any) -> list[dict[st
         row("input", "CPU s/image", statistics.median(cpu[0]), statistics.median(cpu[1]), False,
             runs=(ours, base)),
         row("input", "peak RSS MB", _median(ours, "rss_mb"), _median(base, "rss_mb"), False),
-        value_row("input", "cache build s/image (once per node)",
-                  first["cache_build_seconds"] / first["cached_images"]),
+        row("input", f"cache build images/s (once per node): {cores} processes vs 1",
+            every_rate, one_rate, True, runs=([every], [one])),
     ]
 
 
@@ -478,19 +555,20 @@ README_START, README_END = "<!-- bench table: start -->", "<!-- bench table: end
 def readme_table(records: list[Path]) -> str:
     """The README's table: for each section (and for replay, each learning-curve table), the
     rows of the newest full-size record that has it, each row naming its record."""
-    newest: dict[tuple[str, str], tuple[str, Path, dict[str, Any]]] = {}
+    newest: dict[tuple[str, str, str], tuple[str, Path, dict[str, Any]]] = {}
     for path in records:
         record = json.loads(path.read_text())
         if record["params"].get("quick"):
             continue
-        for key in {(r["section"], r.get("table", "")) for r in record["rows"]}:
+        machine = gpu_label(record)
+        for key in {(r["section"], r.get("table", ""), machine) for r in record["rows"]}:
             stamp = record.get("finished", path.name)
             if key not in newest or stamp > newest[key][0]:
                 newest[key] = (stamp, path, record)
     lines = ["| section | measure | medtune | baseline | x better | target | record |",
              "|---|---|---|---|---|---|---|"]
-    for key in sorted(newest, key=lambda k: (SECTIONS.index(k[0]), k[1])):
-        section, curves = key
+    for key in sorted(newest, key=lambda k: (k[2], SECTIONS.index(k[0]), k[1])):
+        section, curves, machine = key
         _, path, record = newest[key]
         commit = (record["environment"].get("git_commit") or "")[:7]
         # documentation and records do not change a measurement
@@ -500,9 +578,19 @@ def readme_table(records: list[Path]) -> str:
             commit += " + changes"
         for r in (r for r in record["rows"]
                   if r["section"] == section and r.get("table", "") == curves):
-            lines.append(f"| {section} | {r['measure']} | {_num(r['ours'])} | {_num(r['baseline'])} "
+            lines.append(f"| {section}{machine} | {r['measure']} | {_num(r['ours'])} | {_num(r['baseline'])} "
                          f"| {_ratio(r)} | {_target(r)} | `{path.name}` ({commit}) |")
     return "\n".join(lines)
+
+
+def gpu_label(record: dict[str, Any]) -> str:
+    """" (GPU: its name, model, AMP)" for a --gpu record: its rows are kept apart from the
+    CPU's; "" for a CPU's."""
+    params = record["params"]
+    if not params.get("gpu"):
+        return ""
+    gpu = ", ".join(record["environment"].get("gpus") or ["a GPU"])
+    return f" (GPU: {gpu}, {params['model']}, {params.get('amp', 'bf16')})"
 
 
 def records_in(folder: Path) -> list[Path]:
@@ -540,6 +628,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"any of {', '.join(SECTIONS)} (default: all but "
                         f"{', '.join(ON_REQUEST)})")
     p.add_argument("--quick", action="store_true", help="small sizes: checks the plumbing")
+    p.add_argument("--gpu", action="store_true",
+                   help="input, train and limit on the GPU (AMP, channels_last, the prefetch "
+                        "thread): 224 px, batches of 256 (32 with --quick), 1024 px JPEGs")
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"),
+                   help="with --gpu: the AMP type (default bf16)")
+    p.add_argument("--model", help="input, train, limit, threads: the timm model (default resnet18)")
     p.add_argument("--repeats", type=positive_int, help="runs of each side (default 3; 1 with --quick)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="DataLoader workers of the baseline (default: the CPUs)")
@@ -572,8 +666,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise ConfigError(f"unknown section {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
     sections = args.sections or [s for s in SECTIONS if s not in ON_REQUEST]
+    if args.gpu and set(sections) - set(GPU_SECTIONS):
+        raise ConfigError(f"--gpu runs {', '.join(GPU_SECTIONS)} only; asked: {', '.join(sections)}")
+    if args.amp and not args.gpu:
+        raise ConfigError("--amp is for --gpu runs (AMP runs on CUDA only)")
     repeats = args.repeats or (1 if args.quick else 3)
-    sizes = bench_sizes(args.quick)
+    sizes = bench_sizes(args.quick, args.gpu)
+    if args.gpu:
+        sizes.update(device="cuda", amp=args.amp or "bf16")
+    if args.model:
+        sizes["model"] = args.model
     out = args.out or Path("results") / "bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     needs_data = bool(set(sections) - {"replay", "gain", "reproducible", "warmstart", "demos"})
     params = {**sizes, **experiment_params(args.experiment, sizes, images=needs_data),

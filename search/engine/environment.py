@@ -38,7 +38,10 @@ def _git(*args: str, where: Path | None = None) -> str | None:
 
 
 def git_commit(where: Path | None = None) -> str | None:
-    return (_git("rev-parse", "HEAD", where=where) or "").strip() or None
+    """The checkout's commit; where git cannot say (a copy of the tree without .git, as
+    cluster/gpu_check.sh may run on), $MEDTUNE_GIT_COMMIT."""
+    return (_git("rev-parse", "HEAD", where=where) or "").strip() or \
+        os.environ.get("MEDTUNE_GIT_COMMIT") or None
 
 
 def git_changed(where: Path | None = None) -> list[str] | None:

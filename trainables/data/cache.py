@@ -15,16 +15,15 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
 from trainables.data.datasets import ImageIndex
-from trainables.data.images import load_fundus, load_gray, resize_square
+from trainables.data.images import decode_rows
+from trainables.data.pool import chunks, plan_processes, run_chunks
 from trainables.errors import DatasetError, Problem
 from trainables.progress import Progress
 
@@ -68,8 +67,9 @@ def cache_folder(index: ImageIndex, *, size: int, preprocess: str, root: Path,
 
 
 def build_cache(index: ImageIndex, *, size: int, preprocess: str, root: Path | None = None,
-                dataset: str = "deepdrid", workers: int | None = None) -> CachedImages:
-    """Return the cached arrays of `index`, decoding the images first if the cache is stale.
+                dataset: str = "deepdrid", processes: int = 0) -> CachedImages:
+    """Return the cached arrays of `index`, decoding the images first if the cache is stale:
+    with a process per core (`processes`: how many instead; 1: in this process).
 
     Raises:
         DatasetError: an image that cannot be decoded (every such image is listed); nothing
@@ -88,9 +88,10 @@ def build_cache(index: ImageIndex, *, size: int, preprocess: str, root: Path | N
         folder.mkdir(exist_ok=True)
         (folder / "manifest.json").unlink(missing_ok=True)
         problems: list[Problem] = []
+        processes = plan_processes(len(index.frame), processes)
         with Progress(len(index.frame), "building the image cache") as progress:
             for split in sorted(index.frame["split"].unique()):
-                problems += _write_split(folder, index, split, size, preprocess, workers,
+                problems += _write_split(folder, index, split, size, preprocess, processes,
                                          progress)
         if problems:
             for partial in folder.glob("*.partial.npy"):
@@ -102,7 +103,8 @@ def build_cache(index: ImageIndex, *, size: int, preprocess: str, root: Path | N
             "fingerprint": wanted, "version": CACHE_VERSION, "size": size,
             "preprocess": preprocess, "root": str(index.root.resolve()), "layout": index.layout,
             "counts": index.frame["split"].value_counts().to_dict(),
-            "seconds": round(time.perf_counter() - started, 2), "pid": os.getpid(),
+            "seconds": round(time.perf_counter() - started, 2), "processes": processes,
+            "pid": os.getpid(),
         }
         tmp = folder / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=1))
@@ -111,43 +113,24 @@ def build_cache(index: ImageIndex, *, size: int, preprocess: str, root: Path | N
 
 
 def _write_split(folder: Path, index: ImageIndex, split: str, size: int, preprocess: str,
-                 workers: int | None, progress: Progress) -> list[Problem]:
+                 processes: int, progress: Progress) -> list[Problem]:
     rows = index.split(split)
-    out = np.lib.format.open_memmap(folder / f"{split}.partial.npy", mode="w+", dtype=np.uint8,
-                                    shape=(len(rows), size, size, index.channels))
-    problems: list[Problem] = []
-    load = _loader(index, split, size, preprocess)
+    path = folder / f"{split}.partial.npy"
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
+                              shape=(len(rows), size, size, index.channels)).flush()
+    kind = "npz" if index.source == "npz" else "gray" if index.channels == 1 else "fundus"
+    spec = (kind, size, preprocess, str(index.sources.get("npz", "")), split)
     paths, items = rows["path"].tolist(), rows["item"].tolist()
-
-    def work(i: int) -> None:
-        rec = rows.iloc[i]
-        try:
-            out[i] = load(paths[i], items[i])
-        except (OSError, ValueError, SyntaxError) as e:
-            problems.append(Problem(rec["csv"], f"image {rec['path']} cannot be decoded "
-                                                f"({type(e).__name__}: {e})", int(rec["row"])))
-
-    # decoding releases the GIL, so threads use every core without copying arrays around
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        for _ in pool.map(work, range(len(rows))):
-            progress.update()
-    out.flush()
+    parts = chunks(len(rows), processes)
+    jobs = [(str(path), part.start, spec, paths[part.start:part.stop], items[part.start:part.stop])
+            for part in parts]
+    problems: list[Problem] = []
+    for part, failed in zip(parts, run_chunks(decode_rows, jobs, processes), strict=True):
+        for i, what in failed:
+            rec = rows.iloc[i]
+            problems.append(Problem(rec["csv"], f"image {rec['path']} {what}", int(rec["row"])))
+        progress.update(len(part))
     return sorted(problems, key=lambda p: (p.file, p.row or 0))
-
-
-def _loader(index: ImageIndex, split: str, size: int, preprocess: str) -> Any:
-    """fn(path, item) -> uint8 (size, size, C) for one row of `index`."""
-    if index.source == "npz":  # MedMNIST: every image of the split in one array
-        from PIL import Image
-
-        arrays = np.load(index.sources["npz"], allow_pickle=False)[f"{split}_images"]
-        mode = "RGB" if index.channels == 3 else "L"
-        return lambda path, item: resize_square(
-            Image.fromarray(np.asarray(arrays[item]).reshape(arrays.shape[1:3] + (
-                (3,) if mode == "RGB" else ())), mode), size)
-    if index.channels == 1:
-        return lambda path, item: load_gray(path, size)
-    return lambda path, item: load_fundus(path, size, preprocess)
 
 
 def _is_fresh(folder: Path, wanted: str) -> bool:

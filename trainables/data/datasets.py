@@ -11,16 +11,16 @@ import csv
 import logging
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from trainables.data.images import probe_image
+from trainables.data.images import probe_paths
+from trainables.data.pool import chunks, plan_processes, run_chunks
 from trainables.errors import DatasetError, Problem
-from trainables.progress import tracked
+from trainables.progress import Progress
 from trainables.tasks import task_of
 
 log = logging.getLogger(__name__)
@@ -269,17 +269,23 @@ def _check_splits(index: ImageIndex, needed: tuple[str, ...] | None = None) -> N
                 where, f"patient {patient} is in more than one split ({', '.join(sorted(splits))})"))
 
 
-def validate(index: ImageIndex, *, decode: bool = True, workers: int = 4) -> ImageIndex:
-    """Decode every image completely (in threads: PIL releases the GIL) and record failures."""
+def validate(index: ImageIndex, *, decode: bool = True, processes: int = 0) -> ImageIndex:
+    """Decode every image completely (a process per core; `processes`: how many instead) and
+    record failures."""
     if decode and len(index.frame) and index.source == "files":
         paths = index.frame["path"].tolist()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = tracked(pool.map(probe_image, paths), len(paths), "checking images")
-            for rec, (size, error) in zip(index.frame.itertuples(), results, strict=True):
-                if error:
-                    index.problems.append(Problem(rec.csv, f"image {rec.path} {error}", rec.row))
-                elif size:
-                    index.sizes[rec.path] = size
+        processes = plan_processes(len(paths), processes)
+        jobs = [paths[part.start:part.stop] for part in chunks(len(paths), processes)]
+        with Progress(len(paths), "checking images") as progress:
+            results = []
+            for done in run_chunks(probe_paths, jobs, processes):
+                results += done
+                progress.update(len(done))
+        for rec, (size, error) in zip(index.frame.itertuples(), results, strict=True):
+            if error:
+                index.problems.append(Problem(rec.csv, f"image {rec.path} {error}", rec.row))
+            elif size:
+                index.sizes[rec.path] = size
     return index
 
 

@@ -7,6 +7,9 @@ stream is still read, so a truncated file still fails.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 from PIL import Image, ImageFile, ImageFilter, UnidentifiedImageError
 
@@ -119,3 +122,46 @@ def load_fundus(path: str, size: int, preprocess: str) -> np.ndarray:
     elif preprocess == "ben":
         rgb = ben_graham(rgb)
     return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+# ---- the per-process work of a cache build and a data check (trainables.data.pool)
+
+def _decoder(kind: str, size: int, preprocess: str, npz: str, split: str) -> Any:
+    """fn(path, item) -> uint8 (size, size, C) for one image of a split."""
+    if kind == "npz":  # MedMNIST: every image of the split in one array
+        arrays = _npz_split(npz, split)
+        mode = "RGB" if arrays.ndim == 4 and arrays.shape[3] == 3 else "L"
+        return lambda path, item: resize_square(Image.fromarray(
+            np.asarray(arrays[item]).reshape(arrays.shape[1:3] + ((3,) if mode == "RGB" else ())),
+            mode), size)
+    if kind == "gray":
+        return lambda path, item: load_gray(path, size)
+    return lambda path, item: load_fundus(path, size, preprocess)
+
+
+@functools.lru_cache(maxsize=2)
+def _npz_split(npz: str, split: str) -> np.ndarray:
+    return np.load(npz, allow_pickle=False)[f"{split}_images"]
+
+
+def decode_rows(job: tuple[str, int, tuple[str, int, str, str, str], list[str], list[int]]
+                ) -> list[tuple[int, str]]:
+    """Decode rows start.. of a split into the cache array `out` (a .npy file, opened
+    memory-mapped here: nothing but the errors travels back); returns (row offset, what is
+    wrong) for each image that cannot be decoded."""
+    out_path, start, spec, paths, items = job
+    out = np.load(out_path, mmap_mode="r+")
+    load = _decoder(*spec)
+    problems = []
+    for i, (path, item) in enumerate(zip(paths, items, strict=True)):
+        try:
+            out[start + i] = load(path, item)
+        except _DECODE_ERRORS as e:
+            problems.append((start + i, f"cannot be decoded ({type(e).__name__}: {e})"))
+    out.flush()
+    return problems
+
+
+def probe_paths(paths: list[str]) -> list[tuple[tuple[int, int] | None, str | None]]:
+    """`probe_image` of each path: a data check's chunk."""
+    return [probe_image(p) for p in paths]

@@ -21,6 +21,7 @@ PREPROCESSING = ("none", "circle", "ben")
 SCHEDULERS = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PREFETCH = ("auto", "on", "off")
+AMP_DTYPES = ("auto", "bf16", "fp16")
 LOSSES = ("auto", "ce", "bce", "focal")
 AUGMENT_OPS = ("flip", "rotate", "tilt", "scale", "color")  # tilt: a small rotation, +-15 deg
 PHASE_FIELDS = ("epochs", "lr", "scheduler", "warmup_epochs", "unfreeze_depth")
@@ -102,6 +103,7 @@ class TrainConfig:
     # runtime (do not change the result on a given device)
     device: str = "auto"  # auto (the GPU Ray gave the trial, else CPU) | cpu | cuda
     amp: bool = True  # mixed precision, CUDA only
+    amp_dtype: str = "auto"  # auto (bf16 where the GPU has it, else fp16) | bf16 | fp16 (+ GradScaler)
     channels_last: bool = True  # memory format, CUDA only
     threads: int = 0  # torch's intra-op threads; 0: the CPUs Ray gave the trial, else every core
     prefetch: str = "auto"  # a thread reads the next batch during compute: auto = with a GPU only
@@ -114,6 +116,7 @@ class TrainConfig:
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("prefetch", self.prefetch, PREFETCH)
+        _check_choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
         from trainables.tasks import REGISTRY, task_class
 
         _check_choice("task", self.task, tuple(REGISTRY))

@@ -29,6 +29,15 @@ class Runtime:
     channels_last: bool
     prefetch: bool = False  # a reader thread: it overlaps reads with a GPU's compute; on a
     # CPU it competes with torch's threads (`python -m search.bench input`: 20% fewer images/s)
+    amp_dtype: torch.dtype = torch.float16
+
+    @property
+    def scales_loss(self) -> bool:
+        """fp16's narrow range needs the GradScaler; bf16 has float32's range and does not."""
+        return self.amp and self.amp_dtype == torch.float16
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
 
 def plan_runtime(cfg: TrainConfig, cuda_available: bool | None = None) -> Runtime:
@@ -38,9 +47,12 @@ def plan_runtime(cfg: TrainConfig, cuda_available: bool | None = None) -> Runtim
         raise ConfigError("device=cuda but no CUDA device is visible to this trial "
                           "(give the trial a GPU, e.g. --gpus-per-trial 1, or use device=auto)")
     use_cuda = cuda and cfg.device != "cpu"
+    bf16 = cfg.amp_dtype == "bf16" or (cfg.amp_dtype == "auto" and use_cuda
+                                       and torch.cuda.is_bf16_supported(including_emulation=False))
     return Runtime(device=torch.device("cuda" if use_cuda else "cpu"),
                    amp=use_cuda and cfg.amp, channels_last=use_cuda and cfg.channels_last,
-                   prefetch=cfg.prefetch == "on" or (cfg.prefetch == "auto" and use_cuda))
+                   prefetch=cfg.prefetch == "on" or (cfg.prefetch == "auto" and use_cuda),
+                   amp_dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
 def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
@@ -94,6 +106,40 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.n
         yield item
 
 
+class FiniteLoss:
+    """Stops a trial at the first non-finite training loss, naming its step. On a CPU it looks
+    at once; on a GPU one step late, through a copy that waits for that loss alone: asking the
+    GPU at once would make the CPU wait for every step's last kernel before it queues the next
+    step's first one."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.pending: tuple[torch.Tensor, torch.cuda.Event, torch.Tensor, str] | None = None
+
+    def check(self, loss: torch.Tensor, where: str) -> None:
+        if not self.cuda:
+            self._raise_if_bad(torch.isfinite(loss), loss, where)
+            return
+        flag = torch.isfinite(loss).to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.wait()  # the previous step's, long done by now
+        self.pending = (flag, event, loss.detach(), where)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            flag, event, loss, where = self.pending
+            self.pending = None
+            event.synchronize()
+            self._raise_if_bad(flag, loss, where)
+
+    @staticmethod
+    def _raise_if_bad(flag: torch.Tensor, loss: torch.Tensor, where: str) -> None:
+        if not bool(flag):
+            raise NonFiniteLossError(f"train loss is {loss.item()} {where}; the trial stops here. "
+                                     "Try a lower lr.")
+
+
 def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
                     cfg: TrainConfig, epoch: int, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -110,6 +156,7 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
     generator = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
     drop_last = len(order) > cfg.batch_size  # a batch of one breaks BatchNorm
     total_loss = torch.zeros((), device=runtime.device)
+    finite = FiniteLoss(runtime.device)
     seen, started = 0, time.perf_counter()
     for step, (x, y) in enumerate(batches(images, labels, cfg.batch_size, order,
                                           limit=cfg.max_train_batches, drop_last=drop_last,
@@ -117,14 +164,11 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
                                           prefetch=runtime.prefetch)):
         inputs = augment(x, generator)
         targets = y.to(runtime.device, non_blocking=True)
-        with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
+        with runtime.autocast():
             logits = model(inputs)
         loss = objective.loss(logits.float(), targets)
-        if not torch.isfinite(loss):  # a CPU-GPU sync point, once per step: cheap next to a step
-            raise NonFiniteLossError(
-                f"train loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                f"(lr {optimizer.param_groups[0]['lr']:.3g}, model {cfg.model}); the trial stops "
-                "here. Try a lower lr.")
+        finite.check(loss, f"at epoch {epoch + 1}, step {step + 1} (lr "
+                           f"{optimizer.param_groups[0]['lr']:.3g}, model {cfg.model})")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -132,6 +176,9 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
         scheduler.step()
         total_loss += loss.detach() * len(y)
         seen += len(y)
+    finite.wait()
+    if runtime.device.type == "cuda":  # the queued steps are part of the epoch's time
+        torch.cuda.synchronize(runtime.device)
     seconds = time.perf_counter() - started
     return {"train/loss": float(total_loss) / max(1, seen),
             "train/images_per_s": seen / max(seconds, 1e-9), "train/seconds": seconds}
@@ -151,7 +198,7 @@ def predict(model: nn.Module, images: np.ndarray, *, cfg: TrainConfig, augment: 
     for x, _ in batches(images, dummy, 2 * cfg.batch_size, np.arange(len(images)),
                         limit=cap, pin=runtime.device.type == "cuda", prefetch=runtime.prefetch):
         inputs = augment(x)
-        with torch.autocast(runtime.device.type, dtype=torch.float16, enabled=runtime.amp):
+        with runtime.autocast():
             probs = activate(model(inputs).float())
             if tta:
                 probs = (probs + activate(model(inputs.flip(3)).float())) / 2
@@ -180,8 +227,7 @@ def model_cost(model: nn.Module, size: int, runtime: Runtime, *, runs: int = 10)
     if runtime.channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
     times = []
-    with torch.no_grad(), torch.autocast(runtime.device.type, dtype=torch.float16,
-                                         enabled=runtime.amp):
+    with torch.no_grad(), runtime.autocast():
         for i in range(runs + 2):
             if runtime.device.type == "cuda":
                 torch.cuda.synchronize()

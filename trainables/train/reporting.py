@@ -67,11 +67,21 @@ NODE_TYPE_LABEL = "medtune-node-type"  # cluster/gpu.yaml labels each node type 
 def node_type() -> str:
     """This Ray node's type (its medtune-node-type label), "unlabelled" on a node without
     one, "local" outside Ray: the cost ledger's node type (search.engine.ledger)."""
-    import ray
-
-    if not ray.is_initialized():
+    ray = running_ray()
+    if ray is None:
         return "local"
     return str(ray.get_runtime_context().get_node_labels().get(NODE_TYPE_LABEL, "unlabelled"))
+
+
+def running_ray() -> Any:
+    """The `ray` module when this process is part of a running Ray, else None (also where Ray
+    is not installed: `search.train` and the bench's input, train and limit sections run on a
+    machine without it)."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray if ray.is_initialized() else None
 
 
 def short_node(node_id: str) -> str:

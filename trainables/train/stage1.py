@@ -33,7 +33,7 @@ from typing import Any
 from trainables.errors import ConfigError
 from trainables.progress import Progress
 from trainables.train.config import TrainConfig
-from trainables.train.reporting import short_node
+from trainables.train.reporting import running_ray, short_node
 
 Train = Callable[..., Any]  # trainables.train.trainable.fit: (cfg, reporter, keep=...) -> the model
 
@@ -210,14 +210,8 @@ def _build(store: Store, key: str, cfg1: TrainConfig,
 
 
 def _me() -> str:
-    node = "local"
-    try:
-        import ray
-
-        if ray.is_initialized():
-            node = short_node(ray.get_runtime_context().get_node_id())
-    except ImportError:
-        pass
+    ray = running_ray()
+    node = "local" if ray is None else short_node(ray.get_runtime_context().get_node_id())
     return f"{node}:{os.getpid()}:{threading.get_ident()}"
 
 
@@ -234,11 +228,7 @@ def start_registry() -> Any:
 
 def _registry() -> Any:
     """The stage-1 registry actor, when this process runs inside Ray."""
-    try:
-        import ray
-    except ImportError:
-        return None
-    return start_registry() if ray.is_initialized() else None
+    return None if running_ray() is None else start_registry()
 
 
 def _build_leased(registry: Any, store: Store, key: str, cfg1: TrainConfig,

@@ -34,7 +34,7 @@ from trainables.train.loop import (
     plan_runtime,
     train_one_epoch,
 )
-from trainables.train.reporting import Reporter, current_reporter
+from trainables.train.reporting import Reporter, current_reporter, running_ray
 from trainables.train.stage1 import uses_stage1
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def fit(cfg: TrainConfig, reporter: Reporter, *, until_epoch: int = 0,
     eval_aug = BatchAugment("none", mean, std, runtime.device, runtime.channels_last)
 
     objective = make_objective(cfg, data.labels["train"][data.train_sample], runtime.device)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.scales_loss)
     phases = cfg.phase_plan()
     for phase in reversed(phases):  # every phase's depth fits the model, before any epoch
         set_unfreeze_depth(model, phase.unfreeze_depth)
@@ -143,9 +143,8 @@ def plan_threads(cfg: TrainConfig) -> int:
 
 def trial_cpus() -> int:
     """The whole CPUs Ray assigned to this worker (at least 1), or 0 outside a Ray worker."""
-    import ray
-
-    if not ray.is_initialized():
+    ray = running_ray()
+    if ray is None:
         return 0
     context = ray.get_runtime_context()
     if context.worker.mode != ray.WORKER_MODE:
