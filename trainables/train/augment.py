@@ -66,36 +66,17 @@ class BatchAugment:
         """Augment 0..255 float images (B, 3, H, W); the random draws, in order: flips,
         rotation, scale and shift, colour (a seed gives what it always gave)."""
         b = x.shape[0]
-
-        def uniform(lo: float, hi: float) -> torch.Tensor:
-            return (torch.rand(b, generator=g) * (hi - lo) + lo).to(self.device)
-
-        flips = None
-        if "flip" in self.ops:  # fundus photos have no preferred left/right or up/down
-            h = (torch.rand(b, generator=g) < 0.5).to(self.device)
-            v = (torch.rand(b, generator=g) < 0.5).to(self.device)
-            flips = (h, v)
-        if {"rotate", "tilt", "scale"} & set(self.ops):
-            turn = math.pi if "rotate" in self.ops else math.pi / 12 if "tilt" in self.ops else 0.0
-            angle = uniform(-turn, turn) if turn else torch.zeros(b, device=self.device)
-            zoom = uniform(0.9, 1.15) if "scale" in self.ops else torch.ones(b, device=self.device)
-            shift = (uniform(-0.05, 0.05), uniform(-0.05, 0.05)) if "scale" in self.ops else (
-                torch.zeros(b, device=self.device), torch.zeros(b, device=self.device))
-            cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-            theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1),
-                                 torch.stack([sin, cos, shift[1]], 1)], 1)
-            if flips is not None:  # flip, then rotate: the grid's input x (row 0), y (row 1) mirrored
-                signs = torch.stack([1.0 - 2.0 * flips[0].float(), 1.0 - 2.0 * flips[1].float()], 1)
-                theta = theta * signs.view(b, 2, 1)
-            grid = self.grid(theta, x.shape[2], x.shape[3])
+        draws = self.draw(b, g)
+        if "theta" in draws:
+            grid = self.grid(draws["theta"], x.shape[2], x.shape[3])
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        elif flips is not None:
-            x = torch.where(flips[0].view(b, 1, 1, 1), x.flip(3), x)
-            x = torch.where(flips[1].view(b, 1, 1, 1), x.flip(2), x)
-        if "color" in self.ops:
-            brightness = uniform(0.8, 1.2).view(b, 1, 1, 1)
-            contrast = uniform(0.8, 1.2).view(b, 1, 1, 1)
-            saturation = uniform(0.8, 1.2).view(b, 1, 1, 1)
+        elif "flips" in draws:
+            h, v = (draws["flips"][:, i].view(b, 1, 1, 1) > 0.5 for i in (0, 1))
+            x = torch.where(h, x.flip(3), x)
+            x = torch.where(v, x.flip(2), x)
+        if "color" in draws:
+            brightness, contrast, saturation = (draws["color"][:, i].view(b, 1, 1, 1)
+                                                for i in range(3))
             cb = contrast * brightness
             w = self.GRAY
             gray = (x[:, 0:1] * w[0]).add_(x[:, 1:2], alpha=w[1]).add_(x[:, 2:3], alpha=w[2])
@@ -104,3 +85,46 @@ class BatchAugment:
                                  (1.0 - saturation) * cb)
             x = torch.addcmul(rest, x, saturation * cb).clamp_(0.0, 255.0)
         return x
+
+    def draw(self, b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """The batch's random parameters, drawn on the CPU and sent to the device in one copy
+        that does not wait: a plain `.to(cuda)` of a CPU tensor waits for every queued kernel,
+        which left the GPU idle while the next step was being queued (resnet18 on an H200: 16%
+        below the model alone; `python -m search.bench limit --gpu`)."""
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            return torch.rand(b, generator=g) * (hi - lo) + lo
+
+        out: dict[str, torch.Tensor] = {}
+        flips = None
+        if "flip" in self.ops:  # fundus photos have no preferred left/right or up/down
+            flips = torch.stack([torch.rand(b, generator=g) < 0.5,
+                                 torch.rand(b, generator=g) < 0.5], 1).float()
+            out["flips"] = flips
+        if {"rotate", "tilt", "scale"} & set(self.ops):
+            turn = math.pi if "rotate" in self.ops else math.pi / 12 if "tilt" in self.ops else 0.0
+            angle = uniform(-turn, turn) if turn else torch.zeros(b)
+            zoom = uniform(0.9, 1.15) if "scale" in self.ops else torch.ones(b)
+            shift = (uniform(-0.05, 0.05), uniform(-0.05, 0.05)) if "scale" in self.ops else (
+                torch.zeros(b), torch.zeros(b))
+            cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+            theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1),
+                                 torch.stack([sin, cos, shift[1]], 1)], 1)
+            if flips is not None:  # flip, then rotate: the grid's input x (row 0), y (row 1) mirrored
+                theta = theta * (1.0 - 2.0 * flips).view(b, 2, 1)
+            out["theta"] = theta
+        if "color" in self.ops:  # brightness, contrast, saturation
+            out["color"] = torch.stack([uniform(0.8, 1.2) for _ in range(3)], 1)
+        return self.send(out)
+
+    def send(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """CPU float tensors to the device: on a GPU, packed into one pinned buffer and copied
+        without waiting (the allocator keeps the buffer until the copy is done)."""
+        if self.device.type == "cpu" or not tensors:
+            return tensors
+        flat = torch.cat([t.reshape(-1) for t in tensors.values()]).pin_memory()
+        moved = flat.to(self.device, non_blocking=True)
+        out, start = {}, 0
+        for name, t in tensors.items():
+            out[name] = moved[start:start + t.numel()].view(t.shape)
+            start += t.numel()
+        return out
