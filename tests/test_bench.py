@@ -5,14 +5,30 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from search.bench.cli import main, readme_table, records_in, row, table, write_readme
+from search.bench.cli import (
+    GPU_SECTIONS,
+    ON_REQUEST,
+    SECTIONS,
+    gpu_label,
+    main,
+    readme_table,
+    records_in,
+    row,
+    table,
+    write_readme,
+)
 from search.bench.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
 from search.bench.rows import ratio_interval
 from search.engine.searcher import make_sampler
@@ -37,16 +53,15 @@ def test_an_unknown_section_is_named() -> None:
 @pytest.mark.slow
 def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # input, train and limit: cluster/gpu_check.sh's test below runs them
     out = tmp_path / "bench.json"
-    assert main(["--quick", "--out", str(out)]) == 0
+    assert main(["--quick", "--out", str(out), *(s for s in SECTIONS if s not in (
+        *ON_REQUEST, *GPU_SECTIONS))]) == 0
     record = json.loads(out.read_text())
     rows = {(r["section"], r["measure"]): r for r in record["rows"]}
-    assert {s for s, _ in rows} == {"input", "train", "limit", "threads", "overhead",
-                                    "efficiency", "scale", "gain", "replay", "reproducible",
-                                    "warmstart"}
-    for key in [("input", "images/s"), ("input", "CPU s/image"), ("train", "resnet18 images/s"),
-                ("limit", "trainable / model alone, training images/s"),
-                ("threads", "2 threads: images/s vs 1 thread"),
+    assert {s for s, _ in rows} == {"threads", "overhead", "efficiency", "scale", "gain",
+                                    "replay", "reproducible", "warmstart"}
+    for key in [("threads", "2 threads: images/s vs 1 thread"),
                 ("overhead", "s per tiny trial in a search (W&B offline) vs plain"),
                 ("scale", "trials per minute, 2 worker nodes vs 1"),
                 ]:
@@ -57,29 +72,10 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
         assert row["ratio"] == pytest.approx(
             row["ours"] / row["baseline"] if row["better"] == "higher"
             else row["baseline"] / row["ours"])
-    # each speed is the median of its side's raw runs, and the sides did the work they should,
-    # counted from the data and the parameters, not from the rows: every image of the bench
-    # set's training CSV (whole batches) per timed pass; the trainable and the plain loop its
-    # batches per epoch (as many as the data has, up to train_batches); the model alone always
-    # train_batches (it trains on tensors it made)
-    p = record["params"]
-    whole = len(pd.read_csv(Path(p["data"]) / "train.csv")) // p["batch"]
-    passes = whole * p["batch"] * p["epochs"]
-    trained = min(whole, p["train_batches"]) * p["batch"] * p["epochs"]
-    alone = p["train_batches"] * p["batch"] * p["epochs"]
-    for key, work in [(("input", "images/s"), (passes, passes)),
-                      (("train", "resnet18 images/s"), (trained, trained)),
-                      (("limit", "trainable / model alone, training images/s"), (trained, alone)),
-                      (("threads", "2 threads: images/s vs 1 thread"), (trained, trained))]:
-        for side, images in zip(("ours", "baseline"), work, strict=True):
-            raw = rows[key]["runs"][side]
-            assert [m["images"] for m in raw] == [images] * len(raw), (key, side)
-            assert rows[key][side] == pytest.approx(
-                statistics.median(m["images"] / m["seconds"] for m in raw)), (key, side)
+    check_work(record, rows, ["threads"])
     overhead = rows[("overhead", "s a search adds per trial (W&B offline)")]
     steady = rows[("overhead", "s per tiny trial in a search (W&B offline) vs plain")]
     assert overhead["ours"] == pytest.approx(steady["ours"] - steady["baseline"])
-    assert rows[("input", "cache build s/image (once per node)")]["ours"] > 0
     # Ray's start: a 1-trial search that starts Ray less one on the running Ray, both a few
     # seconds long and one run each in a quick run: under load its sign is noise
     assert math.isfinite(rows[("overhead", "s to start a local Ray (once)")]["ours"])
@@ -103,12 +99,90 @@ def test_quick_bench_measures_both_sides_of_every_section(tmp_path: Path,
     assert warm[0]["spread"][1] == warm[1]["spread"][1]
     error = next(r for (s, m), r in rows.items() if s == "replay" and "held-out error" in m)
     assert 0 <= error["ours"] < 0.2  # the surrogate of a committed table
-    assert "met" in rows[("limit", "trainable / model alone, training images/s")]
     env = record["environment"]
     assert env["python"] and env["cpus"] and env["git_commit"] and env["packages"]["torch"]
     assert record["params"]["image_size"] == 96 and record["params"]["quick"]
     printed = capsys.readouterr().out
     assert "x better" in printed and f"written to {out}" in printed
+
+
+def check_work(record: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any]],
+               sections: list[str]) -> None:
+    """Each speed is the median of its side's raw runs, and the sides did the work they should,
+    counted from the data and the parameters, not from the rows: every image of the bench
+    set's training CSV (whole batches) per timed pass; the trainable and the plain loop its
+    batches per epoch (as many as the data has, up to train_batches); the model alone always
+    train_batches (it trains on tensors it made)."""
+    p = record["params"]
+    whole = len(pd.read_csv(Path(p["data"]) / "train.csv")) // p["batch"]
+    passes = whole * p["batch"] * p["epochs"]
+    trained = min(whole, p["train_batches"]) * p["batch"] * p["epochs"]
+    alone = p["train_batches"] * p["batch"] * p["epochs"]
+    model = p["model"]
+    work = {"input": (("input", "images/s"), (passes, passes)),
+            "train": (("train", f"{model} images/s"), (trained, trained)),
+            "limit": (("limit", "trainable / model alone, training images/s"), (trained, alone)),
+            "threads": (("threads", "2 threads: images/s vs 1 thread"), (trained, trained))}
+    for section in sections:
+        key, images_of = work[section]
+        for side, images in zip(("ours", "baseline"), images_of, strict=True):
+            raw = rows[key]["runs"][side]
+            assert [m["images"] for m in raw] == [images] * len(raw), (key, side)
+            assert rows[key][side] == pytest.approx(
+                statistics.median(m["images"] / m["seconds"] for m in raw)), (key, side)
+            assert rows[key]["ratio"] == pytest.approx(
+                rows[key]["ours"] / rows[key]["baseline"])
+
+
+BLOCK_IMPORTS = """import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("ray", "optuna", "wandb"):
+            raise ImportError(f"{name} is not installed on this machine (a test's stand-in)")
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_on_a_cpu_without_ray_optuna_or_wandb(tmp_path: Path) -> None:
+    """cluster/gpu_check.sh on a machine without CUDA: tests/gpu skip saying why, and the
+    bench's input, train and limit run at --quick sizes on the CPU, for resnet18 and
+    efficientnet_b0, every process of it unable to import Ray, Optuna or wandb (a bare GPU
+    box has none of them); the records land in OUT and the table comes last."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_IMPORTS)  # every Python the script starts
+    out = tmp_path / "out"
+    root = Path(__file__).parents[1]
+    done = subprocess.run([str(root / "cluster" / "gpu_check.sh"), str(out)], capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable,
+                                                       "PYTHONPATH": str(site)})
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-5000:]
+    assert "no CUDA GPU visible: tests/gpu skip" in said
+    suite = ET.parse(out / "gpu-tests.xml").getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    skips = [case.find("skipped") for case in suite.iter("testcase")]
+    assert len(skips) == int(suite.get("tests", 0)) >= 8
+    assert all(skip is not None and "needs a CUDA GPU" in skip.get("message", "") for skip in skips)
+    for model, sections in (("resnet18", ["input", "train", "limit"]),
+                            ("efficientnet_b0", ["train", "limit"])):
+        record = json.loads((out / f"bench-gpu-{model}.json").read_text())
+        assert record["params"]["model"] == model and record["params"]["quick"]
+        assert not record["params"].get("gpu")  # no GPU here: the CPU, at --quick sizes
+        rows = {(r["section"], r["measure"]): r for r in record["rows"]}
+        assert {s for s, _ in rows} == set(sections)
+        check_work(record, rows, sections)
+    record = json.loads((out / "bench-gpu-resnet18.json").read_text())
+    build = next(r for r in record["rows"] if r["measure"].startswith("cache build images/s"))
+    one, every = build["runs"]["baseline"][0], build["runs"]["ours"][0]
+    # the cold builds decoded every image of the set, once with 1 process, once with a core each
+    images = sum(len(pd.read_csv(Path(record["params"]["data"]) / f"{split}.csv"))
+                 for split in ("train", "val", "test"))
+    assert one["cached_images"] == every["cached_images"] == images and one["cache_built"]
+    assert build["ours"] == pytest.approx(images / every["cache_build_seconds"])
+    assert "tests/gpu: 0 passed, 0 failed, 8 skipped" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith("limit ")  # the table, last
 
 
 @pytest.mark.slow
@@ -230,6 +304,16 @@ def test_the_readme_table_comes_from_the_newest_full_record_of_each_section(tmp_
     replay = [line for line in readme_table([a, b]).splitlines() if line.startswith("| replay")]
     assert replay == ["| replay | a: x | 2 | 1 | 2 |  | `r1.json` (abcdef0) |",
                       "| replay | b: x | 3 | 1 | 3 |  | `r2.json` (abcdef0) |"]
+    # a --gpu record: its rows apart from the CPU's, marked with the GPU, model and AMP
+    gpu = tmp_path / "g.json"
+    gpu.write_text(json.dumps({
+        "params": {"quick": False, "gpu": True, "model": "resnet18", "amp": "bf16"},
+        "finished": "2026-06-01", "rows": [row("input", "images/s", 900.0, 30.0, True)],
+        "environment": {"git_commit": "abcdef0123", "git_changed": [], "gpus": ["NVIDIA H200"]}}))
+    assert gpu_label(json.loads(gpu.read_text())) == " (GPU: NVIDIA H200, resnet18, bf16)"
+    assert readme_table([new, gpu]).splitlines()[2:] == [
+        "| input | images/s | 300 | 10 | 30 |  | `b.json` (abcdef0) |",
+        "| input (GPU: NVIDIA H200, resnet18, bf16) | images/s | 900 | 30 | 30 |  | `g.json` (abcdef0) |"]
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench table: start -->\nold\n<!-- bench table: end -->\nrest\n")
     write_readme(readme, [new])

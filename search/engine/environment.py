@@ -38,14 +38,17 @@ def _git(*args: str, where: Path | None = None) -> str | None:
 
 
 def git_commit(where: Path | None = None) -> str | None:
-    """The checkout's commit; where git cannot say (a copy of the tree without .git, as
-    cluster/gpu_check.sh may run on), $MEDTUNE_GIT_COMMIT."""
-    return (_git("rev-parse", "HEAD", where=where) or "").strip() or \
-        os.environ.get("MEDTUNE_GIT_COMMIT") or None
+    """The checkout's commit: $MEDTUNE_GIT_COMMIT where set (a copy of the tree sent to a
+    GPU machine may carry no .git, or an older one), else what git says."""
+    return os.environ.get("MEDTUNE_GIT_COMMIT") or \
+        (_git("rev-parse", "HEAD", where=where) or "").strip() or None
 
 
 def git_changed(where: Path | None = None) -> list[str] | None:
-    """Tracked files changed since that commit (a measurement of uncommitted code)."""
+    """Tracked files changed since that commit (a measurement of uncommitted code); None
+    where git cannot say, or where $MEDTUNE_GIT_COMMIT names the commit instead."""
+    if os.environ.get("MEDTUNE_GIT_COMMIT"):
+        return None
     out = _git("status", "--porcelain", "--untracked-files=no", where=where)
     return None if out is None else [line[3:] for line in out.splitlines()]
 

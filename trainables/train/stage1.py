@@ -43,10 +43,11 @@ MODEL_FILE, META_FILE = "model.safetensors", "stage1.json"
 REGISTRY = "medtune_stage1"
 # Settings of the trial that stage 1 keeps (structure and runtime); the rest are stage 1's own.
 SHARED_KEYS = ("model", "weights", "image_size", "preprocess", "batch_size", "attention", "heads",
-               "layer_norm", "residual", "dropout", "device", "amp", "channels_last",
+               "layer_norm", "residual", "dropout", "device", "amp", "amp_dtype", "channels_last",
                "max_train_batches", "max_eval_batches", "cache_dir", "val_fraction", "split_seed",
                "threads", "prefetch")
-RUNTIME_KEYS = ("device", "amp", "channels_last", "cache_dir", "threads", "prefetch")  # not part of the key
+# not part of the key
+RUNTIME_KEYS = ("device", "amp", "amp_dtype", "channels_last", "cache_dir", "threads", "prefetch")
 
 
 def lease_seconds() -> float:
