@@ -226,3 +226,18 @@ def dashboard_reads(command: str, log: Path) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def without_packages(folder: Path, *names: str) -> dict[str, str]:
+    """An environment in which every Python started cannot import `names` (as on a machine
+    without them: a ModuleNotFoundError naming the module), through a sitecustomize.py that
+    this writes into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(f"""import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {names!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Missing())
+""")
+    return {**os.environ, "PYTHONPATH": str(folder)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from search.bench.cli import (
 from search.bench.efficiency import ARMS, anytime, arm_seed, best_so_far, comparison_rows, epochs_to
 from search.bench.rows import ratio_interval
 from search.engine.searcher import make_sampler
+from tests.helpers import without_packages
 from trainables.errors import ConfigError
 
 
@@ -134,29 +134,17 @@ def check_work(record: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any
                 rows[key]["ours"] / rows[key]["baseline"])
 
 
-BLOCK_IMPORTS = """import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("ray", "optuna", "wandb"):
-            raise ImportError(f"{name} is not installed on this machine (a test's stand-in)")
-sys.meta_path.insert(0, Block())
-"""
-
-
 @pytest.mark.slow
 def test_the_gpu_check_runs_on_a_cpu_without_ray_optuna_or_wandb(tmp_path: Path) -> None:
     """cluster/gpu_check.sh on a machine without CUDA: tests/gpu skip saying why, and the
     bench's input, train and limit run at --quick sizes on the CPU, for resnet18 and
     efficientnet_b0, every process of it unable to import Ray, Optuna or wandb (a bare GPU
     box has none of them); the records land in OUT and the table comes last."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(BLOCK_IMPORTS)  # every Python the script starts
     out = tmp_path / "out"
     root = Path(__file__).parents[1]
+    bare = without_packages(tmp_path / "site", "ray", "optuna", "wandb")  # every Python it starts
     done = subprocess.run([str(root / "cluster" / "gpu_check.sh"), str(out)], capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable,
-                                                       "PYTHONPATH": str(site)})
+                          text=True, timeout=900, env={**bare, "PYTHON": sys.executable})
     said = done.stdout + done.stderr
     assert done.returncode == 0, said[-5000:]
     assert "no CUDA GPU visible: tests/gpu skip" in said

@@ -14,6 +14,7 @@ import pytest
 from search import data, final, reproduce, train
 from search import run as run_cli
 from search.bench import cli as bench
+from tests.helpers import without_packages
 from trainables.errors import ConfigError
 from trainables.train.config import TrainConfig
 
@@ -68,6 +69,23 @@ def test_a_bad_flag_through_the_real_command_is_one_line_without_traceback() -> 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "python -m search.run: error: argument --num-samples: 0 must be > 0")
+
+
+def test_a_command_needing_a_package_this_machine_lacks_says_so_in_one_line(
+        tmp_path: Path) -> None:
+    """A bare GPU box has torch and timm but not Ray or Optuna: the commands that need them
+    name what is missing and how to install it; search.train does not need them."""
+    bare = without_packages(tmp_path, "ray", "optuna", "wandb")
+    result = subprocess.run([sys.executable, "-m", "search.run", "deepdrid_finetune", "--demo"],
+                            capture_output=True, text=True, env=bare)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: python -m search.run needs Ray Tune (searches, the final step, the cluster), and "
+        "`import ray` fails here (No module named 'ray'): `pip install -e .` installs it, or pip "
+        "install 'ray[tune,client]>=2.60,<3'"]
+    result = subprocess.run([sys.executable, "-m", "search.train", "--help"],
+                            capture_output=True, text=True, env=bare)
+    assert result.returncode == 0 and "search.train" in result.stdout
 
 
 def test_results_pointing_at_a_file_is_one_clear_error(course_demo: Path, tmp_path: Path) -> None:

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from typing import Any
 
+from search.cli import EXIT_USAGE
+from trainables.errors import ConfigError
+
 
 def run_module(what: str, argv: list[str], env: dict[str, str]) -> str:
     """`python -m ARGV` in a fresh process with `env`; its stdout, or a RuntimeError naming
@@ -16,6 +19,9 @@ def run_module(what: str, argv: list[str], env: dict[str, str]) -> str:
     done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         said = (done.stderr.strip() or done.stdout.strip())[-3000:]  # the CLI's line is on stdout
+        last = said.splitlines()[-1] if said else ""
+        if done.returncode == EXIT_USAGE and last.startswith("error: "):  # a user's mistake,
+            raise ConfigError(f"{what}: {last.removeprefix('error: ')}")  # said in one line
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{said}")
     return done.stdout
 
