@@ -115,6 +115,39 @@ def test_a_replayed_search_serves_the_recorded_curves(local_ray: None, table: Pa
         run_final(run)
 
 
+def test_trials_whose_log_lags_their_state_keep_the_epochs_they_ran(
+        local_ray: None, table: Path, tmp_path: Path) -> None:
+    """Ray restores a trial's log from the store, where a killed driver's upload can leave a
+    copy older than the trial's saved state (seen on S3: two ended trials with no epochs, the
+    resumed search ended \"interrupted\" with 4 of 6 trials): the epochs come from the
+    study and Ray's last result, and the tables are the ones the search wrote."""
+    run = replay(table, tmp_path, "lag", "asha", 4)
+    trials = pd.read_parquet(run / "trials.parquet").set_index("trial_id")
+    logs = sorted((run / "tune").glob("trial_*/result.json"))
+    assert len(logs) == 4
+    (logs[0]).write_text("")  # no epoch logged
+    lines = logs[1].read_text().splitlines(keepends=True)
+    logs[1].write_text(lines[0])  # the first epoch only
+    # Ray's other copies: progress.csv, and the driver's staging folder, which a driver on
+    # another machine does not have
+    staged = Path(ray._private.worker._global_node.get_session_dir_path()) / "artifacts"
+    for log in logs[:2]:
+        (log.parent / "progress.csv").unlink()
+        for copy in staged.glob(f"*/tune/driver_artifacts/{log.parent.name}"):
+            shutil.rmtree(copy)
+    sets = [a for k, v in PINNED.items() for a in ("--set", f"{k}={v}")]
+    assert run_main(["deepdrid_finetune", "--replay", str(table), "--results", str(tmp_path),
+                     "--name", "lag", "--no-wandb", "--resume", *sets]) == 0
+    again = pd.read_parquet(run / "trials.parquet").set_index("trial_id")
+    columns = ["status", "val/kappa", "best_epoch", "epochs", "augment"]
+    pd.testing.assert_frame_equal(again[columns], trials.loc[again.index, columns])
+    epochs = pd.read_parquet(run / "epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    for trial_id, rows in epochs.groupby("trial_id"):  # each epoch it ran, the recorded QWK
+        recorded = KAPPA[again.loc[trial_id, "augment"]][:again.loc[trial_id, "epochs"]]
+        assert rows.sort_values("epoch")["val/kappa"].tolist() == pytest.approx(recorded)
+
+
 def test_asha_stops_replayed_trials_as_worked_out_by_hand(local_ray: None, table: Path,
                                                           tmp_path: Path) -> None:
     # deepdrid_finetune's budget: grace period 2, reduction factor 2, the table's 3 epochs:

@@ -4,7 +4,7 @@
 epoch, epochs run, seconds, the Ray node and node type of its last epoch, error text, the
 GPU- and CPU-hours it held: search.engine.ledger). `epochs.parquet`: a row
 per trial and epoch (with the node that ran it; an epoch trained again after a resume keeps its
-last row).
+last row; epochs a lagging copy of Ray's log lacks come from the study: `_with_lagged_epochs`).
 `best/config.json` and `best/top_k.json`: the inputs of `search.reproduce` and of the final step.
 """
 
@@ -19,7 +19,7 @@ from ray import tune
 
 from search.engine.driver import SearchPlan
 from search.engine.ledger import with_costs
-from search.engine.searcher import trial_length
+from search.engine.searcher import RAY_TRIAL_ATTR, curve_of, trial_length
 from trainables.tasks import sign
 from trainables.train.config import TrainConfig, config_value
 
@@ -41,10 +41,13 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
     metric, mode = plan.experiment.metric, plan.experiment.mode
     searched = list(plan.experiment.searched)
     trial_rows, epoch_frames = [], []
+    curves, curve_key = study_curves(plan), plan.objectives[0][0] if plan.objectives else metric
     for result in _each(results):
         config = result.config or {}
         trial_id = trial_key(result)
         frame = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        frame = _with_lagged_epochs(frame, result.metrics or {}, curves.get(trial_id, {}),
+                                    curve_key)
         if "epoch" in frame:  # an epoch reported while the driver was stopping is not in Ray's
             # saved state: the resumed trial trains it again, and its second row is the one kept
             frame = frame.drop_duplicates("epoch", keep="last").reset_index(drop=True)
@@ -69,7 +72,8 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
             status = "stopped early"  # by ASHA
         else:
             status = "not run"
-        seconds = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame and len(frame) else 0.0
+        total = frame["time_total_s"].dropna() if "time_total_s" in frame else pd.Series()
+        seconds = float(total.iloc[-1]) if len(total) else 0.0
         started, finished = _started_finished(frame)
         row: dict[str, Any] = {"trial_id": trial_id}
         # searched keys the space did not set (heads with attention off) stay empty
@@ -89,6 +93,39 @@ def collect(plan: SearchPlan, results: tune.ResultGrid) -> tuple[pd.DataFrame, p
     return trials, epochs_all
 
 
+def study_curves(plan: SearchPlan) -> dict[str, dict[int, float]]:
+    """Each Ray trial's metric by epoch, as the run's study holds it."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=plan.run_id, storage=plan.storage_url)
+    except KeyError:  # no study: nothing was asked
+        return {}
+    return {str(t.user_attrs[RAY_TRIAL_ATTR]): curve_of(t)
+            for t in study.get_trials(deepcopy=False) if RAY_TRIAL_ATTR in t.user_attrs}
+
+
+def _with_lagged_epochs(frame: pd.DataFrame, last: dict[str, Any], curve: dict[int, float],
+                        column: str) -> pd.DataFrame:
+    """A trial's epochs, with those its log lacks. Ray restores a trial's log (result.json)
+    from the store, where a driver killed during an upload can leave a copy older than the
+    state Ray restores (cluster/README.md): a trial Ray holds as ended, not to run again, can
+    have fewer logged epochs than it ran, or none. The missing ones come from the study
+    (`column`, the metric the study records, by epoch) and Ray's state of the trial (its last
+    result, every column), so that its status, best value and epochs are the ones it ran."""
+    logged = set(frame["epoch"].dropna().astype(int)) if "epoch" in frame else set()
+    rows: dict[int, dict[str, Any]] = {e: {"epoch": e, column: v} for e, v in curve.items()
+                                       if e not in logged}
+    epoch = last.get("epoch")
+    if epoch and int(epoch) not in logged:
+        rows[int(epoch)] = {k: v for k, v in last.items() if not isinstance(v, dict | list)}
+    if not rows:
+        return frame
+    added = pd.DataFrame([rows[e] for e in sorted(rows)])
+    both = pd.concat([frame, added], ignore_index=True) if len(frame) else added
+    return both.sort_values("epoch", kind="stable").reset_index(drop=True)
+
+
 def typed(frame: pd.DataFrame, rows: list[dict[str, Any]], searched: list[str]) -> pd.DataFrame:
     """`frame` (made from `rows`) with each searched column of one type, as a parquet column
     must be: mixed ones (2 or "all") become text, whole numbers stay whole where some rows
@@ -106,6 +143,8 @@ def typed(frame: pd.DataFrame, rows: list[dict[str, Any]], searched: list[str]) 
 def _started_finished(frame: pd.DataFrame) -> tuple[float | None, float | None]:
     """Unix times of a trial's start (its first result's time less the trial's time until
     then: its start-up and first epoch) and of its last epoch."""
+    if "timestamp" in frame:  # epochs from the study alone have no time
+        frame = frame.dropna(subset=["timestamp"])
     if "timestamp" not in frame or not len(frame):
         return None, None
     first = frame.iloc[0]
