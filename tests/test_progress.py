@@ -126,3 +126,30 @@ def test_a_line_said_while_a_bar_shows_comes_above_it(capsys: pytest.CaptureFixt
     assert before.endswith("\r") and "2/3" in after  # the bar was cleared, then redrawn
     say("after the bar")
     assert capsys.readouterr().out == "after the bar\n"
+
+
+# the drawn and written images of each demo set that is not DeepDRiD's (tested above through
+# the course demo): what its progress counts
+DEMO_IMAGES = {"medmnist": ("drawing the shapes demo set", 720, "*/*/*.jpeg"),
+               "rfmid": ("writing the rfmid demo set", 368, "*/*/*.png"),
+               "idrid": ("writing the idrid demo set", 190, "*/*/*/*.jpg"),
+               "aptos": ("writing the aptos demo set", 400, "*/*.png"),
+               "kaggle_dr": ("writing the kaggle_dr demo set", 190, "*/*.jpeg"),
+               "chestxray": ("writing the chestxray demo set", 360, "*/*.jpeg")}
+
+
+@pytest.mark.parametrize("kind", sorted(DEMO_IMAGES))
+def test_every_demo_set_says_how_far_it_is_and_counts_the_images_it_writes(
+        kind: str, tmp_path: Path) -> None:
+    what, images, pattern = DEMO_IMAGES[kind]
+    written = subprocess.run([sys.executable, "-m", "search.data", "demo", kind, "--out",
+                              str(tmp_path)], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "MEDTUNE_PROGRESS_SECONDS": "0"})
+    assert written.returncode == 0, written.stderr
+    lines = written.stderr.splitlines()
+    steps = [re.fullmatch(rf"{what}: (\d+)/{images} images \(\d+%\), .*left", line)
+             for line in lines[:-1]]
+    assert all(steps) and 8 <= len(steps) <= 10, lines
+    assert re.fullmatch(rf"{what}: {images}/{images} images in .*", lines[-1]), lines
+    assert len(list(tmp_path.glob(pattern))) == images  # what it counted is what it wrote
+    assert "wrote the" in written.stdout

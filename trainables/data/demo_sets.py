@@ -47,6 +47,7 @@ from trainables.data.demo import (
     write_deepdrid_demo,
 )
 from trainables.errors import ConfigError
+from trainables.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,15 @@ def shape_image(rng: np.random.Generator, shape: str, texture: str) -> np.ndarra
 def _shape_rows(seed: int, per_class: dict[str, int]) -> dict[str, list[tuple[np.ndarray, int]]]:
     rng = np.random.default_rng([seed, DEMO_VERSION, 7])
     out: dict[str, list[tuple[np.ndarray, int]]] = {}
-    for split, count in per_class.items():
-        rows = [(shape_image(rng, *name.split("_")), c)
-                for c, name in enumerate(SHAPE_CLASSES) for _ in range(count)]
-        out[split] = [rows[i] for i in rng.permutation(len(rows))]
+    total = len(SHAPE_CLASSES) * sum(per_class.values())
+    with Progress(total, "drawing the shapes demo set") as progress:
+        for split, count in per_class.items():
+            rows = []
+            for c, name in enumerate(SHAPE_CLASSES):
+                for _ in range(count):
+                    rows.append((shape_image(rng, *name.split("_")), c))
+                    progress.update()
+            out[split] = [rows[i] for i in rng.permutation(len(rows))]
     return out
 
 
@@ -174,20 +180,27 @@ def write_rfmid_demo(out: Path, *, layout: str | None = None,
     _check_layout(layout, ("release",))
     spec = spec or DemoSpec()
     rng = np.random.default_rng([spec.seed, DEMO_VERSION, 29])
-    for split, count in RFMID_COUNTS.items():
-        base, images, name = RFMID_DIRS[split]
-        (out / base / images).mkdir(parents=True, exist_ok=True)
-        with open(out / base / name, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["ID", "Disease_Risk", *FINDINGS])
-            for i in range(1, count + 1):
-                flags = [int(rng.uniform() < FINDING_SHARE) for _ in FINDINGS]
-                present = [kind for kind, on in zip(FINDINGS.values(), flags, strict=True) if on]
-                scene = findings_eye(rng, "r" if rng.uniform() < 0.5 else "l", present)
-                image, _ = render(scene, make_view(rng, scene, "macula"), 272, 256, rng)
-                image.save(out / base / images / f"{i}.png")
-                w.writerow([i, int(any(flags)), *flags])
+    with Progress(sum(RFMID_COUNTS.values()), "writing the rfmid demo set") as progress:
+        for split, count in RFMID_COUNTS.items():
+            _write_rfmid_split(out, split, count, rng, progress)
     return out
+
+
+def _write_rfmid_split(out: Path, split: str, count: int, rng: np.random.Generator,
+                       progress: Progress) -> None:
+    base, images, name = RFMID_DIRS[split]
+    (out / base / images).mkdir(parents=True, exist_ok=True)
+    with open(out / base / name, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "Disease_Risk", *FINDINGS])
+        for i in range(1, count + 1):
+            flags = [int(rng.uniform() < FINDING_SHARE) for _ in FINDINGS]
+            present = [kind for kind, on in zip(FINDINGS.values(), flags, strict=True) if on]
+            scene = findings_eye(rng, "r" if rng.uniform() < 0.5 else "l", present)
+            image, _ = render(scene, make_view(rng, scene, "macula"), 272, 256, rng)
+            image.save(out / base / images / f"{i}.png")
+            w.writerow([i, int(any(flags)), *flags])
+            progress.update()
 
 
 # ---- graded fundus sets in other releases' layouts ---------------------------------------
@@ -207,7 +220,8 @@ def other_camera(rng: np.random.Generator, view: View) -> View:
 
 
 def _graded_images(rng: np.random.Generator, count: int, size: tuple[int, int], *,
-                   camera: str = "deepdrid") -> list[tuple[Image.Image, int, str]]:
+                   progress: Progress, camera: str = "deepdrid"
+                   ) -> list[tuple[Image.Image, int, str]]:
     """`count` eyes as (image, grade, eye) pairs, two eyes per patient."""
     out: list[tuple[Image.Image, int, str]] = []
     for left, right in _patient_grades(rng, (count + 1) // 2):
@@ -220,6 +234,8 @@ def _graded_images(rng: np.random.Generator, count: int, size: tuple[int, int], 
                 view = make_view(rng, scene, "macula")
             image, _ = render(scene, view, *size, rng)
             out.append((image, grade, eye))
+            if len(out) <= count:
+                progress.update()
     return out[:count]
 
 
@@ -229,6 +245,13 @@ def write_graded_demo(out: Path, kind: str, *, spec: DemoSpec | None = None) -> 
     rng = np.random.default_rng([spec.seed, DEMO_VERSION, {"idrid": 1, "aptos": 2,
                                                             "kaggle_dr": 3}[kind]])
     out.mkdir(parents=True, exist_ok=True)
+    total = sum((APTOS_COUNTS if kind == "aptos" else GRADED_COUNTS).values())
+    with Progress(total, f"writing the {kind} demo set") as progress:
+        _write_graded(out, kind, rng, progress)
+    return out
+
+
+def _write_graded(out: Path, kind: str, rng: np.random.Generator, progress: Progress) -> None:
     if kind == "idrid":
         labels = out / "B. Disease Grading" / "2. Groundtruths"
         labels.mkdir(parents=True, exist_ok=True)
@@ -240,8 +263,8 @@ def write_graded_demo(out: Path, kind: str, *, spec: DemoSpec | None = None) -> 
             with open(labels / csv_name, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["Image name", "Retinopathy grade", "Risk of macular edema "])
-                for i, (image, grade, _) in enumerate(
-                        _graded_images(rng, GRADED_COUNTS[split], (288, 256)), start=1):
+                eyes = _graded_images(rng, GRADED_COUNTS[split], (288, 256), progress=progress)
+                for i, (image, grade, _) in enumerate(eyes, start=1):
                     name = f"IDRiD_{i:03d}"
                     image.save(images / f"{name}.jpg", quality=92)
                     w.writerow([name, grade, min(2, grade // 2)])
@@ -252,7 +275,7 @@ def write_graded_demo(out: Path, kind: str, *, spec: DemoSpec | None = None) -> 
                 w = csv.writer(f)
                 w.writerow(header)
                 for image, grade, _ in _graded_images(rng, APTOS_COUNTS[split], (256, 256),
-                                                      camera="aptos"):
+                                                      progress=progress, camera="aptos"):
                     code = f"{int(rng.integers(1 << 40)):012x}"
                     image.save(out / f"{split}_images" / f"{code}.png")
                     w.writerow([code, grade][: len(header)])
@@ -261,12 +284,12 @@ def write_graded_demo(out: Path, kind: str, *, spec: DemoSpec | None = None) -> 
         with open(out / "trainLabels.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["image", "level"])
-            items = _graded_images(rng, sum(GRADED_COUNTS.values()), (256, 256))
+            items = _graded_images(rng, sum(GRADED_COUNTS.values()), (256, 256),
+                                   progress=progress)
             for n, (image, grade, eye) in enumerate(items):
                 name = f"{10 + n // 2}_{'left' if eye == 'l' else 'right'}"
                 image.save(out / "resized_train" / f"{name}.jpeg", quality=92)
                 w.writerow([name, grade])
-    return out
 
 
 def graded_writer(kind: str) -> Callable[..., Path]:
@@ -360,14 +383,17 @@ def write_chest_demo(out: Path, *, layout: str | None = None,
     spec = spec or DemoSpec()
     rng = np.random.default_rng([spec.seed, DEMO_VERSION, 41])
     number = 0
-    for split, count in CHEST_PER_CLASS.items():
-        for _ in range(count):
-            for name in CHEST_CLASSES:
-                number += 1
-                folder = out / name if layout == "raw" else out / split / name
-                folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(chest_image(rng, name), "L").save(
-                    folder / f"{name.lower()}_{number:04d}.jpeg", quality=92)
+    with Progress(len(CHEST_CLASSES) * sum(CHEST_PER_CLASS.values()),
+                  "writing the chestxray demo set") as progress:
+        for split, count in CHEST_PER_CLASS.items():
+            for _ in range(count):
+                for name in CHEST_CLASSES:
+                    number += 1
+                    folder = out / name if layout == "raw" else out / split / name
+                    folder.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(chest_image(rng, name), "L").save(
+                        folder / f"{name.lower()}_{number:04d}.jpeg", quality=92)
+                    progress.update()
     (out / "README.txt").write_text("medtune demo: generated radiographs, not medical images\n")
     return out
 
