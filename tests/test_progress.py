@@ -108,6 +108,19 @@ def test_lines_come_at_tenths_at_most_once_a_gap_and_short_work_says_nothing(
     assert out.getvalue() == ""
 
 
+def test_a_progress_line_by_hand() -> None:
+    """The lines of slow work between whole steps too (`search.bench collect` after each chunk,
+    where a bar would run through the searches' own lines)."""
+    from trainables.progress import progress_line
+
+    assert progress_line("collect x", 2, 5, "configurations trained", 60) == (
+        "collect x: 2/5 configurations trained (40%), one every 30 s, about 1:30 left")
+    assert progress_line("collect x", 5, 5, "configurations trained", 150) == (
+        "collect x: 5/5 configurations trained in 2:30 (one every 30 s)")
+    assert progress_line("checking images", 30, 40, "images", 2) == (
+        "checking images: 30/40 images (75%), 15.0 images/s, about 1 s left")
+
+
 def test_a_line_said_while_a_bar_shows_comes_above_it(capsys: pytest.CaptureFixture[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """say() writes a command's line through tqdm when a bar is showing, so the bar is cleared

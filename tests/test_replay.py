@@ -5,6 +5,7 @@ surrogate for configurations the table never saw; numbers worked out by hand."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -421,6 +422,9 @@ def test_collect_records_whole_curves_grows_a_table_and_trains_nothing_twice(
     shutil.rmtree(chunks)
     said = collect(2)
     assert "chunk-001" in said and "chunk-000" not in said
+    # what this command had to train, and how fast (the table held the first configuration)
+    assert re.search(r"collect deepdrid_finetune: 1/1 configurations trained in \d+ s "
+                     r"\(one every \d+ s\)", said), said
     curves = read_curves(out)
     assert curves.meta["configs"] == 2 and curves.epochs == 6  # the demo budget's epochs
     assert len(curves.frame) == 12 and curves.frame["seconds"].gt(0).all()

@@ -35,6 +35,21 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
+def _pace(rate: float, unit: str) -> str:
+    """'31.3 images/s', or for slow work 'one every 35 s'."""
+    return f"{rate:.1f} {unit}/s" if rate >= 1 else f"one every {_duration(1 / rate)}"
+
+
+def progress_line(what: str, done: int, total: int, unit: str, seconds: float) -> str:
+    """'what: 3/10 images (30%), 1.5 images/s, about 5 s left', or once all is done
+    'what: 10/10 images in 7 s (1.4 images/s)'."""
+    rate = done / max(seconds, 1e-9)
+    if done >= total:
+        return f"{what}: {done}/{total} {unit} in {_duration(seconds)} ({_pace(rate, unit)})"
+    return (f"{what}: {done}/{total} {unit} ({100 * done / total:.0f}%), {_pace(rate, unit)}, "
+            f"about {_duration((total - done) / rate)} left")
+
+
 class Progress:
     """`with Progress(total, "building the image cache", "images") as p: ... p.update()`"""
 
@@ -62,11 +77,8 @@ class Progress:
             now = time.monotonic()
             if tenth > self._tenth and now - self._last >= self._gap:
                 self._tenth, self._last = tenth, now
-                rate = self.done / max(now - self.started, 1e-9)
-                left = (self.total - self.done) / rate
-                self._say(f"{self.what}: {self.done}/{self.total} {self.unit} "
-                          f"({100 * self.done / self.total:.0f}%), {self._pace(rate)}, "
-                          f"about {_duration(left)} left")
+                self._say(progress_line(self.what, self.done, self.total, self.unit,
+                                        now - self.started))
 
     def close(self) -> None:
         if self._bar is not None:
@@ -74,13 +86,8 @@ class Progress:
             self._bar = None
         elif self._lines and self.done and self._tenth:  # lines were said: say the end
             self._lines = False
-            took = time.monotonic() - self.started
-            self._say(f"{self.what}: {self.done}/{self.total} {self.unit} in {_duration(took)} "
-                      f"({self._pace(self.done / max(took, 1e-9))})")
-
-    def _pace(self, rate: float) -> str:
-        """'31.3 images/s', or for slow work 'one every 35 s'."""
-        return f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"one every {_duration(1 / rate)}"
+            self._say(progress_line(self.what, self.done, self.total, self.unit,
+                                    time.monotonic() - self.started))
 
     def _say(self, line: str) -> None:
         print(line, file=self.stream, flush=True)

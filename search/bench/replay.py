@@ -19,6 +19,7 @@ import hashlib
 import io
 import shlex
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from search.bench.efficiency import ARMS, arm_seed
 from search.engine.curves import Recorded
 from trainables.data.cache import cache_root
 from trainables.errors import ConfigError
+from trainables.progress import progress_line
 
 COLLECT_DOC = """python -m search.bench collect EXPERIMENT --configs N [--set KEY=VALUE]: a
 learning-curve table (search/engine/curves.py). N configurations drawn at random from the experiment's
@@ -178,9 +180,12 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
     settings = {"seed": seed, "sets": sets, "chunk": chunk}
     command = _command(experiment, configs, sets, seed, chunk)
     ran = False
+    to_train = [(i, n) for (i, n), name in zip(chunks, names, strict=True)
+                if name not in held and not _finished(folder / experiment / name, n)]
+    trained, started = 0, time.monotonic()
     for (i, n), name in zip(chunks, names, strict=True):
         run_dir = folder / experiment / name
-        if name in held or _finished(run_dir, n):
+        if (i, n) not in to_train:
             continue
         resume = (run_dir / "config.json").is_file()
         echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
@@ -192,9 +197,11 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
                               "same command again to continue")
         table = write_table(experiment, sources[: i + 1], out, command=command,
                             settings=settings, recorded=recorded)
-        ran = True
+        ran, trained = True, trained + n
         echo(f"collect {experiment}: {out} holds the curves of {table.meta['configs']} "
              f"configurations ({len(table.meta['failed'])} failed)")
+        echo(progress_line(f"collect {experiment}", trained, sum(n for _, n in to_train),
+                           "configurations trained", time.monotonic() - started))
     if not ran and (not out.is_file() or len(held) < len(chunks)):
         # every chunk was finished before (in run folders, or some in the table)
         write_table(experiment, sources, out, command=command, settings=settings,
