@@ -12,6 +12,7 @@
 #      efficientnet_b0 (224 px, batches of 256, AMP), each record in OUT/bench-gpu-MODEL.json
 #      (copy them to results/bench/ and run `python -m search.bench --readme`: GPU rows);
 #   3. a short table of both, last.
+# Everything it prints is kept in OUT/gpu-check.log too.
 #
 # Without a CUDA GPU the tests skip, saying why, and the bench runs at --quick sizes on the
 # CPU (the plumbing: what CI runs). --quick on a GPU: small batches, seconds.
@@ -21,6 +22,7 @@ quick=${2:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+exec > >(tee "$out/gpu-check.log") 2>&1  # what it says, kept beside the records
 cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}

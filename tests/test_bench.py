@@ -171,6 +171,7 @@ def test_the_gpu_check_runs_on_a_cpu_without_ray_optuna_or_wandb(tmp_path: Path)
     assert build["ours"] == pytest.approx(images / every["cache_build_seconds"])
     assert "tests/gpu: 0 passed, 0 failed, 8 skipped" in done.stdout
     assert done.stdout.rstrip().splitlines()[-1].startswith("limit ")  # the table, last
+    assert (out / "gpu-check.log").read_text() == done.stdout  # kept beside the records
 
 
 @pytest.mark.slow
