@@ -119,6 +119,8 @@ def test_a_progress_line_by_hand() -> None:
         "collect x: 5/5 configurations trained in 2:30 (one every 30 s)")
     assert progress_line("checking images", 30, 40, "images", 2) == (
         "checking images: 30/40 images (75%), 15.0 images/s, about 1 s left")
+    assert progress_line("collect x", 0, 5, "configurations trained", 9) == (
+        "collect x: 0/5 configurations trained")
 
 
 def test_a_line_said_while_a_bar_shows_comes_above_it(capsys: pytest.CaptureFixture[str],

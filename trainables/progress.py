@@ -44,6 +44,8 @@ def progress_line(what: str, done: int, total: int, unit: str, seconds: float) -
     """'what: 3/10 images (30%), 1.5 images/s, about 5 s left', or once all is done
     'what: 10/10 images in 7 s (1.4 images/s)'."""
     rate = done / max(seconds, 1e-9)
+    if not done:
+        return f"{what}: 0/{total} {unit}"
     if done >= total:
         return f"{what}: {done}/{total} {unit} in {_duration(seconds)} ({_pace(rate, unit)})"
     return (f"{what}: {done}/{total} {unit} ({100 * done / total:.0f}%), {_pace(rate, unit)}, "
