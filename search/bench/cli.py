@@ -233,7 +233,7 @@ def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
     n = 0
     for epoch in range(p["epochs"] + 1):  # the first pass warms up, like the baseline's
         if epoch == 1:
-            synchronize(runtime)
+            runtime.synchronize()
             usage, started, n = _usage(), time.perf_counter(), 0
         order = epoch_order(p, len(labels), epoch)
         generator = torch.Generator().manual_seed(epoch)
@@ -241,7 +241,7 @@ def measure_input_ours(p: dict[str, Any]) -> dict[str, Any]:
                             pin=runtime.device.type == "cuda", prefetch=runtime.prefetch):
             augment(x, generator)
             n += len(y)
-    synchronize(runtime)
+    runtime.synchronize()
     seconds, after = time.perf_counter() - started, _usage()
     return {"images": n, "seconds": seconds, "cpu_seconds": after["cpu"] - usage["cpu"],
             "rss_mb": after["rss_mb"], **build}
@@ -258,14 +258,6 @@ def epoch_order(p: dict[str, Any], n: int, epoch: int) -> Any:
 
     sample = np.tile(np.arange(n), copies(p, n))
     return sample[np.random.default_rng(epoch).permutation(len(sample))]
-
-
-def synchronize(runtime: Any) -> None:
-    """Wait for the GPU's queued work (a clock read before it would stop early)."""
-    import torch
-
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure_input_baseline(p: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +354,7 @@ def measure_limit_model(p: dict[str, Any]) -> dict[str, Any]:
             scaler.update()
             if epoch:
                 n += len(y)
-        synchronize(runtime)
+        runtime.synchronize()
         if epoch:  # the first epoch warms up, as in the trainable
             seconds += time.perf_counter() - started
     return {"images": n, "seconds": seconds}
@@ -402,7 +394,7 @@ def measure_train_baseline(p: dict[str, Any]) -> dict[str, Any]:
             scaler.update()
             if epoch:
                 n += len(y)
-        synchronize(runtime)
+        runtime.synchronize()
         if epoch:  # the first epoch warms up
             seconds += time.perf_counter() - started
     return {"images": n, "seconds": seconds, "rss_mb": _usage()["rss_mb"]}

@@ -39,6 +39,11 @@ class Runtime:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
+    def synchronize(self) -> None:
+        """Wait for the GPU's queued work (a clock read before it would stop early)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
 
 def plan_runtime(cfg: TrainConfig, cuda_available: bool | None = None) -> Runtime:
     """The device Ray gave the trial (it sets CUDA_VISIBLE_DEVICES, so cuda:0), else the CPU."""
@@ -177,8 +182,7 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
         total_loss += loss.detach() * len(y)
         seen += len(y)
     finite.wait()
-    if runtime.device.type == "cuda":  # the queued steps are part of the epoch's time
-        torch.cuda.synchronize(runtime.device)
+    runtime.synchronize()  # the queued steps are part of the epoch's time
     seconds = time.perf_counter() - started
     return {"train/loss": float(total_loss) / max(1, seen),
             "train/images_per_s": seen / max(seconds, 1e-9), "train/seconds": seconds}
@@ -229,12 +233,10 @@ def model_cost(model: nn.Module, size: int, runtime: Runtime, *, runs: int = 10)
     times = []
     with torch.no_grad(), runtime.autocast():
         for i in range(runs + 2):
-            if runtime.device.type == "cuda":
-                torch.cuda.synchronize()
+            runtime.synchronize()
             started = time.perf_counter()
             model(image)
-            if runtime.device.type == "cuda":
-                torch.cuda.synchronize()
+            runtime.synchronize()
             if i >= 2:
                 times.append(time.perf_counter() - started)
     model.train(was_training)
