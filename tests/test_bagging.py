@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.engine.bagging import bag, bag_csvs, vote_labels, write_predictions
+from search.engine.bagging import bag, bag_csvs, vote_labels
 from trainables.errors import ConfigError
 
 A = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
@@ -39,7 +39,11 @@ def test_unknown_method_is_an_error() -> None:
 
 
 def write(path: Path, ids: list[str], probs: np.ndarray | None, targets: list[int]) -> Path:
-    write_predictions(path, ids, probs, np.array(targets))
+    """A prediction CSV as a member's or a Kaggle submission: ID, TARGET[, p0 .. pK]."""
+    frame = pd.DataFrame({"ID": ids, "TARGET": targets})
+    for c in range(0 if probs is None else probs.shape[1]):
+        frame[f"p{c}"] = probs[:, c]
+    frame.to_csv(path, index=False)
     return path
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from trainables.errors import ConfigError
-from trainables.tasks import prob_columns
 
 METHODS = ("mean", "vote")
 
@@ -66,17 +65,6 @@ def vote_labels(labels: list[np.ndarray], num_classes: int) -> np.ndarray:
     for member in labels:
         counts[np.arange(len(member)), member] += 1
     return counts.argmax(axis=1)
-
-
-def write_predictions(path: Path, ids: list[str], probs: np.ndarray | None,
-                      targets: np.ndarray) -> None:
-    """`ID,TARGET` (the Kaggle submission), plus `p0..pK` probability columns when given."""
-    frame = pd.DataFrame({"ID": ids, "TARGET": targets.astype(int)})
-    if probs is not None:
-        for c, name in enumerate(prob_columns(probs.shape[1])):
-            frame[name] = probs[:, c]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
