@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from trainables.model.model_file import save_model
+
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "state.json"
 
 
@@ -22,7 +24,7 @@ def save_checkpoint(folder: Path, *, model: nn.Module, optimizer: torch.optim.Op
                     extra: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
     """`extra`: further weight files by name (a phased trial's best weights of its phase)."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_model_weights(folder / MODEL_FILE, model, config)
+    save_model(folder / MODEL_FILE, model, config)  # medtune's model file
     for name, tensors in (extra or {}).items():
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / name))
     opt = optimizer.state_dict()
@@ -35,13 +37,6 @@ def save_checkpoint(folder: Path, *, model: nn.Module, optimizer: torch.optim.Op
         **state, "config": config, "param_groups": opt["param_groups"], "scheduler": sched,
         "scaler": scaler.state_dict(),
     }, indent=1, default=float))
-
-
-def save_model_weights(path: Path, model: nn.Module, config: dict[str, Any]) -> None:
-    """The checkpoint's model: medtune's model file (trainables.model.model_file)."""
-    from trainables.model.model_file import save_model
-
-    save_model(path, model, config)
 
 
 def load_checkpoint(folder: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
