@@ -179,14 +179,11 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
     sources = [name if name in held else folder / experiment / name for name in names]
     settings = {"seed": seed, "sets": sets, "chunk": chunk}
     command = _command(experiment, configs, sets, seed, chunk)
-    ran = False
-    to_train = [(i, n) for (i, n), name in zip(chunks, names, strict=True)
+    to_train = [(i, n, name) for (i, n), name in zip(chunks, names, strict=True)
                 if name not in held and not _finished(folder / experiment / name, n)]
-    trained, started = 0, time.monotonic()
-    for (i, n), name in zip(chunks, names, strict=True):
+    total, trained, started = sum(n for _, n, _ in to_train), 0, time.monotonic()
+    for i, n, name in to_train:
         run_dir = folder / experiment / name
-        if (i, n) not in to_train:
-            continue
         resume = (run_dir / "config.json").is_file()
         echo(f"collect {experiment}: {'resuming ' if resume else ''}{name}, configurations "
              f"{i * chunk + 1}-{i * chunk + n} of {configs}")
@@ -197,12 +194,12 @@ def collect(experiment: str, configs: int, *, sets: list[str], seed: int, out: P
                               "same command again to continue")
         table = write_table(experiment, sources[: i + 1], out, command=command,
                             settings=settings, recorded=recorded)
-        ran, trained = True, trained + n
+        trained += n
         echo(f"collect {experiment}: {out} holds the curves of {table.meta['configs']} "
              f"configurations ({len(table.meta['failed'])} failed)")
-        echo(progress_line(f"collect {experiment}", trained, sum(n for _, n in to_train),
-                           "configurations trained", time.monotonic() - started))
-    if not ran and (not out.is_file() or len(held) < len(chunks)):
+        echo(progress_line(f"collect {experiment}", trained, total, "configurations trained",
+                           time.monotonic() - started))
+    if not to_train and (not out.is_file() or len(held) < len(chunks)):
         # every chunk was finished before (in run folders, or some in the table)
         write_table(experiment, sources, out, command=command, settings=settings,
                     recorded=recorded)
